@@ -1,0 +1,115 @@
+"""Classification: which order gets which notification in a run. A pure function from frames to frames.
+
+For each order with at least one backorder line, at most one notification per run, first match wins:
+1. `initial`  - no email of any kind was ever sent for this order (before T);
+2. `changed`  - a line's date differs from the previous snapshot, or a line is new in it;
+3. `periodic` - at least `reminder_interval_days` days passed since the last email (the difference
+   of two reference times), and fewer than `max_reminders` periodic emails were sent.
+An order whose address is unusable still gets its kind, with a skip reason instead of an email.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+LANGUAGE_ALIASES: dict[str, str] = {
+    "de": "de",
+    "german": "de",
+    "deutsch": "de",
+    "en": "en",
+    "english": "en",
+}
+
+SKIP_NO_EMAIL = "no usable email address"
+
+_EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+NOTIFICATION_COLUMNS = ["orders_id", "kind", "customers_email_address", "customers_name", "language", "skip_reason"]
+LISTED_COLUMNS = [
+    "orders_id",
+    "orders_products_id",
+    "products_id",
+    "products_name",
+    "products_model",
+    "products_quantity",
+    "date_available",
+    "previous_date",
+]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What classification needs to know about the run."""
+
+    reference_time: datetime  # naive UTC, as reference times are stored
+    reminder_interval_days: int
+    max_reminders: int | None
+    default_language: str
+
+
+@dataclass(frozen=True)
+class Classification:
+    notifications: pd.DataFrame  # one row per order to notify: NOTIFICATION_COLUMNS
+    listed: pd.DataFrame  # the lines each notification lists: LISTED_COLUMNS
+    waiting_orders: int  # orders with backorder lines, notified or not
+
+
+def template_language(value: object, default: str) -> str:
+    """The template language for what the shop stored ('de', 'german', 'Deutsch', ...)."""
+    if not isinstance(value, str):
+        return default
+    return LANGUAGE_ALIASES.get(value.strip().lower(), default)
+
+
+def usable_email(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL_RE.match(value.strip()))
+
+
+def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame, rules: Rules) -> Classification:
+    """lines: backorder lines now; previous: the previous snapshot's lines; history: sent emails per order."""
+    if lines.empty:
+        return Classification(
+            pd.DataFrame(columns=NOTIFICATION_COLUMNS), pd.DataFrame(columns=LISTED_COLUMNS), 0
+        )
+    prev = previous[["orders_products_id", "date_available"]].rename(columns={"date_available": "previous_date"})
+    prev = prev.astype({"previous_date": "datetime64[us]"})
+    merged = lines.astype({"date_available": "datetime64[us]"}).merge(prev, on="orders_products_id", how="left")
+    merged["line_changed"] = merged["previous_date"].isna() | (merged["previous_date"] != merged["date_available"])
+
+    orders = merged.groupby("orders_id", sort=True).agg(
+        customers_email_address=("customers_email_address", "first"),
+        customers_name=("customers_name", "first"),
+        order_language=("order_language", "first"),
+        any_changed=("line_changed", "any"),
+    )
+    hist = history.set_index("orders_id")[["emails_sent", "last_sent_time", "periodic_sent"]]
+    orders = orders.join(hist, how="left")
+    emails_sent = orders["emails_sent"].fillna(0).astype(int)
+    periodic_sent = orders["periodic_sent"].fillna(0).astype(int)
+    since_last = pd.Timestamp(rules.reference_time) - pd.to_datetime(orders["last_sent_time"])
+
+    never_told = emails_sent == 0
+    reminder_due = since_last >= pd.Timedelta(timedelta(days=rules.reminder_interval_days))
+    if rules.max_reminders is not None:
+        reminder_due &= periodic_sent < rules.max_reminders
+    orders["kind"] = np.select(
+        [never_told, orders["any_changed"], reminder_due.fillna(False)],
+        ["initial", "changed", "periodic"],
+        default="",
+    )
+    chosen = orders[orders["kind"] != ""].reset_index()
+    chosen["language"] = [template_language(v, rules.default_language) for v in chosen["order_language"]]
+    chosen["skip_reason"] = [None if usable_email(v) else SKIP_NO_EMAIL for v in chosen["customers_email_address"]]
+
+    listed = merged.merge(chosen[["orders_id", "kind"]], on="orders_id")
+    listed = listed[(listed["kind"] != "changed") | listed["line_changed"]]
+    return Classification(
+        notifications=chosen[NOTIFICATION_COLUMNS].reset_index(drop=True),
+        listed=listed[LISTED_COLUMNS].reset_index(drop=True),
+        waiting_orders=len(orders),
+    )

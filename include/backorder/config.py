@@ -1,0 +1,171 @@
+"""Plain configuration values the DAG hands to the library: run params, database and SMTP settings.
+
+Everything here is validated on construction, so a bad value fails the run at its first task
+with a message that names the value, before anything is read or sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from include.backorder import LANGUAGES
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A param or connection value that no retry can fix."""
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The DAG params of one run, as plain values (see the README for each one)."""
+
+    order_status_ids: tuple[int, ...] = (1, 2)
+    reminder_interval_days: int = 2
+    max_reminders: int | None = None
+    max_order_age_days: int | None = None
+    table_prefix: str = ""
+    default_language: str = "en"
+    dry_run: bool = False
+    shop_timezone: str = "UTC"
+    shop_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.order_status_ids or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in self.order_status_ids
+        ):
+            raise ConfigError(f"order_status_ids must be a non-empty list of integers, got {self.order_status_ids!r}")
+        if self.reminder_interval_days < 1:
+            raise ConfigError(f"reminder_interval_days must be >= 1, got {self.reminder_interval_days}")
+        if self.max_reminders is not None and self.max_reminders < 0:
+            raise ConfigError(f"max_reminders must be >= 0 or null, got {self.max_reminders}")
+        if self.max_order_age_days is not None and self.max_order_age_days < 1:
+            raise ConfigError(f"max_order_age_days must be >= 1 or null, got {self.max_order_age_days}")
+        if not _PREFIX_RE.match(self.table_prefix):
+            raise ConfigError(f"table_prefix may only hold letters, digits and '_', got {self.table_prefix!r}")
+        if self.default_language not in LANGUAGES:
+            raise ConfigError(f"default_language must be one of {LANGUAGES}, got {self.default_language!r}")
+        try:
+            ZoneInfo(self.shop_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"shop_timezone is not a known IANA time zone: {self.shop_timezone!r}") from exc
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> RunParams:
+        """Build from DAG params (a dict); unknown keys are ignored, missing ones take defaults."""
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "order_status_ids" in known:
+            known["order_status_ids"] = tuple(known["order_status_ids"])
+        return cls(**known)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunParams:
+        return cls.from_mapping(json.loads(text))
+
+    def shop_time(self, reference_time: datetime) -> datetime:
+        """T as the shop writes its dates: naive wall-clock time in the shop's time zone."""
+        return reference_time.astimezone(ZoneInfo(self.shop_timezone)).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class DbConnection:
+    """A database as an Airflow connection describes it, without Airflow."""
+
+    conn_id: str
+    conn_type: str
+    host: str = ""
+    port: int | None = None
+    login: str = ""
+    password: str = ""
+    schema: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def url(self) -> Any:
+        """The SQLAlchemy URL; raises ConfigError for a connection type we cannot read."""
+        from sqlalchemy.engine import URL
+
+        kind = self.conn_type.lower()
+        if kind == "sqlite":
+            path = self.host or self.schema
+            if not path.startswith("/"):
+                raise ConfigError(
+                    f"connection {self.conn_id!r}: a sqlite connection needs the absolute path of the "
+                    f"database file in 'host', got {path!r}"
+                )
+            return URL.create("sqlite", database=path)
+        if kind == "mysql":
+            charset = str(self.extra.get("charset") or "utf8mb4")
+            return URL.create(
+                "mysql+pymysql",
+                username=self.login or None,
+                password=self.password or None,
+                host=self.host or "127.0.0.1",
+                port=self.port or 3306,
+                database=self.schema or None,
+                query={"charset": charset},
+            )
+        if kind in ("postgres", "postgresql"):
+            return URL.create(
+                "postgresql+psycopg2",
+                username=self.login or None,
+                password=self.password or None,
+                host=self.host or "127.0.0.1",
+                port=self.port or 5432,
+                database=self.schema or None,
+            )
+        raise ConfigError(
+            f"connection {self.conn_id!r}: conn_type {self.conn_type!r} is not supported "
+            "(use sqlite, mysql or postgres)"
+        )
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """An SMTP server as the SMTP provider's connection describes it (same extras, same defaults)."""
+
+    host: str
+    port: int
+    from_email: str
+    login: str = ""
+    password: str = ""
+    use_ssl: bool = True
+    use_starttls: bool = True
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.from_email or "@" not in self.from_email:
+            raise ConfigError(
+                "the SMTP connection needs a sender address in extra.from_email, "
+                f"got {self.from_email!r}"
+            )
+
+    @property
+    def sender_domain(self) -> str:
+        return self.from_email.rsplit("@", 1)[1].strip(" >")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Which run this is, from Airflow's context."""
+
+    reference_time: datetime
+    dag_id: str = "backorder_notifications"
+    dag_run_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reference_time.tzinfo is None:
+            raise ConfigError("reference_time must be timezone-aware")
+
+    @property
+    def reference_utc(self) -> datetime:
+        """T as stored in the state database: naive UTC."""
+        return self.reference_time.astimezone(UTC).replace(tzinfo=None)

@@ -1,0 +1,180 @@
+"""Reading the shop: the osCommerce tables we use and the query that finds backorder lines.
+
+The shop is only ever read. Filters (order statuses, availability date after T, order age) are
+pushed into SQL so that only backorder lines travel, and rows are streamed in chunks.
+Shop differences are data: the table prefix, and which column of `orders` holds the order's
+language (`LANGUAGE_COLUMNS`, found in the live schema).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from include.backorder.config import RunParams
+
+log = logging.getLogger(__name__)
+
+# MySQL zero dates and the NOT NULL defaults of Zen Cart and Gambio: they mean "no date".
+PLACEHOLDER_DATES: frozenset[str] = frozenset(
+    {"0000-00-00 00:00:00", "0000-00-00", "0001-01-01 00:00:00", "1000-01-01 00:00:00"}
+)
+_PLACEHOLDER_YEARS = (0, 1, 1000)
+
+# Columns of `orders` that hold the order's language, in order of preference:
+# Zen Cart 1.5.7+ `language_code` ('en'), xt:Commerce / modified / Gambio `language` ('german').
+LANGUAGE_COLUMNS: tuple[str, ...] = ("language_code", "language")
+
+LINE_COLUMNS: tuple[str, ...] = (
+    "orders_id",
+    "orders_products_id",
+    "products_id",
+    "products_name",
+    "products_model",
+    "products_quantity",
+    "date_available",
+    "customers_name",
+    "customers_email_address",
+    "order_language",
+    "date_purchased",
+)
+
+
+class ShopSchemaError(RuntimeError):
+    """The shop database lacks a table or column the pipeline needs."""
+
+
+def parse_shop_datetime(value: Any) -> datetime | None:
+    """A shop date as the driver returns it (datetime, string or None) -> datetime, or None for no date."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return None if value.year in _PLACEHOLDER_YEARS else value
+    text = str(value).strip()
+    if not text or text in PLACEHOLDER_DATES or text.startswith("0000-00-00"):
+        return None
+    parsed = datetime.fromisoformat(text)
+    return None if parsed.year in _PLACEHOLDER_YEARS else parsed
+
+
+class ShopDateTime(sa.types.TypeDecorator[datetime]):
+    """A shop DATETIME read raw and normalised by `parse_shop_datetime`; bound as 'YYYY-MM-DD HH:MM:SS'.
+
+    Reading raw avoids the SQLite and PyMySQL converters choking on (or passing through) zero dates.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        return parse_shop_datetime(value)
+
+
+@dataclass(frozen=True)
+class ShopTables:
+    orders: sa.Table
+    orders_products: sa.Table
+    products: sa.Table
+    language_column: str | None
+
+
+def _tables(prefix: str, language_column: str | None) -> ShopTables:
+    md = sa.MetaData()
+    order_cols = [
+        sa.Column("orders_id", sa.Integer, primary_key=True),
+        sa.Column("customers_name", sa.String),
+        sa.Column("customers_email_address", sa.String),
+        sa.Column("date_purchased", ShopDateTime),
+        sa.Column("orders_status", sa.Integer),
+    ]
+    if language_column:
+        order_cols.append(sa.Column(language_column, sa.String))
+    orders = sa.Table(f"{prefix}orders", md, *order_cols)
+    orders_products = sa.Table(
+        f"{prefix}orders_products",
+        md,
+        sa.Column("orders_products_id", sa.Integer, primary_key=True),
+        sa.Column("orders_id", sa.Integer),
+        sa.Column("products_id", sa.Integer),
+        sa.Column("products_model", sa.String),
+        sa.Column("products_name", sa.String),
+        sa.Column("products_quantity", sa.Float),
+    )
+    products = sa.Table(
+        f"{prefix}products",
+        md,
+        sa.Column("products_id", sa.Integer, primary_key=True),
+        sa.Column("products_date_available", ShopDateTime),
+    )
+    return ShopTables(orders, orders_products, products, language_column)
+
+
+def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopTables:
+    """Check the live schema has what we read, and find the order language column."""
+    inspector = sa.inspect(engine)
+    wanted = _tables(prefix, None)
+    found_cols: dict[str, set[str]] = {}
+    for table in (wanted.orders, wanted.orders_products, wanted.products):
+        if not inspector.has_table(table.name):
+            raise ShopSchemaError(
+                f"connection {conn_id!r}: table {table.name!r} not found"
+                + (f" (table_prefix is {prefix!r})" if prefix else " (is a table_prefix needed?)")
+            )
+        found_cols[table.name] = {c["name"].lower() for c in inspector.get_columns(table.name)}
+        missing = [c.name for c in table.columns if c.name not in found_cols[table.name]]
+        if missing:
+            raise ShopSchemaError(f"connection {conn_id!r}: table {table.name!r} lacks column(s) {missing}")
+    language = next((c for c in LANGUAGE_COLUMNS if c in found_cols[wanted.orders.name]), None)
+    return _tables(prefix, language)
+
+
+def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: datetime) -> sa.Select[Any]:
+    """The backorder lines at shop time T: one row per order line, with its order's details."""
+    o, op, p = tables.orders, tables.orders_products, tables.products
+    language = o.c[tables.language_column] if tables.language_column else sa.null()
+    query = (
+        sa.select(
+            o.c.orders_id,
+            op.c.orders_products_id,
+            op.c.products_id,
+            op.c.products_name,
+            op.c.products_model,
+            op.c.products_quantity,
+            p.c.products_date_available.label("date_available"),
+            o.c.customers_name,
+            o.c.customers_email_address,
+            language.label("order_language"),
+            o.c.date_purchased,
+        )
+        .select_from(op.join(o, o.c.orders_id == op.c.orders_id).join(p, p.c.products_id == op.c.products_id))
+        .where(o.c.orders_status.in_(params.order_status_ids))
+        .where(p.c.products_date_available > shop_time)
+        # Orders placed after T did not exist on the day a run stands for (backfills, re-runs).
+        .where(o.c.date_purchased <= shop_time)
+        .order_by(o.c.orders_id, op.c.orders_products_id)
+    )
+    if params.max_order_age_days is not None:
+        query = query.where(o.c.date_purchased >= shop_time - timedelta(days=params.max_order_age_days))
+    return query
+
+
+def iter_backorder_lines(
+    engine: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, chunk_size: int = 5000
+) -> Iterator[list[dict[str, Any]]]:
+    """Stream the backorder lines in chunks of plain dicts (keys: LINE_COLUMNS)."""
+    query = backorder_lines_query(tables, params, shop_time)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
+        for chunk in result.mappings().partitions(chunk_size):
+            yield [dict(row) for row in chunk]

@@ -1,0 +1,157 @@
+"""The pipeline's own tables in the state database: run records, staged lines, snapshots, notifications.
+
+The state database must be transactional (SQLite, PostgreSQL, MariaDB/InnoDB): every stage
+changes it in one transaction, so a failed task leaves nothing half-written.
+Times are stored as naive UTC (reference times) or naive shop time (availability dates).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "bo_run",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("dag_run_id", sa.String(250), nullable=False),
+    sa.Column("reference_time", sa.DateTime, nullable=False, index=True),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # running, finished
+    sa.Column("previous_snapshot_id", sa.Integer),
+    sa.Column("lines", sa.Integer),
+    sa.Column("orders", sa.Integer),
+    sa.Column("counts", sa.Text),  # {"sent": {"initial": {"en": 3}}, ...}
+    sa.Column("skipped", sa.Text),  # [{"orders_id": 7, "reason": "..."}]
+    sa.Column("stage_seconds", sa.Text, nullable=False, default="{}"),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime),
+)
+
+staged_lines = sa.Table(
+    "bo_staged_line",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
+    sa.Column("orders_products_id", sa.Integer, primary_key=True),
+    sa.Column("orders_id", sa.Integer, nullable=False),
+    sa.Column("products_id", sa.Integer, nullable=False),
+    sa.Column("products_name", sa.String(255)),
+    sa.Column("products_model", sa.String(64)),
+    sa.Column("products_quantity", sa.Float),
+    sa.Column("date_available", sa.DateTime, nullable=False),
+    sa.Column("customers_name", sa.String(255)),
+    sa.Column("customers_email_address", sa.String(255)),
+    sa.Column("order_language", sa.String(32)),
+    sa.Column("date_purchased", sa.DateTime),
+)
+
+snapshots = sa.Table(
+    "bo_snapshot",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("reference_time", sa.DateTime, nullable=False, unique=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
+    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+snapshot_lines = sa.Table(
+    "bo_snapshot_line",
+    metadata,
+    sa.Column("snapshot_id", sa.Integer, sa.ForeignKey("bo_snapshot.id"), primary_key=True),
+    sa.Column("orders_products_id", sa.Integer, primary_key=True),
+    sa.Column("orders_id", sa.Integer, nullable=False),
+    sa.Column("products_id", sa.Integer, nullable=False),
+    sa.Column("date_available", sa.DateTime, nullable=False),
+)
+
+notifications = sa.Table(
+    "bo_notification",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False, index=True),
+    sa.Column("orders_id", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("reference_time", sa.DateTime, nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("customers_email_address", sa.String(255)),
+    sa.Column("customers_name", sa.String(255)),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
+    sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run
+    sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
+    sa.Column("sent_at", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    # The same order, kind and T is sent at most once (dry runs are kept apart).
+    sa.UniqueConstraint("orders_id", "kind", "reference_time", "dry_run", name="uq_bo_notification_key"),
+    sa.Index("ix_bo_notification_order", "orders_id", "status", "reference_time"),
+)
+
+STATUS_DUE = "due"
+STATUS_SENT = "sent"
+STATUS_FAILED = "failed"
+STATUS_SKIPPED = "skipped"
+STATUS_DRY_RUN = "dry_run"
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the state tables that do not exist yet (idempotent)."""
+    metadata.create_all(engine)
+
+
+def get_run(conn: Connection, run_id: int) -> sa.RowMapping:
+    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+    if row is None:
+        raise LookupError(f"no run record {run_id} in the state database")
+    return row
+
+
+def record_stage_time(conn: Connection, run_id: int, stage: str, seconds: float) -> None:
+    current = json.loads(conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one())
+    current[stage] = round(seconds, 3)
+    conn.execute(sa.update(runs).where(runs.c.id == run_id).values(stage_seconds=json.dumps(current)))
+
+
+def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMapping | None:
+    """The latest snapshot strictly before T, if any."""
+    query = (
+        sa.select(snapshots)
+        .where(snapshots.c.reference_time < reference_time)
+        .order_by(snapshots.c.reference_time.desc())
+        .limit(1)
+    )
+    return conn.execute(query).mappings().first()
+
+
+def history_query(reference_time: datetime, order_ids: sa.Select[Any]) -> sa.Select[Any]:
+    """Per order: emails sent before T, the time of the last one, and how many periodic ones."""
+    n = notifications
+    sent_before = sa.and_(
+        n.c.status == STATUS_SENT,
+        n.c.dry_run.is_(False),
+        n.c.reference_time < reference_time,
+        n.c.orders_id.in_(order_ids),
+    )
+    return (
+        sa.select(
+            n.c.orders_id,
+            sa.func.count().label("emails_sent"),
+            sa.func.max(n.c.reference_time).label("last_sent_time"),
+            sa.func.sum(sa.case((n.c.kind == "periodic", 1), else_=0)).label("periodic_sent"),
+        )
+        .where(sent_before)
+        .group_by(n.c.orders_id)
+    )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
