@@ -85,7 +85,7 @@ notifications = sa.Table(
     sa.Column("customers_email_address", sa.String(255)),
     sa.Column("customers_name", sa.String(255)),
     sa.Column("language", sa.String(8), nullable=False),
-    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(255)),  # set when rendered
     sa.Column("lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
     sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped

@@ -1,0 +1,189 @@
+"""
+### Backorder notifications
+
+Keeps customers who wait for backordered goods informed by email, in their language.
+
+Each run stands for its **reference time** T (the logical date; a manual run without one uses
+its `run_after`). It reads the shop through the `shop_db` connection, finds the orders in
+`order_status_ids` that hold products whose `products_date_available` is later than T, compares
+them with the previous snapshot (the latest one before T) and sends at most one email per order:
+
+* `initial`: the order was never emailed: which items are on backorder, and that the customer
+  will hear from us every `reminder_interval_days` days, or at once when a date changes;
+* `changed`: an expected date changed since the previous snapshot (or a line is new);
+* `periodic`: `reminder_interval_days` passed since the last email: still waiting, thank you.
+
+Tasks: `extract_backorder_lines` -> `load_previous_snapshot` -> `classify` -> `choose_sends`
+(branch) -> `send_initial` / `send_changed` / `send_periodic` (skipped when nothing is due) ->
+`write_snapshot_and_audit`. Everything a run decided and sent is kept in the state database
+(`backorder_state_db`, else `shop_db`): the run record, every email with the server's answer,
+and the snapshot. A repeated run for the same T sends nothing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import BaseHook, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+SHOP_CONN_ID = "shop_db"
+STATE_CONN_ID = "backorder_state_db"
+SMTP_CONN_ID = "smtp_default"
+KINDS = ("initial", "changed", "periodic")
+
+default_args = {
+    "owner": "data",
+    "retries": 3,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=20),
+}
+
+
+def _db(conn_id: str) -> Any:
+    """An Airflow connection as the library's DbConnection."""
+    from include.backorder.config import DbConnection
+
+    c = BaseHook.get_connection(conn_id)
+    return DbConnection(
+        conn_id=conn_id,
+        conn_type=c.conn_type or "",
+        host=c.host or "",
+        port=c.port,
+        login=c.login or "",
+        password=c.password or "",
+        schema=c.schema or "",
+        extra=c.extra_dejson,
+    )
+
+
+def _state_db() -> Any:
+    try:
+        return _db(STATE_CONN_ID)
+    except AirflowNotFoundException:
+        return _db(SHOP_CONN_ID)
+
+
+def _smtp() -> Any:
+    """The SMTP provider's connection (same extras and defaults) as the library's SmtpSettings."""
+    from include.backorder.config import SmtpSettings
+
+    c = BaseHook.get_connection(SMTP_CONN_ID)
+    extra = c.extra_dejson
+
+    def flag(name: str) -> bool:
+        value = extra.get(name, False)
+        return value.strip().lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
+
+    return SmtpSettings(
+        host=c.host or "localhost",
+        port=c.port or (25 if flag("disable_ssl") else 465),
+        from_email=str(extra.get("from_email") or ""),
+        login=c.login or "",
+        password=c.password or "",
+        use_ssl=not flag("disable_ssl"),
+        use_starttls=not flag("disable_tls"),
+        timeout=float(extra.get("timeout", 30)),
+    )
+
+
+def _fail_fast(exc: Exception) -> None:
+    """Errors no retry can fix (bad params, missing tables) fail the task at once."""
+    from include.backorder.config import ConfigError
+    from include.backorder.shop import ShopSchemaError
+
+    if isinstance(exc, (ConfigError, ShopSchemaError)):
+        raise AirflowFailException(str(exc)) from exc
+
+
+@dag(
+    dag_id="backorder_notifications",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    doc_md=__doc__,
+    tags=["backorder", "email", "shop"],
+    params={
+        "order_status_ids": Param([1, 2], type="array", items={"type": "integer"}, minItems=1,
+                                  description="Only orders in these statuses (orders_status ids) are processed."),
+        "reminder_interval_days": Param(2, type="integer", minimum=1,
+                                        description="Days between periodic reminders (and since any email)."),
+        "max_reminders": Param(None, type=["null", "integer"], minimum=0,
+                               description="Periodic reminders per order at most; null for unlimited."),
+        "max_order_age_days": Param(None, type=["null", "integer"], minimum=1,
+                                    description="Ignore orders purchased longer ago than this at T; null: no limit."),
+        "table_prefix": Param("", type="string", pattern="^[A-Za-z0-9_]*$",
+                              description="Prefix of the shop's tables (Zen Cart DB_PREFIX), e.g. zen_."),
+        "default_language": Param("en", type="string", enum=["en", "de"],
+                                  description="Language for orders whose language the shop does not store."),
+        "dry_run": Param(False, type="boolean",
+                         description="Classify and render, record what would be sent; send nothing, keep state."),
+        "shop_timezone": Param("UTC", type="string",
+                               description="IANA time zone the shop writes its dates in, e.g. Europe/Berlin."),
+        "shop_name": Param("", type="string", description="Signature of the emails; empty: 'Your shop team'."),
+    },
+)  # fmt: skip
+def backorder_notifications() -> None:
+    @task
+    def extract_backorder_lines() -> int:
+        """Stage the shop's backorder lines at T under a new run record; return its id."""
+        from include.backorder import pipeline
+        from include.backorder.config import RunContext, RunParams
+
+        context = get_current_context()
+        dag_run = context["dag_run"]
+        reference_time = context.get("logical_date") or dag_run.run_after
+        try:
+            params = RunParams.from_mapping(dict(context["params"]))
+            run = RunContext(reference_time=reference_time, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id)
+            return pipeline.extract(_db(SHOP_CONN_ID), _state_db(), run, params).run_id
+        except Exception as exc:
+            _fail_fast(exc)
+            raise
+
+    @task
+    def load_previous_snapshot(run_id: int) -> dict[str, Any]:
+        """Pin the latest snapshot before T to the run."""
+        from include.backorder import pipeline
+
+        return pipeline.load_previous_snapshot(_state_db(), run_id)
+
+    @task
+    def classify(run_id: int) -> dict[str, int]:
+        """Decide each order's notification; put the due ones in the outbox. Returns counts per kind."""
+        from include.backorder import pipeline
+
+        return pipeline.classify_run(_state_db(), run_id)
+
+    @task.branch(retries=0)
+    def choose_sends(due: dict[str, int]) -> list[str]:
+        """Run only the send tasks that have something due; the others show as skipped."""
+        return [f"send_{kind}" for kind in KINDS if due.get(kind)]
+
+    @task
+    def send_notifications(run_id: int, kind: str) -> dict[str, int]:
+        """Send this run's due emails of one kind over one SMTP connection."""
+        from include.backorder import pipeline
+
+        return pipeline.send(_state_db(), run_id, kind, _smtp())
+
+    @task(trigger_rule="none_failed")
+    def write_snapshot_and_audit(run_id: int) -> dict[str, Any]:
+        """Keep the snapshot at T and complete the run's audit record."""
+        from include.backorder import pipeline
+
+        return pipeline.finish(_state_db(), run_id)
+
+    run_id = extract_backorder_lines()
+    due = classify(run_id)
+    load_previous_snapshot(run_id) >> due
+    sends = [send_notifications.override(task_id=f"send_{kind}")(run_id, kind) for kind in KINDS]
+    choose_sends(due) >> sends
+    sends >> write_snapshot_and_audit(run_id)
+
+
+backorder_notifications()

@@ -1,0 +1,415 @@
+"""The stages of one run, as the DAG's tasks call them: extract, previous snapshot, classify, send, finish.
+
+Each stage takes plain values (connections, the run id) and keeps its results in the state
+database, in one transaction, so that only ids and counts travel between tasks. Each returns a
+small dict for XCom and logs a one-line summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from include.backorder import KINDS
+from include.backorder import state as st
+from include.backorder.classify import Rules, classify
+from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.mailer import Mailer, PermanentSendError
+from include.backorder.render import ListedLine, Notice, Renderer, message_id
+from include.backorder.shop import inspect_shop, iter_backorder_lines
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 1000
+
+
+class ShopUnavailableError(RuntimeError):
+    """The shop database cannot be reached (a retry may help)."""
+
+
+class TemporarySendError(RuntimeError):
+    """Some messages got a temporary (4xx) answer and are still due; a retry sends them."""
+
+
+@contextmanager
+def _engine(db: DbConnection) -> Iterator[Engine]:
+    engine = sa.create_engine(db.url(), pool_pre_ping=True)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _stage(conn: sa.Connection, run_id: int, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    st.record_stage_time(conn, run_id, stage, time.perf_counter() - started)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _as_aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC)
+
+
+# --- extract ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    run_id: int
+    lines: int
+    orders: int
+
+
+def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, params: RunParams) -> ExtractResult:
+    """Read the backorder lines at T from the shop and stage them under a new run record."""
+    shop_time = params.shop_time(run.reference_time)
+    with _engine(shop_db) as shop, _engine(state_db) as state:
+        try:
+            tables = inspect_shop(shop, params.table_prefix, shop_db.conn_id)
+        except sa.exc.OperationalError as exc:
+            raise ShopUnavailableError(f"connection {shop_db.conn_id!r}: cannot read the shop: {exc.orig}") from exc
+        st.create_tables(state)
+        started = time.perf_counter()
+        with state.begin() as conn:
+            run_id = conn.execute(
+                sa.insert(st.runs).values(
+                    dag_id=run.dag_id,
+                    dag_run_id=run.dag_run_id,
+                    reference_time=run.reference_utc,
+                    dry_run=params.dry_run,
+                    params=params.to_json(),
+                    status="running",
+                    stage_seconds="{}",
+                    started_at=_utcnow(),
+                )
+            ).inserted_primary_key[0]
+            lines, orders = 0, set()
+            for chunk in iter_backorder_lines(shop, tables, params, shop_time):
+                conn.execute(sa.insert(st.staged_lines), [{**row, "run_id": run_id} for row in chunk])
+                lines += len(chunk)
+                orders.update(row["orders_id"] for row in chunk)
+                if lines % 50_000 < len(chunk):
+                    log.info("extract: %d backorder lines staged so far", lines)
+            conn.execute(sa.update(st.runs).where(st.runs.c.id == run_id).values(lines=lines, orders=len(orders)))
+            st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
+    log.info(
+        "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language column %s",
+        run_id, run.reference_time.isoformat(), shop_time, lines, len(orders),
+        list(params.order_status_ids), tables.language_column or "none (default_language)",
+    )  # fmt: skip
+    return ExtractResult(run_id, lines, len(orders))
+
+
+# --- previous snapshot -----------------------------------------------------------------------
+
+
+def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any]:
+    """Find the latest snapshot strictly before the run's T and pin it to the run record."""
+    with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "previous_snapshot"):
+        run = st.get_run(conn, run_id)
+        snap = st.previous_snapshot(conn, run["reference_time"])
+        conn.execute(
+            sa.update(st.runs).where(st.runs.c.id == run_id).values(previous_snapshot_id=snap["id"] if snap else None)
+        )
+    if snap is None:
+        log.info("previous snapshot: none before %s (first run): every line counts as new", run["reference_time"])
+        return {"snapshot_id": None, "reference_time": None, "lines": 0}
+    log.info("previous snapshot: %d from %s with %d lines", snap["id"], snap["reference_time"], snap["lines"])
+    return {"snapshot_id": snap["id"], "reference_time": snap["reference_time"].isoformat(), "lines": snap["lines"]}
+
+
+# --- classify --------------------------------------------------------------------------------
+
+
+def _lines_json(group: pd.DataFrame) -> str:
+    items = [
+        {
+            "orders_products_id": int(r.orders_products_id),
+            "products_id": int(r.products_id),
+            "products_name": r.products_name,
+            "products_model": r.products_model if isinstance(r.products_model, str) else None,
+            "products_quantity": float(r.products_quantity),
+            "date_available": r.date_available.isoformat(),
+            "previous_date": None if pd.isna(r.previous_date) else r.previous_date.isoformat(),
+        }
+        for r in group.itertuples(index=False)
+    ]
+    return st.dumps(items)
+
+
+def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
+    """Decide each order's notification and put it in the outbox; return how many are due per kind."""
+    with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "classify"):
+        run = st.get_run(conn, run_id)
+        params = RunParams.from_json(run["params"])
+        t = run["reference_time"]
+        lines = pd.read_sql(sa.select(st.staged_lines).where(st.staged_lines.c.run_id == run_id), conn)
+        previous = pd.read_sql(
+            sa.select(st.snapshot_lines.c.orders_products_id, st.snapshot_lines.c.date_available).where(
+                st.snapshot_lines.c.snapshot_id == (run["previous_snapshot_id"] or -1)
+            ),
+            conn,
+        )
+        staged_orders = sa.select(st.staged_lines.c.orders_id).where(st.staged_lines.c.run_id == run_id).distinct()
+        history = pd.read_sql(st.history_query(t, staged_orders), conn)
+        result = classify(
+            lines,
+            previous,
+            history,
+            Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language),
+        )
+
+        n = st.notifications
+        existing = {
+            (r.orders_id, r.kind): (r.id, r.status)
+            for r in conn.execute(
+                sa.select(n.c.id, n.c.orders_id, n.c.kind, n.c.status).where(
+                    n.c.reference_time == t, n.c.dry_run.is_(params.dry_run)
+                )
+            )
+        }
+        listed = {int(k): _lines_json(g) for k, g in result.listed.groupby("orders_id")}
+        now = _utcnow()
+        new_rows, take_over, done_before = [], [], 0
+        for r in result.notifications.itertuples(index=False):
+            key = (int(r.orders_id), str(r.kind))
+            if key in existing:
+                row_id, status = existing[key]
+                if status == st.STATUS_DUE:
+                    take_over.append(row_id)
+                else:
+                    done_before += 1
+                continue
+            new_rows.append(
+                {
+                    "run_id": run_id,
+                    "orders_id": key[0],
+                    "kind": key[1],
+                    "reference_time": t,
+                    "dry_run": params.dry_run,
+                    "customers_email_address": r.customers_email_address,
+                    "customers_name": r.customers_name,
+                    "language": r.language,
+                    "lines": listed[key[0]],
+                    "status": st.STATUS_SKIPPED if r.skip_reason else st.STATUS_DUE,
+                    "detail": r.skip_reason,
+                    "created_at": now,
+                }
+            )
+        if new_rows:
+            conn.execute(sa.insert(n), new_rows)
+        if take_over:
+            conn.execute(sa.update(n).where(n.c.id.in_(take_over)).values(run_id=run_id))
+        due_rows = conn.execute(
+            sa.select(n.c.kind, sa.func.count())
+            .where(n.c.run_id == run_id, n.c.status == st.STATUS_DUE)
+            .group_by(n.c.kind)
+        ).all()
+    due = {kind: 0 for kind in KINDS} | {kind: int(count) for kind, count in due_rows}
+    skipped = sum(1 for row in new_rows if row["status"] == st.STATUS_SKIPPED)
+    log.info(
+        "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d%s",
+        result.waiting_orders, ", ".join(f"{k} {v}" for k, v in due.items()), skipped, done_before,
+        " (dry run)" if params.dry_run else "",
+    )  # fmt: skip
+    return due
+
+
+# --- send ------------------------------------------------------------------------------------
+
+
+def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
+    lines = tuple(
+        ListedLine(
+            products_name=item["products_name"] or "",
+            products_model=item["products_model"],
+            products_quantity=item["products_quantity"],
+            date_available=datetime.fromisoformat(item["date_available"]),
+            previous_date=datetime.fromisoformat(item["previous_date"]) if item["previous_date"] else None,
+        )
+        for item in json.loads(row["lines"])
+    )
+    return Notice(
+        orders_id=row["orders_id"],
+        kind=row["kind"],
+        language=row["language"],
+        customers_email_address=row["customers_email_address"],
+        customers_name=row["customers_name"] or "",
+        reference_time=_as_aware(row["reference_time"]),
+        lines=lines,
+        reminder_interval_days=params.reminder_interval_days,
+        shop_name=params.shop_name,
+    )
+
+
+def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> dict[str, int]:
+    """Render and send this run's due notifications of one kind over one SMTP connection.
+
+    Each message's outcome is committed right after its SMTP transaction, so a retry sends only
+    what is still due. In a dry run, messages are rendered and recorded, not sent.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown notification kind {kind!r}")
+    n = st.notifications
+    counts: Counter[str] = Counter()
+    started = time.perf_counter()
+    with _engine(state_db) as state:
+        with state.connect() as conn:
+            run = st.get_run(conn, run_id)
+            rows = (
+                conn.execute(
+                    sa.select(n)
+                    .where(n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE)
+                    .order_by(n.c.orders_id)
+                )
+                .mappings()
+                .all()
+            )
+        params = RunParams.from_json(run["params"])
+        renderer = Renderer()
+        temporary: list[str] = []
+
+        def record(row_id: int, **values: Any) -> None:
+            with state.begin() as conn:
+                conn.execute(sa.update(n).where(n.c.id == row_id).values(**values))
+
+        def messages() -> Iterator[tuple[sa.RowMapping, Any]]:
+            for row in rows:
+                msg = renderer.render(_notice(row, params), smtp.from_email, smtp.sender_domain)
+                yield row, msg
+
+        if params.dry_run:
+            for row, msg in messages():
+                record(row["id"], status=st.STATUS_DRY_RUN, message_id=msg["Message-ID"], detail="dry run: not sent")
+                counts[f"dry_run:{row['language']}"] += 1
+        else:
+            with Mailer(smtp) as mailer:
+                for i, (row, msg) in enumerate(messages(), start=1):
+                    mid = msg["Message-ID"]
+                    try:
+                        reply = mailer.send(msg)
+                    except PermanentSendError as exc:
+                        record(row["id"], status=st.STATUS_FAILED, message_id=mid, detail=str(exc), sent_at=_utcnow())
+                        counts[f"failed:{row['language']}"] += 1
+                        log.warning("send_%s: order %d to %s refused: %s", kind, row["orders_id"],
+                                    row["customers_email_address"], exc)  # fmt: skip
+                        continue
+                    except smtplib.SMTPResponseException as exc:
+                        # A temporary (4xx) answer: the message stays due for the task's retry.
+                        record(row["id"], message_id=mid, detail=f"temporary: {exc.smtp_code} {exc.smtp_error!r}")
+                        temporary.append(f"order {row['orders_id']}: {exc.smtp_code}")
+                        continue
+                    record(row["id"], status=st.STATUS_SENT, message_id=mid, detail=reply, sent_at=_utcnow())
+                    counts[f"sent:{row['language']}"] += 1
+                    if i % PROGRESS_EVERY == 0:
+                        log.info("send_%s: %d/%d messages handled (%.0f/s)", kind, i, len(rows),
+                                 i / (time.perf_counter() - started))  # fmt: skip
+        with state.begin() as conn:
+            st.record_stage_time(conn, run_id, f"send_{kind}", time.perf_counter() - started)
+    result = dict(sorted(counts.items()))
+    log.info("send_%s: %d due; %s; in %.2f s", kind, len(rows),
+             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent",
+             time.perf_counter() - started)  # fmt: skip
+    if temporary:
+        raise TemporarySendError(
+            f"{len(temporary)} message(s) got a temporary answer and stay due for the retry: {temporary[:5]}"
+        )
+    return result
+
+
+# --- finish ----------------------------------------------------------------------------------
+
+
+def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
+    """Write the new snapshot (unless a dry run) and complete the run record; return its counts."""
+    n, runs = st.notifications, st.runs
+    started = time.perf_counter()
+    with _engine(state_db) as state, state.begin() as conn:
+        run = st.get_run(conn, run_id)
+        t = run["reference_time"]
+        if not run["dry_run"]:
+            _write_snapshot(conn, run_id, t, run["lines"] or 0)
+        counts: dict[str, dict[str, dict[str, int]]] = {}
+        for kind, language, status, count in conn.execute(
+            sa.select(n.c.kind, n.c.language, n.c.status, sa.func.count())
+            .where(n.c.run_id == run_id)
+            .group_by(n.c.kind, n.c.language, n.c.status)
+        ):
+            counts.setdefault(status, {}).setdefault(kind, {})[language] = int(count)
+        earlier = conn.execute(
+            sa.select(sa.func.count()).where(
+                n.c.reference_time == t, n.c.dry_run.is_(bool(run["dry_run"])), n.c.run_id != run_id
+            )
+        ).scalar_one()
+        skipped = [
+            {"orders_id": r.orders_id, "kind": r.kind, "reason": r.detail}
+            for r in conn.execute(
+                sa.select(n.c.orders_id, n.c.kind, n.c.detail)
+                .where(n.c.run_id == run_id, n.c.status == st.STATUS_SKIPPED)
+                .order_by(n.c.orders_id)
+            )
+        ]
+        conn.execute(sa.delete(st.staged_lines).where(st.staged_lines.c.run_id == run_id))
+        st.record_stage_time(conn, run_id, "finish", time.perf_counter() - started)
+        summary_counts = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id)
+            .values(status="finished", counts=st.dumps(summary_counts), skipped=st.dumps(skipped), finished_at=_utcnow())
+        )
+        stage_seconds = json.loads(conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one())
+    summary = {
+        "run_id": run_id,
+        "reference_time": t.isoformat(),
+        "dry_run": bool(run["dry_run"]),
+        "counts": summary_counts,
+        "skipped": len(skipped),
+    }
+    log.info("finish: run %d at T=%s%s", run_id, t.isoformat(), " (dry run: no snapshot written)" if run["dry_run"] else "")
+    for status, kinds in sorted(counts.items()):
+        for kind, langs in sorted(kinds.items()):
+            log.info("  %-8s %-9s %s", status, kind, ", ".join(f"{lang} {c}" for lang, c in sorted(langs.items())))
+    for item in skipped[:20]:
+        log.info("  skipped order %d (%s): %s", item["orders_id"], item["kind"], item["reason"])
+    if earlier:
+        log.info("  %d notification(s) at this T were handled by an earlier run and were not sent again", earlier)
+    log.info("  stage seconds: %s", stage_seconds)
+    return summary
+
+
+def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -> None:
+    """Replace the snapshot at T with this run's staged lines (a re-run of T overwrites its own)."""
+    snaps, snap_lines, staged = st.snapshots, st.snapshot_lines, st.staged_lines
+    old = conn.execute(sa.select(snaps.c.id).where(snaps.c.reference_time == t)).scalar_one_or_none()
+    if old is not None:
+        conn.execute(sa.delete(snap_lines).where(snap_lines.c.snapshot_id == old))
+        conn.execute(sa.delete(snaps).where(snaps.c.id == old))
+    snap_id = conn.execute(
+        sa.insert(snaps).values(reference_time=t, run_id=run_id, lines=lines, created_at=_utcnow())
+    ).inserted_primary_key[0]
+    conn.execute(
+        sa.insert(snap_lines).from_select(
+            ["snapshot_id", "orders_products_id", "orders_id", "products_id", "date_available"],
+            sa.select(
+                sa.literal(snap_id), staged.c.orders_products_id, staged.c.orders_id, staged.c.products_id,
+                staged.c.date_available,
+            ).where(staged.c.run_id == run_id),
+        )
+    )  # fmt: skip
