@@ -146,18 +146,18 @@ def backorder_notifications() -> None:
             raise
 
     @task
-    def load_previous_snapshot(run_id: int) -> dict[str, Any]:
+    def load_previous_snapshot(record_id: int) -> dict[str, Any]:
         """Pin the latest snapshot before T to the run."""
         from include.backorder import pipeline
 
-        return pipeline.load_previous_snapshot(_state_db(), run_id)
+        return pipeline.load_previous_snapshot(_state_db(), record_id)
 
     @task
-    def classify(run_id: int) -> dict[str, int]:
+    def classify(record_id: int) -> dict[str, int]:
         """Decide each order's notification; put the due ones in the outbox. Returns counts per kind."""
         from include.backorder import pipeline
 
-        return pipeline.classify_run(_state_db(), run_id)
+        return pipeline.classify_run(_state_db(), record_id)
 
     @task.branch(retries=0)
     def choose_sends(due: dict[str, int]) -> list[str]:
@@ -165,25 +165,25 @@ def backorder_notifications() -> None:
         return [f"send_{kind}" for kind in KINDS if due.get(kind)]
 
     @task
-    def send_notifications(run_id: int, kind: str) -> dict[str, int]:
+    def send_notifications(record_id: int, kind: str) -> dict[str, int]:
         """Send this run's due emails of one kind over one SMTP connection."""
         from include.backorder import pipeline
 
-        return pipeline.send(_state_db(), run_id, kind, _smtp())
+        return pipeline.send(_state_db(), record_id, kind, _smtp())
 
     @task(trigger_rule="none_failed")
-    def write_snapshot_and_audit(run_id: int) -> dict[str, Any]:
+    def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:
         """Keep the snapshot at T and complete the run's audit record."""
         from include.backorder import pipeline
 
-        return pipeline.finish(_state_db(), run_id)
+        return pipeline.finish(_state_db(), record_id)
 
-    run_id = extract_backorder_lines()
-    due = classify(run_id)
-    load_previous_snapshot(run_id) >> due
-    sends = [send_notifications.override(task_id=f"send_{kind}")(run_id, kind) for kind in KINDS]
+    record_id = extract_backorder_lines()
+    due = classify(record_id)
+    load_previous_snapshot(record_id) >> due
+    sends = [send_notifications.override(task_id=f"send_{kind}")(record_id, kind) for kind in KINDS]
     choose_sends(due) >> sends
-    sends >> write_snapshot_and_audit(run_id)
+    sends >> write_snapshot_and_audit(record_id)
 
 
 backorder_notifications()

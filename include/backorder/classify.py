@@ -25,7 +25,9 @@ LANGUAGE_ALIASES: dict[str, str] = {
     "english": "en",
 }
 
-SKIP_NO_EMAIL = "no usable email address"
+SKIP_NO_EMAIL = "no email address"
+SKIP_BAD_EMAIL = "email address is not valid"
+SKIP_NON_ASCII_EMAIL = "email address is not ASCII (needs SMTPUTF8, not supported yet)"
 
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
@@ -66,8 +68,16 @@ def template_language(value: object, default: str) -> str:
     return LANGUAGE_ALIASES.get(value.strip().lower(), default)
 
 
-def usable_email(value: object) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL_RE.match(value.strip()))
+def email_problem(value: object) -> str | None:
+    """Why an address cannot be used, or None when it can."""
+    if not isinstance(value, str) or not value.strip():
+        return SKIP_NO_EMAIL
+    address = value.strip()
+    if not address.isascii():
+        return SKIP_NON_ASCII_EMAIL
+    if len(address) > 254 or not _EMAIL_RE.match(address):
+        return SKIP_BAD_EMAIL
+    return None
 
 
 def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame, rules: Rules) -> Classification:
@@ -104,7 +114,7 @@ def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame,
     )
     chosen = orders[orders["kind"] != ""].reset_index()
     chosen["language"] = [template_language(v, rules.default_language) for v in chosen["order_language"]]
-    chosen["skip_reason"] = [None if usable_email(v) else SKIP_NO_EMAIL for v in chosen["customers_email_address"]]
+    chosen["skip_reason"] = [email_problem(v) for v in chosen["customers_email_address"]]
 
     listed = merged.merge(chosen[["orders_id", "kind"]], on="orders_id")
     listed = listed[(listed["kind"] != "changed") | listed["line_changed"]]

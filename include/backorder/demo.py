@@ -58,7 +58,12 @@ def airflow_env(root: Path, work: Path, smtp_port: int) -> dict[str, str]:
 def _airflow(args: list[str], env: dict[str, str], log_file: Path) -> None:
     airflow = str(Path(sys.executable).with_name("airflow"))
     with log_file.open("w") as out:
-        proc = subprocess.run([airflow, *args], env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+        try:
+            proc = subprocess.run(
+                [airflow, *args], env=env, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=900
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SystemExit(f"`airflow {' '.join(args)}` did not finish in 15 minutes; log: {log_file}") from exc
     if proc.returncode != 0:
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-40:])
         raise SystemExit(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}); log: {log_file}\n{tail}")

@@ -146,6 +146,12 @@ DEMO_CHANGES: tuple[DateChange, ...] = (
 )
 
 
+def ascii_mail_name(name: str) -> str:
+    """How German shops' customers usually spell their names in addresses: 'Jürgen' -> 'juergen'."""
+    table = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "'": ""})
+    return name.lower().translate(table)
+
+
 def fmt(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -212,9 +218,9 @@ def create_demo_shop(engine: Engine, first_day: datetime, orders_count: int = 30
             last = rng.choice(LAST_NAMES_DE if german else LAST_NAMES_EN)
             # Orders come in over the 30 days before D0 and the first five demo days.
             purchased = first_day - timedelta(days=30) + timedelta(minutes=oid * (35 * 24 * 60) // orders_count)
-            email = f"{first}.{last}{oid}@example.{'de' if german else 'com'}".lower().replace("'", "")
+            email = f"{ascii_mail_name(first)}.{ascii_mail_name(last)}{oid}@example.{'de' if german else 'com'}"
             if oid % 97 == 0:
-                email = ""  # an order placed by phone without an address
+                email = ""  # an order taken by phone, without an address
             order_rows.append(
                 {
                     "orders_id": oid,
@@ -228,7 +234,7 @@ def create_demo_shop(engine: Engine, first_day: datetime, orders_count: int = 30
                 }
             )
             picks = rng.sample(range(1, len(CATALOGUE) + 1), rng.randint(1, 4))
-            if rng.random() < 0.3:
+            if rng.random() < 0.3 or not email:
                 picks[0] = rng.choice(backordered_ids)
             for pid in dict.fromkeys(picks):
                 model, en, de, price = CATALOGUE[pid - 1]

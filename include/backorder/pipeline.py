@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import jinja2
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -291,8 +292,15 @@ def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> 
                 conn.execute(sa.update(n).where(n.c.id == row_id).values(**values))
 
         def messages() -> Iterator[tuple[sa.RowMapping, Any]]:
+            """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
             for row in rows:
-                msg = renderer.render(_notice(row, params), smtp.from_email, smtp.sender_domain)
+                try:
+                    msg = renderer.render(_notice(row, params), smtp.from_email, smtp.sender_domain)
+                except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
+                    record(row["id"], status=st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
+                    counts[f"failed:{row['language']}"] += 1
+                    log.warning("send_%s: order %d cannot be rendered: %r", kind, row["orders_id"], exc)
+                    continue
                 yield row, msg
 
         if params.dry_run:
