@@ -1,0 +1,154 @@
+"""Reading the shop (SQLite, osCommerce 2.3 tables): which lines are backorder lines at T."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from include.backorder.config import RunParams
+from include.backorder.shop import (
+    ShopSchemaError,
+    inspect_shop,
+    iter_backorder_lines,
+    parse_shop_datetime,
+)
+
+T = datetime(2026, 3, 10)
+
+
+def extract(shop, **params) -> list[dict]:
+    p = RunParams(**params)
+    tables = inspect_shop(shop.engine, p.table_prefix)
+    return [row for chunk in iter_backorder_lines(shop.engine, tables, p, T, chunk_size=2) for row in chunk]
+
+
+@pytest.mark.parametrize(
+    ("date_available", "backordered"),
+    [
+        pytest.param(T + timedelta(days=5), True, id="future"),
+        pytest.param(T + timedelta(seconds=1), True, id="one second after T"),
+        pytest.param(T, False, id="exactly T"),
+        pytest.param(T - timedelta(days=1), False, id="past"),
+        pytest.param(None, False, id="NULL"),
+        pytest.param("0000-00-00 00:00:00", False, id="MySQL zero date"),
+        pytest.param("0001-01-01 00:00:00", False, id="Zen Cart placeholder"),
+        pytest.param("1000-01-01 00:00:00", False, id="Gambio placeholder"),
+    ],
+)
+def test_only_future_dates_are_backordered(shop, date_available, backordered: bool) -> None:
+    shop.product(1, date_available)
+    shop.order(10, [1], purchased=T - timedelta(days=3))
+    rows = extract(shop)
+    assert len(rows) == (1 if backordered else 0)
+    if backordered:
+        assert rows[0]["date_available"] == date_available
+
+
+@pytest.mark.parametrize(
+    ("status", "statuses", "selected"),
+    [(1, (1, 2), True), (2, (1, 2), True), (3, (1, 2), False), (3, (3,), True), (4, (1, 2, 3), False)],
+)
+def test_orders_are_selected_by_status(shop, status: int, statuses: tuple[int, ...], selected: bool) -> None:
+    shop.product(1, T + timedelta(days=5))
+    shop.order(10, [1], purchased=T - timedelta(days=3), status=status)
+    assert len(extract(shop, order_status_ids=statuses)) == (1 if selected else 0)
+
+
+@pytest.mark.parametrize(
+    ("age_days", "max_age", "selected"),
+    [
+        pytest.param(3, None, True, id="no limit"),
+        pytest.param(400, None, True, id="no limit, old order"),
+        pytest.param(3, 7, True, id="younger than the limit"),
+        pytest.param(7, 7, True, id="exactly the limit"),
+        pytest.param(8, 7, False, id="older than the limit"),
+        pytest.param(-1, None, False, id="purchased after T"),
+    ],
+)
+def test_max_order_age_days(shop, age_days: int, max_age: int | None, selected: bool) -> None:
+    shop.product(1, T + timedelta(days=5))
+    shop.order(10, [1], purchased=T - timedelta(days=age_days))
+    assert len(extract(shop, max_order_age_days=max_age)) == (1 if selected else 0)
+
+
+def test_rows_carry_what_the_email_needs(shop) -> None:
+    shop.product(1, T + timedelta(days=5))
+    shop.product(2, None)
+    shop.product(3, T + timedelta(days=9))
+    shop.order(10, [1, 2, 3], purchased=T - timedelta(days=1), name="Jürgen Müller", language="de", quantity=2)
+    rows = extract(shop)
+    assert [r["products_id"] for r in rows] == [1, 3]
+    first = rows[0]
+    assert first["orders_id"] == 10
+    assert first["customers_name"] == "Jürgen Müller"
+    assert first["customers_email_address"] == "customer10@example.com"
+    assert first["order_language"] == "de"
+    assert first["products_name"] == "Product 1"
+    assert first["products_quantity"] == 2
+    assert first["date_purchased"] == T - timedelta(days=1)
+
+
+def test_shop_without_language_column_gives_none(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'osc.sqlite'}")
+    with engine.begin() as c:
+        c.exec_driver_sql(
+            "CREATE TABLE orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT, customers_email_address TEXT,"
+            " date_purchased TEXT, orders_status INTEGER)"
+        )
+        c.exec_driver_sql(
+            "CREATE TABLE orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
+            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity INTEGER)"
+        )
+        c.exec_driver_sql("CREATE TABLE products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
+        c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
+        c.exec_driver_sql("INSERT INTO orders VALUES (5, 'Ann', 'ann@example.com', '2026-03-01 10:00:00', 1)")
+        c.exec_driver_sql("INSERT INTO orders_products VALUES (1, 5, 1, 'M', 'Tent', 1)")
+    tables = inspect_shop(engine, "")
+    assert tables.language_column is None
+    rows = [r for chunk in iter_backorder_lines(engine, tables, RunParams(), T) for r in chunk]
+    assert [(r["orders_id"], r["order_language"]) for r in rows] == [(5, None)]
+
+
+def test_prefixed_tables(tmp_path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'zen.sqlite'}")
+    with engine.begin() as c:
+        c.exec_driver_sql(
+            "CREATE TABLE zen_orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT, customers_email_address TEXT,"
+            " date_purchased TEXT, orders_status INTEGER, language_code CHAR(2))"
+        )
+        c.exec_driver_sql(
+            "CREATE TABLE zen_orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
+            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity FLOAT)"
+        )
+        c.exec_driver_sql("CREATE TABLE zen_products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
+    with pytest.raises(ShopSchemaError, match=r"'orders' not found .*table_prefix"):
+        inspect_shop(engine, "")
+    assert inspect_shop(engine, "zen_").language_column == "language_code"
+
+
+def test_missing_column_is_named(shop) -> None:
+    with shop.engine.begin() as c:
+        c.exec_driver_sql("ALTER TABLE products DROP COLUMN products_date_available")
+    with pytest.raises(ShopSchemaError, match=r"connection 'shop_db': table 'products' lacks column\(s\) \['products_date_available'\]"):
+        inspect_shop(shop.engine, "")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None), ("", None), ("0000-00-00 00:00:00", None), ("0000-00-00", None),
+        ("0001-01-01 00:00:00", None), ("1000-01-01 00:00:00", None), (datetime(1000, 1, 1), None),
+        (datetime(1, 1, 1), None), ("2026-04-01 00:00:00", datetime(2026, 4, 1)),
+        (datetime(2026, 4, 1, 12), datetime(2026, 4, 1, 12)),
+    ],
+)  # fmt: skip
+def test_parse_shop_datetime(raw, expected) -> None:
+    assert parse_shop_datetime(raw) == expected
+
+
+def test_shop_time_follows_the_shop_timezone() -> None:
+    t = datetime(2026, 3, 10, tzinfo=UTC)
+    assert RunParams().shop_time(t) == datetime(2026, 3, 10)
+    assert RunParams(shop_timezone="Europe/Berlin").shop_time(t) == datetime(2026, 3, 10, 1)

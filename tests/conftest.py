@@ -1,0 +1,119 @@
+"""Shared fixtures: a SQLite shop built from the demo shop's osCommerce 2.3 tables, a state
+database, and a real SMTP server on loopback.
+
+Airflow's environment is set here, before anything imports Airflow, so that no test writes
+into ~/airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="backorder-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("PYTHONPATH", str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from include.backorder import demo_shop  # noqa: E402
+from include.backorder.config import DbConnection, SmtpSettings  # noqa: E402
+from include.backorder.smtp_sink import MailSink  # noqa: E402
+
+
+@dataclass
+class Shop:
+    """A SQLite shop with the osCommerce 2.3 tables, filled row by row by a test."""
+
+    path: Path
+    engine: sa.Engine
+    _next_line: int = field(default=1)
+
+    @property
+    def conn(self) -> DbConnection:
+        return DbConnection(conn_id="shop_db", conn_type="sqlite", host=str(self.path))
+
+    def product(self, pid: int, date_available: datetime | str | None, name: str = "") -> None:
+        value = demo_shop.fmt(date_available) if isinstance(date_available, datetime) else date_available
+        with self.engine.begin() as c:
+            c.execute(
+                sa.insert(demo_shop.products).values(
+                    products_id=pid, products_quantity=0, products_model=f"M-{pid}", products_price=10,
+                    products_date_available=value, products_date_added="2025-01-01 00:00:00", products_status=1,
+                )
+            )  # fmt: skip
+
+    def set_date(self, pid: int, date_available: datetime | str | None) -> None:
+        value = demo_shop.fmt(date_available) if isinstance(date_available, datetime) else date_available
+        with self.engine.begin() as c:
+            c.execute(
+                sa.update(demo_shop.products)
+                .where(demo_shop.products.c.products_id == pid)
+                .values(products_date_available=value)
+            )
+
+    def order(
+        self,
+        oid: int,
+        products: list[int],
+        *,
+        purchased: datetime,
+        status: int = 1,
+        email: str | None = None,
+        name: str = "Ann Example",
+        language: str = "en",
+        quantity: int = 1,
+    ) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                sa.insert(demo_shop.orders).values(
+                    orders_id=oid, customers_id=oid, customers_name=name,
+                    customers_email_address=f"customer{oid}@example.com" if email is None else email,
+                    date_purchased=demo_shop.fmt(purchased), orders_status=status, language_code=language,
+                )
+            )  # fmt: skip
+            for pid in products:
+                c.execute(
+                    sa.insert(demo_shop.orders_products).values(
+                        orders_products_id=self._next_line, orders_id=oid, products_id=pid,
+                        products_model=f"M-{pid}", products_name=f"Product {pid}", products_price=10,
+                        products_quantity=quantity,
+                    )
+                )  # fmt: skip
+                self._next_line += 1
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    path = tmp_path / "shop.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    demo_shop.create_schema(engine)
+    yield Shop(path, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def state_db(tmp_path: Path) -> DbConnection:
+    return DbConnection(conn_id="backorder_state_db", conn_type="sqlite", host=str(tmp_path / "state.sqlite"))
+
+
+@pytest.fixture
+def mail_sink() -> Iterator[MailSink]:
+    with MailSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp(mail_sink: MailSink) -> SmtpSettings:
+    return SmtpSettings(
+        host="127.0.0.1", port=mail_sink.port, from_email="shop@example.com", use_ssl=False, use_starttls=False
+    )
