@@ -19,6 +19,10 @@ class PermanentSendError(Exception):
     """The server refused this one message for good (a 5xx reply)."""
 
 
+class TemporaryRefusal(Exception):
+    """The server refused this one message for now (a 4xx reply); it may take it later."""
+
+
 class Mailer:
     """`with Mailer(settings) as mailer: mailer.send(msg)`: one connection for every message."""
 
@@ -52,8 +56,8 @@ class Mailer:
     def send(self, msg: EmailMessage) -> str:
         """Send one message; return the server's final reply ('250 ...').
 
-        Raises PermanentSendError on a 5xx reply (the session is reset and stays usable);
-        other SMTP and socket errors propagate.
+        Raises PermanentSendError on a 5xx reply and TemporaryRefusal on a 4xx reply (the session
+        is reset and stays usable); connection and socket errors propagate.
         """
         smtp = self._smtp
         if smtp is None:
@@ -72,7 +76,7 @@ class Mailer:
             smtp.rset()
             if 500 <= code < 600:
                 raise PermanentSendError(f"{code} {text}") from exc
-            raise
+            raise TemporaryRefusal(f"{code} {text}") from exc
         return f"{code} {reply.decode('utf-8', 'replace')}"
 
 

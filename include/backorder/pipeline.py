@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import smtplib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from include.backorder import KINDS
 from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
-from include.backorder.mailer import Mailer, PermanentSendError
+from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.render import ListedLine, Notice, Renderer, message_id
 from include.backorder.shop import inspect_shop, iter_backorder_lines
 
@@ -191,6 +190,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
         new_rows, take_over, done_before = [], [], 0
         for r in result.notifications.itertuples(index=False):
             key = (int(r.orders_id), str(r.kind))
+            skip_reason = r.skip_reason if isinstance(r.skip_reason, str) else None  # pandas turns None into NaN
             if key in existing:
                 row_id, status = existing[key]
                 if status == st.STATUS_DUE:
@@ -209,8 +209,8 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "customers_name": r.customers_name,
                     "language": r.language,
                     "lines": listed[key[0]],
-                    "status": st.STATUS_SKIPPED if r.skip_reason else st.STATUS_DUE,
-                    "detail": r.skip_reason,
+                    "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_DUE,
+                    "detail": skip_reason,
                     "created_at": now,
                 }
             )
@@ -319,10 +319,10 @@ def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> 
                         log.warning("send_%s: order %d to %s refused: %s", kind, row["orders_id"],
                                     row["customers_email_address"], exc)  # fmt: skip
                         continue
-                    except smtplib.SMTPResponseException as exc:
-                        # A temporary (4xx) answer: the message stays due for the task's retry.
-                        record(row["id"], message_id=mid, detail=f"temporary: {exc.smtp_code} {exc.smtp_error!r}")
-                        temporary.append(f"order {row['orders_id']}: {exc.smtp_code}")
+                    except TemporaryRefusal as exc:
+                        # The message stays due for the task's retry.
+                        record(row["id"], message_id=mid, detail=f"temporary: {exc}")
+                        temporary.append(f"order {row['orders_id']}: {exc}")
                         continue
                     record(row["id"], status=st.STATUS_SENT, message_id=mid, detail=reply, sent_at=_utcnow())
                     counts[f"sent:{row['language']}"] += 1

@@ -120,10 +120,10 @@ class Renderer:
         msg["Subject"] = subject
         msg["Date"] = format_datetime(sent_at or datetime.now(UTC))
         msg["Message-ID"] = message_id(notice.orders_id, notice.kind, notice.reference_time, sender_domain)
-        msg["Content-Language"] = notice.language
         msg["X-Backorder-Notification"] = notice.kind
         msg["X-Backorder-Order-Id"] = str(notice.orders_id)
         msg["X-Backorder-Reference-Time"] = notice.reference_time.astimezone(UTC).isoformat()
         msg.set_content(text, charset="utf-8")
         msg.add_alternative(html, subtype="html", charset="utf-8")
+        msg["Content-Language"] = notice.language  # after set_content, which clears Content-* headers
         return msg

@@ -1,6 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps every message: for the demo and the tests.
 
-Each message is kept in memory (`sink.messages`) and, when a folder is given, written as an
+Recipients in `sink.refuse` get a permanent 550, those in `sink.defer` a temporary 451, so tests
+can see how the pipeline handles them. Each message is kept in memory (`sink.messages`) and, when a folder is given, written as an
 `.eml` file under `<folder>/<reference date>/<kind>-<order id>-<language>.eml`.
 """
 
@@ -29,6 +30,14 @@ class _Handler:
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
 
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.sink.refuse:
+            return "550 5.1.1 Mailbox unavailable"
+        if address in self.sink.defer:
+            return "451 4.3.0 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or envelope.content
         msg = message_from_bytes(raw, policy=policy.default)
@@ -42,6 +51,8 @@ class MailSink:
 
     def __init__(self, folder: Path | None = None, port: int = 0) -> None:
         self.folder = folder
+        self.refuse: set[str] = set()  # recipients answered with 550 (permanent)
+        self.defer: set[str] = set()  # recipients answered with 451 (temporary)
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=port or _free_port())

@@ -1,0 +1,157 @@
+"""The stages together, without Airflow: SQLite shop and state database, a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from include.backorder import pipeline
+from include.backorder import state as st
+from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def run_day(shop, state_db: DbConnection, smtp: SmtpSettings, t: datetime, **params) -> dict:
+    """All stages in the DAG's order; the send stages only for kinds with something due."""
+    extracted = pipeline.extract(shop.conn, state_db, RunContext(t, dag_run_id=f"test__{t:%Y%m%d}"), RunParams(**params))
+    pipeline.load_previous_snapshot(state_db, extracted.run_id)
+    due = pipeline.classify_run(state_db, extracted.run_id)
+    for kind, count in due.items():
+        if count:
+            pipeline.send(state_db, extracted.run_id, kind, smtp)
+    return pipeline.finish(state_db, extracted.run_id)
+
+
+def rows(state_db: DbConnection, table: sa.Table, *where) -> list[sa.RowMapping]:
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        result = c.execute(sa.select(table).where(*where).order_by(*table.primary_key.columns)).mappings().all()
+    engine.dispose()
+    return list(result)
+
+
+@pytest.fixture
+def small_shop(shop):
+    shop.product(1, datetime(2026, 3, 20))
+    shop.product(2, None)
+    shop.order(1, [1, 2], purchased=datetime(2026, 3, 1, 9), language="de", name="Jürgen Müller")
+    shop.order(2, [1], purchased=datetime(2026, 3, 1, 10), email="")
+    shop.order(3, [2], purchased=datetime(2026, 3, 1, 11))
+    return shop
+
+
+def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smtp, mail_sink) -> None:
+    summary = run_day(small_shop, state_db, smtp, T0)
+
+    assert [m.message["To"] for m in mail_sink.messages] == ["Jürgen Müller <customer1@example.com>"]
+    assert summary["counts"]["sent"] == {"initial": {"de": 1}}
+    assert summary["counts"]["skipped"] == {"initial": {"en": 1}}
+
+    sent, skipped = rows(state_db, st.notifications)
+    assert (sent["orders_id"], sent["kind"], sent["status"], sent["language"]) == (1, "initial", "sent", "de")
+    assert sent["detail"].startswith("250 ")
+    assert sent["message_id"] == "<backorder.1.initial.20260302T000000Z@example.com>"
+    assert sent["reference_time"] == datetime(2026, 3, 2)
+    assert json.loads(sent["lines"]) == [
+        {"orders_products_id": 1, "products_id": 1, "products_name": "Product 1", "products_model": "M-1",
+         "products_quantity": 1.0, "date_available": "2026-03-20T00:00:00", "previous_date": None}
+    ]  # fmt: skip
+    assert (skipped["orders_id"], skipped["status"], skipped["detail"]) == (2, "skipped", "no email address")
+
+    (run,) = rows(state_db, st.runs)
+    assert run["status"] == "finished" and run["lines"] == 2 and run["orders"] == 2
+    assert json.loads(run["skipped"]) == [{"orders_id": 2, "kind": "initial", "reason": "no email address"}]
+    assert json.loads(run["params"])["order_status_ids"] == [1, 2]
+    assert set(json.loads(run["stage_seconds"])) == {"extract", "previous_snapshot", "classify", "send_initial", "finish"}
+    (snap,) = rows(state_db, st.snapshots)
+    assert snap["reference_time"] == datetime(2026, 3, 2) and snap["lines"] == 2
+    assert not rows(state_db, st.staged_lines), "staged lines are cleaned up"
+
+
+def test_rerun_of_the_same_reference_time_sends_nothing_twice(small_shop, state_db, smtp, mail_sink) -> None:
+    run_day(small_shop, state_db, smtp, T0)
+    mail_sink.clear()
+    summary = run_day(small_shop, state_db, smtp, T0)
+    assert mail_sink.messages == []
+    assert summary["counts"]["handled_by_earlier_runs_at_this_T"] == 2
+    assert len(rows(state_db, st.notifications)) == 2
+    assert len(rows(state_db, st.snapshots)) == 1, "the snapshot at T is replaced, not doubled"
+
+
+def test_dry_run_records_but_sends_nothing_and_keeps_state(small_shop, state_db, smtp, mail_sink) -> None:
+    summary = run_day(small_shop, state_db, smtp, T0, dry_run=True)
+    assert mail_sink.messages == []
+    assert summary["dry_run"] is True and summary["counts"]["dry_run"] == {"initial": {"de": 1}}
+    dry = rows(state_db, st.notifications, st.notifications.c.status == "dry_run")
+    assert len(dry) == 1 and dry[0]["dry_run"] and dry[0]["message_id"]
+    assert rows(state_db, st.snapshots) == []
+
+    run_day(small_shop, state_db, smtp, T0)  # the real run at the same T still sends
+    assert [m.message["X-Backorder-Notification"] for m in mail_sink.messages] == ["initial"]
+
+
+def test_permanent_refusal_fails_one_email_and_the_others_go_out(shop, state_db, smtp, mail_sink) -> None:
+    shop.product(1, datetime(2026, 3, 20))
+    for oid in (1, 2, 3):
+        shop.order(oid, [1], purchased=datetime(2026, 3, 1))
+    mail_sink.refuse.add("customer2@example.com")
+    summary = run_day(shop, state_db, smtp, T0)
+    assert sorted(m.rcpt_tos[0] for m in mail_sink.messages) == ["customer1@example.com", "customer3@example.com"]
+    failed = rows(state_db, st.notifications, st.notifications.c.status == "failed")
+    assert [(r["orders_id"], r["detail"]) for r in failed] == [(2, "550 5.1.1 Mailbox unavailable")]
+    assert summary["counts"]["failed"] == {"initial": {"en": 1}}
+
+
+def test_temporary_refusal_stays_due_and_a_retry_sends_it(shop, state_db, smtp, mail_sink) -> None:
+    shop.product(1, datetime(2026, 3, 20))
+    shop.order(1, [1], purchased=datetime(2026, 3, 1))
+    shop.order(2, [1], purchased=datetime(2026, 3, 1))
+    mail_sink.defer.add("customer1@example.com")
+    extracted = pipeline.extract(shop.conn, state_db, RunContext(T0), RunParams())
+    pipeline.load_previous_snapshot(state_db, extracted.run_id)
+    pipeline.classify_run(state_db, extracted.run_id)
+    with pytest.raises(pipeline.TemporarySendError, match="1 message"):
+        pipeline.send(state_db, extracted.run_id, "initial", smtp)
+    assert [m.rcpt_tos for m in mail_sink.messages] == [("customer2@example.com",)]
+
+    mail_sink.defer.clear()
+    assert pipeline.send(state_db, extracted.run_id, "initial", smtp) == {"sent:en": 1}  # the retry
+    assert [m.rcpt_tos for m in mail_sink.messages][1:] == [("customer1@example.com",)]
+
+
+def test_smtp_server_down_fails_the_task_and_keeps_emails_due(small_shop, state_db) -> None:
+    extracted = pipeline.extract(small_shop.conn, state_db, RunContext(T0), RunParams())
+    pipeline.load_previous_snapshot(state_db, extracted.run_id)
+    pipeline.classify_run(state_db, extracted.run_id)
+    closed = SmtpSettings(host="127.0.0.1", port=1, from_email="s@example.com", use_ssl=False, use_starttls=False)
+    with pytest.raises(OSError):
+        pipeline.send(state_db, extracted.run_id, "initial", closed)
+    assert [r["status"] for r in rows(state_db, st.notifications, st.notifications.c.kind == "initial")] == [
+        "due",
+        "skipped",
+    ]
+
+
+def test_missing_shop_table_is_one_clear_error_and_changes_no_state(tmp_path, state_db) -> None:
+    empty = DbConnection("shop_db", "sqlite", host=str(tmp_path / "empty.sqlite"))
+    with pytest.raises(Exception, match=r"connection 'shop_db': table 'orders' not found"):
+        pipeline.extract(empty, state_db, RunContext(T0), RunParams())
+    engine = sa.create_engine(state_db.url())
+    assert not sa.inspect(engine).has_table("bo_run")
+
+
+def test_periodic_and_changed_over_days(shop, state_db, smtp, mail_sink) -> None:
+    shop.product(1, datetime(2026, 3, 20))
+    shop.order(1, [1], purchased=datetime(2026, 3, 1))
+    kinds = []
+    for day in range(5):
+        if day == 3:
+            shop.set_date(1, datetime(2026, 3, 27))
+        mail_sink.clear()
+        run_day(shop, state_db, smtp, T0 + timedelta(days=day), reminder_interval_days=2)
+        kinds.append([m.message["X-Backorder-Notification"] for m in mail_sink.messages])
+    assert kinds == [["initial"], [], ["periodic"], ["changed"], []]

@@ -1,0 +1,134 @@
+"""The emails as a customer sees them: both languages, every kind, dates in the customer's locale, safety."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from include.backorder import KINDS, LANGUAGES
+from include.backorder.render import TEMPLATES_DIR, ListedLine, Notice, Renderer, message_id
+
+T = datetime(2013, 12, 1, tzinfo=UTC)
+LINES = (
+    ListedLine("Trekking tent", "TENT-2P", 2.0, datetime(2013, 12, 17), datetime(2013, 12, 10)),
+    ListedLine("Head torch", None, 1.0, datetime(2014, 1, 3), None),
+)
+renderer = Renderer()
+
+
+def notice(kind: str, language: str, **changes) -> Notice:
+    values = {
+        "orders_id": 4711, "kind": kind, "language": language, "customers_email_address": "ann@example.com",
+        "customers_name": "Ann Example", "reference_time": T, "lines": LINES, "reminder_interval_days": 3,
+    } | changes  # fmt: skip
+    return Notice(**values)
+
+
+def parsed(n: Notice):
+    raw = renderer.render(n, "Shop <shop@example.com>", "example.com").as_bytes()
+    return message_from_bytes(raw, policy=policy.default)
+
+
+EXPECTED = {
+    ("en", "initial"): ("Your order 4711: some items will arrive later", ["every 3 days", "at once if an expected date changes"]),
+    ("en", "periodic"): ("Your order 4711: still on backorder", ["thank you for your patience"]),
+    ("en", "changed"): ("Your order 4711: new expected date", ["has changed", "(before: Dec 10, 2013)", "(before: no date)"]),
+    ("de", "initial"): ("Ihre Bestellung 4711: einige Artikel kommen später", ["alle 3 Tage", "sofort, wenn sich ein voraussichtlicher Liefertermin ändert"]),
+    ("de", "periodic"): ("Ihre Bestellung 4711: noch im Rückstand", ["danken Ihnen für Ihre Geduld"]),
+    ("de", "changed"): ("Ihre Bestellung 4711: neuer Liefertermin", ["hat sich geändert", "(bisher: 10.12.2013)", "(bisher: kein Termin)"]),
+}  # fmt: skip
+DATES = {"en": ("Dec 17, 2013", "Jan 3, 2014"), "de": ("17.12.2013", "03.01.2014")}
+GREETING = {"en": "Dear Ann Example,", "de": "Guten Tag Ann Example,"}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_in_each_language(kind: str, language: str) -> None:
+    msg = parsed(notice(kind, language))
+    subject, phrases = EXPECTED[(language, kind)]
+    assert msg["Subject"] == subject
+    assert msg["To"] == "Ann Example <ann@example.com>"
+    assert msg["From"] == "Shop <shop@example.com>"
+    assert msg["X-Backorder-Notification"] == kind
+    assert msg["X-Backorder-Order-Id"] == "4711"
+    assert msg["Message-ID"] == f"<backorder.4711.{kind}.20131201T000000Z@example.com>"
+    assert msg["Content-Language"] == language
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert [p.get_content_charset() for p in msg.iter_parts()] == ["utf-8", "utf-8"]
+    for body in (text, html):
+        assert GREETING[language] in body
+        assert "4711" in body
+        assert "Trekking tent" in body and "Head torch" in body
+        for date in DATES[language]:
+            assert date in body
+    for phrase in phrases:
+        assert phrase in text
+    assert f'<html lang="{language}">' in html
+
+
+def test_every_template_exists_and_compiles() -> None:
+    for language in LANGUAGES:
+        for kind in KINDS:
+            for suffix in ("subject.txt", "txt", "html"):
+                assert (TEMPLATES_DIR / language / f"{kind}.{suffix}").is_file()
+                renderer.env.get_template(f"{language}/{kind}.{suffix}")
+
+
+def test_interval_of_one_day_reads_naturally() -> None:
+    en = parsed(notice("initial", "en", reminder_interval_days=1)).get_body(("plain",)).get_content()
+    de = parsed(notice("initial", "de", reminder_interval_days=1)).get_body(("plain",)).get_content()
+    assert "every day" in en and "every 1 days" not in en
+    assert "täglich" in de
+
+
+def test_no_name_falls_back_to_a_polite_greeting() -> None:
+    assert "Dear customer," in parsed(notice("periodic", "en", customers_name="")).get_body(("plain",)).get_content()
+    de = parsed(notice("periodic", "de", customers_name="")).get_body(("plain",)).get_content()
+    assert "Sehr geehrte Kundin, sehr geehrter Kunde," in de
+
+
+def test_shop_name_signs_the_email() -> None:
+    text = parsed(notice("periodic", "en", shop_name="Trailhead Outdoor")).get_body(("plain",)).get_content()
+    assert text.rstrip().endswith("Trailhead Outdoor")
+
+
+def test_html_is_escaped_and_headers_cannot_be_injected() -> None:
+    evil = ListedLine('<script>alert("x")</script> & Co', "M<1>", 1.0, datetime(2013, 12, 17))
+    msg = parsed(notice("initial", "en", customers_name="Eve\r\nBcc: victim@example.com <b>", lines=(evil,)))
+    assert msg["Bcc"] is None
+    assert "\n" not in msg["To"] and "victim@example.com" not in msg["To"].addresses[0].addr_spec
+    html = msg.get_body(("html",)).get_content()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&amp; Co" in html
+    assert "<b>" not in html.split("<body", 1)[1].replace("<br>", "")
+    text = msg.get_body(("plain",)).get_content()
+    assert '<script>alert("x")</script> & Co' in text  # plain text is not escaped
+
+
+def test_umlauts_and_emoji_survive_encoding() -> None:
+    line = ListedLine("Daunenschlafsack für -10 °C 🏕️", None, 1.0, datetime(2013, 12, 17))
+    msg = parsed(notice("initial", "de", customers_name="Jürgen Müller", lines=(line,)))
+    assert msg["To"].addresses[0].display_name == "Jürgen Müller"
+    assert "Daunenschlafsack für -10 °C 🏕️" in msg.get_body(("html",)).get_content()
+    raw = renderer.render(notice("initial", "de", customers_name="Jürgen Müller"), "s@example.com", "example.com")
+    assert raw.as_bytes().isascii()  # 7-bit clean on the wire: any SMTP server takes it
+
+
+def test_message_id_is_stable_per_order_kind_and_reference_time() -> None:
+    a = message_id(1, "initial", datetime(2026, 3, 2, 1, tzinfo=UTC), "shop.example")
+    assert a == message_id(1, "initial", datetime(2026, 3, 2, 1, tzinfo=UTC), "shop.example")
+    assert a != message_id(1, "periodic", datetime(2026, 3, 2, 1, tzinfo=UTC), "shop.example")
+    assert a != message_id(1, "initial", datetime(2026, 3, 3, 1, tzinfo=UTC), "shop.example")
+    assert a != message_id(2, "initial", datetime(2026, 3, 2, 1, tzinfo=UTC), "shop.example")
+
+
+def test_strict_undefined_catches_template_mistakes(tmp_path: Path) -> None:
+    (tmp_path / "en").mkdir()
+    for suffix, text in (("subject.txt", "Order {{ order_id }}"), ("txt", "{{ no_such_value }}"), ("html", "x")):
+        (tmp_path / "en" / f"initial.{suffix}").write_text(text)
+    with pytest.raises(Exception, match="no_such_value"):
+        Renderer(tmp_path).render_parts(notice("initial", "en"))
