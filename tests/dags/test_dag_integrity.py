@@ -1,0 +1,79 @@
+"""The DAG file loads cleanly, has the promised shape, and keeps heavy imports out of its top level."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+DAG_FILE = ROOT / "dags" / "backorder_notifications.py"
+HEAVY = ("pandas", "numpy", "sqlalchemy", "jinja2", "babel", "pymysql", "include.backorder")
+
+
+def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
+    assert dag is not None
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    ids = {t.task_id for t in dag.tasks}
+    assert ids == {
+        "extract_backorder_lines", "load_previous_snapshot", "classify", "choose_sends",
+        "send_initial", "send_changed", "send_periodic", "write_snapshot_and_audit",
+    }  # fmt: skip
+    assert dag.get_task("load_previous_snapshot").upstream_task_ids == {"extract_backorder_lines"}
+    assert dag.get_task("classify").upstream_task_ids == {"extract_backorder_lines", "load_previous_snapshot"}
+    assert dag.get_task("choose_sends").upstream_task_ids == {"classify"}
+    for kind in ("initial", "changed", "periodic"):
+        assert "choose_sends" in dag.get_task(f"send_{kind}").upstream_task_ids
+    final = dag.get_task("write_snapshot_and_audit")
+    assert {"send_initial", "send_changed", "send_periodic"} <= final.upstream_task_ids
+    assert final.trigger_rule == "none_failed"
+
+
+def test_params_and_retries(dag) -> None:
+    assert dag.default_conf == {
+        "order_status_ids": [1, 2], "reminder_interval_days": 2, "max_reminders": None,
+        "max_order_age_days": None, "table_prefix": "", "default_language": "en", "dry_run": False,
+        "shop_timezone": "UTC", "shop_name": "",
+    }  # fmt: skip
+    for task_id in ("extract_backorder_lines", "classify", "send_initial", "write_snapshot_and_audit"):
+        task = dag.get_task(task_id)
+        assert task.retries >= 1 and task.retry_exponential_backoff
+
+
+@pytest.mark.parametrize(
+    ("conf", "error"),
+    [
+        ({"table_prefix": "zen; DROP TABLE orders"}, "does not match"),
+        ({"reminder_interval_days": 0}, "less than the minimum"),
+        ({"default_language": "fr"}, "is not one of"),
+        ({"order_status_ids": []}, "should be non-empty"),
+    ],
+)
+def test_bad_params_are_refused(dag, conf: dict, error: str) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    (key, value), = conf.items()
+    with pytest.raises(ParamValidationError, match=error):
+        dag.params.get_param(key).resolve(value)
+
+
+def test_top_level_imports_only_airflow_sdk() -> None:
+    """Importing the DAG file adds none of the heavy libraries to what airflow.sdk already loads."""
+    probe = (
+        "import sys, time, json, importlib.util\n"
+        "import airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        "t = time.perf_counter()\n"
+        f"spec = importlib.util.spec_from_file_location('dagfile', {str(DAG_FILE)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'new': sorted(set(sys.modules) - before)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    heavy = [m for m in result["new"] if m.split(".")[0] in HEAVY or m.startswith("include.backorder")]
+    assert heavy == [], f"the DAG file imports heavy modules at its top level: {heavy}"
+    print(f"DAG file import beyond airflow.sdk: {result['seconds']:.3f} s")

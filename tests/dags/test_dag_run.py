@@ -1,0 +1,165 @@
+"""The real DAG, run with `dag.test()` day after day against a SQLite shop; emails received by aiosmtpd."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from include.backorder import state as st
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+
+def naive(days: float) -> datetime:
+    return (T0 + timedelta(days=days)).replace(tzinfo=None)
+
+
+@pytest.fixture
+def world(shop, state_db, mail_sink, monkeypatch, dag):
+    """The shop of the story below, and the three connections as AIRFLOW_CONN_* JSON."""
+    shop.product(1, naive(10))
+    shop.product(2, naive(20))
+    shop.product(3, "0000-00-00 00:00:00")
+    shop.product(4, "0001-01-01 00:00:00")
+    shop.product(5, None)
+    shop.product(6, naive(-1))
+    shop.product(7, naive(1))
+    shop.product(8, "1000-01-01 00:00:00")
+    shop.order(101, [1, 3], purchased=naive(-2), name="Ann Smith")
+    shop.order(102, [2, 7], purchased=naive(-1), status=2, language="de", name="Jürgen Müller", quantity=2)
+    shop.order(103, [1], purchased=naive(-3), status=3)
+    shop.order(104, [1], purchased=naive(-3), email="")
+    shop.order(105, [5, 4, 6, 8, 3], purchased=naive(-3))
+    shop.order(106, [1], purchased=naive(0.5), language="de", name="Käthe Groß")
+    shop.order(107, [2], purchased=naive(-40), language="", name="Bob Jones")
+    monkeypatch.setenv("AIRFLOW_CONN_SHOP_DB", json.dumps({"conn_type": "sqlite", "host": str(shop.path)}))
+    monkeypatch.setenv("AIRFLOW_CONN_BACKORDER_STATE_DB", json.dumps({"conn_type": "sqlite", "host": state_db.host}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": mail_sink.port,
+                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "Shop <shop@example.com>"},
+            }
+        ),
+    )
+    for task in dag.tasks:
+        task.retries = 0  # a failure should fail the test at once, not wait for a retry delay
+    return shop
+
+
+def run(dag, mail_sink, day: float | None, **conf) -> tuple[object, list]:
+    mail_sink.clear()
+    logical = None if day is None else T0 + timedelta(days=day)
+    dag_run = dag.test(logical_date=logical, run_conf=dag.default_conf | conf)
+    assert dag_run.state == "success"
+    return dag_run, list(mail_sink.messages)
+
+
+def seen(messages) -> set[tuple]:
+    """(order, kind, language, listed expected dates) for each email, from its headers and text."""
+    out = set()
+    for m in messages:
+        msg = m.message
+        text = msg.get_body(("plain",)).get_content()
+        dates = tuple(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("  - "))
+        out.add((int(msg["X-Backorder-Order-Id"]), msg["X-Backorder-Notification"], msg["Content-Language"], dates))
+    return out
+
+
+def task_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_a_week_of_runs(dag, world, mail_sink, state_db) -> None:
+    # Day 0: every waiting order is told for the first time; the order without an address is skipped.
+    dag_run, messages = run(dag, mail_sink, 0)
+    assert seen(messages) == {
+        (101, "initial", "en", ("expected Mar 12, 2026",)),
+        (102, "initial", "de", ("voraussichtlich 22.03.2026", "voraussichtlich 03.03.2026")),
+        (107, "initial", "en", ("expected Mar 22, 2026",)),
+    }
+    states = task_states(dag_run)
+    assert states["send_initial"] == "success"
+    assert states["send_changed"] == states["send_periodic"] == "skipped"
+    assert states["write_snapshot_and_audit"] == "success"
+    by_order = {int(m.message["X-Backorder-Order-Id"]): m.message for m in messages}
+    de = by_order[102]
+    assert de["To"] == "Jürgen Müller <customer102@example.com>"
+    assert de["From"] == "Shop <shop@example.com>"
+    assert de["Subject"] == "Ihre Bestellung 102: einige Artikel kommen später"
+    assert de["Message-ID"] == "<backorder.102.initial.20260302T000000Z@example.com>"
+    assert de["X-Backorder-Reference-Time"] == "2026-03-02T00:00:00+00:00"
+    assert "2 × Product 2 (M-2)" in de.get_body(("plain",)).get_content()
+
+    # Day 1: product 7's date is reached (not later than T): it leaves; order 106 is new.
+    _, messages = run(dag, mail_sink, 1)
+    assert seen(messages) == {(106, "initial", "de", ("voraussichtlich 12.03.2026",))}
+
+    # Day 2: product 2 is postponed: its orders hear of it; order 101 is due for its reminder.
+    world.set_date(2, naive(25))
+    dag_run, messages = run(dag, mail_sink, 2)
+    assert seen(messages) == {
+        (101, "periodic", "en", ("expected Mar 12, 2026",)),
+        (102, "changed", "de", ("voraussichtlich 27.03.2026 (bisher: 22.03.2026)",)),
+        (107, "changed", "en", ("expected Mar 27, 2026 (before: Mar 22, 2026)",)),
+    }
+    assert task_states(dag_run)["send_initial"] == "skipped"
+
+    # Day 3: order 106's reminder (two days after its first email); a repeat of the run sends nothing.
+    _, messages = run(dag, mail_sink, 3)
+    assert seen(messages) == {(106, "periodic", "de", ("voraussichtlich 12.03.2026",))}
+    dag_run, messages = run(dag, mail_sink, 3)
+    assert messages == []
+    assert set(task_states(dag_run).values()) == {"success", "skipped"}
+
+    # Day 4: the others' reminders.
+    _, messages = run(dag, mail_sink, 4)
+    assert {(o, k) for o, k, _, _ in seen(messages)} == {(101, "periodic"), (102, "periodic"), (107, "periodic")}
+
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        runs = c.execute(sa.select(st.runs).order_by(st.runs.c.id)).mappings().all()
+        sent = c.execute(sa.select(sa.func.count()).where(st.notifications.c.status == "sent")).scalar_one()
+        skipped = c.execute(sa.select(st.notifications.c.orders_id).where(st.notifications.c.status == "skipped")).all()
+    engine.dispose()
+    assert [r["reference_time"].day for r in runs] == [2, 3, 4, 5, 5, 6]
+    assert all(r["status"] == "finished" and r["dag_id"] == "backorder_notifications" for r in runs)
+    assert json.loads(runs[0]["counts"])["sent"] == {"initial": {"de": 1, "en": 2}}
+    assert json.loads(runs[4]["counts"])["handled_by_earlier_runs_at_this_T"] == 2  # 106's periodic, 104's skip
+    assert sent == 3 + 1 + 3 + 1 + 3
+    assert {row.orders_id for row in skipped} == {104}
+
+
+def test_dry_run_sends_nothing_and_changes_no_state(dag, world, mail_sink, state_db) -> None:
+    _, messages = run(dag, mail_sink, 0, dry_run=True)
+    assert messages == []
+    _, messages = run(dag, mail_sink, 0)
+    assert {(o, k) for o, k, _, _ in seen(messages)} == {(101, "initial"), (102, "initial"), (107, "initial")}
+
+
+def test_params_from_the_run_conf(dag, world, mail_sink) -> None:
+    # Order 107 was purchased 40 days before T: too old for max_order_age_days=30.
+    _, messages = run(dag, mail_sink, 0, max_order_age_days=30, default_language="de")
+    assert {(o, k, lang) for o, k, lang, _ in seen(messages)} == {(101, "initial", "en"), (102, "initial", "de")}
+    # Without the age limit 107 counts; it stores no language, so it gets default_language.
+    # Order 102 is in status 2, which this run does not select.
+    _, messages = run(dag, mail_sink, 1, order_status_ids=[1], default_language="de")
+    assert {(o, k, lang) for o, k, lang, _ in seen(messages)} == {(106, "initial", "de"), (107, "initial", "de")}
+
+
+def test_a_run_without_logical_date_uses_run_after(dag, world, mail_sink) -> None:
+    world.product(9, datetime(2099, 1, 1))
+    world.order(108, [9], purchased=datetime(2026, 1, 1))
+    before = datetime.now(UTC)
+    _, messages = run(dag, mail_sink, None)
+    by_order = {int(m.message["X-Backorder-Order-Id"]): m.message for m in messages}
+    reference = datetime.fromisoformat(by_order[108]["X-Backorder-Reference-Time"])
+    assert before - timedelta(minutes=5) <= reference <= datetime.now(UTC)
+    # Against the wall clock, the March dates of the other products are long past: only 108 waits.
+    assert set(by_order) == {108}
