@@ -83,9 +83,7 @@ def email_problem(value: object) -> str | None:
 def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame, rules: Rules) -> Classification:
     """lines: backorder lines now; previous: the previous snapshot's lines; history: sent emails per order."""
     if lines.empty:
-        return Classification(
-            pd.DataFrame(columns=NOTIFICATION_COLUMNS), pd.DataFrame(columns=LISTED_COLUMNS), 0
-        )
+        return Classification(pd.DataFrame(columns=NOTIFICATION_COLUMNS), pd.DataFrame(columns=LISTED_COLUMNS), 0)
     prev = previous[["orders_products_id", "date_available"]].rename(columns={"date_available": "previous_date"})
     prev = prev.astype({"previous_date": "datetime64[us]"})
     merged = lines.astype({"date_available": "datetime64[us]"}).merge(prev, on="orders_products_id", how="left")

@@ -144,8 +144,7 @@ class SmtpSettings:
     def __post_init__(self) -> None:
         if not self.from_email or "@" not in self.from_email:
             raise ConfigError(
-                "the SMTP connection needs a sender address in extra.from_email, "
-                f"got {self.from_email!r}"
+                f"the SMTP connection needs a sender address in extra.from_email, got {self.from_email!r}"
             )
 
     @property

@@ -47,7 +47,11 @@ def airflow_env(root: Path, work: Path, smtp_port: int) -> dict[str, str]:
                     "conn_type": "smtp",
                     "host": "127.0.0.1",
                     "port": smtp_port,
-                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "Trailhead Outdoor <shop@trailhead.example>"},
+                    "extra": {
+                        "disable_ssl": True,
+                        "disable_tls": True,
+                        "from_email": "Trailhead Outdoor <shop@trailhead.example>",
+                    },
                 }
             ),
         }
@@ -127,15 +131,18 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             log_file = work / "logs" / f"dags-test-{when.date()}.log"
             _airflow(["dags", "test", DAG_ID, when.strftime("%Y-%m-%dT%H:%M:%S+00:00")], env, log_file)
+            shown = log_file.relative_to(ROOT) if log_file.is_relative_to(ROOT) else log_file
             print(
                 f"run {when.date()}: airflow dags test ok in {time.perf_counter() - started:.1f} s, "
-                f"{len(sink.messages) - before} emails received (log: {log_file.relative_to(ROOT) if log_file.is_relative_to(ROOT) else log_file})"
+                f"{len(sink.messages) - before} emails received (log: {shown})"
             )
     shop.dispose()
     print()
     print(summary_table(work / "state.sqlite", mail_dir, ROOT if work.is_relative_to(ROOT) else work.parent))
     print()
-    print(f"{len(sink.messages)} emails in {mail_dir}; audit in {work / 'state.sqlite'} (tables bo_run, bo_notification)")
+    print(
+        f"{len(sink.messages)} emails in {mail_dir}; audit in {work / 'state.sqlite'} (tables bo_run, bo_notification)"
+    )
     return 0
 
 

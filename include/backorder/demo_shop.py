@@ -176,7 +176,11 @@ def create_demo_shop(engine: Engine, first_day: datetime, orders_count: int = 30
             sa.insert(orders_status),
             [
                 {"orders_status_id": sid, "language_id": lid, "orders_status_name": name}
-                for sid, en, de in ((1, "Pending", "Offen"), (2, "Processing", "In Bearbeitung"), (3, "Delivered", "Versendet"))
+                for sid, en, de in (
+                    (1, "Pending", "Offen"),
+                    (2, "Processing", "In Bearbeitung"),
+                    (3, "Delivered", "Versendet"),
+                )
                 for lid, name in ((1, en), (2, de))
             ],
         )
@@ -211,7 +215,7 @@ def create_demo_shop(engine: Engine, first_day: datetime, orders_count: int = 30
             ],
         )
         order_rows, line_rows = [], []
-        backordered_ids = sorted(BACKORDERED) + [23]
+        backordered_ids = [*sorted(BACKORDERED), 23]
         for oid in range(1, orders_count + 1):
             german = rng.random() < 0.6
             first = rng.choice(FIRST_NAMES_DE if german else FIRST_NAMES_EN)
@@ -259,6 +263,8 @@ def apply_changes(engine: Engine, first_day: datetime, day: int) -> list[DateCha
         for change in due:
             value = None if change.days is None else fmt(first_day + timedelta(days=change.days))
             conn.execute(
-                sa.update(products).where(products.c.products_id == change.products_id).values(products_date_available=value)
+                sa.update(products)
+                .where(products.c.products_id == change.products_id)
+                .values(products_date_available=value)
             )
     return due

@@ -81,6 +81,7 @@ class Mailer:
 
 
 def _reply_of(exc: smtplib.SMTPException) -> tuple[int, str]:
+    raw: bytes | str
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, raw = next(iter(exc.recipients.values()))
     elif isinstance(exc, (smtplib.SMTPSenderRefused, smtplib.SMTPDataError)):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
 
 import jinja2
@@ -27,7 +28,7 @@ from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
-from include.backorder.render import ListedLine, Notice, Renderer, message_id
+from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import inspect_shop, iter_backorder_lines
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
         st.create_tables(state)
         started = time.perf_counter()
         with state.begin() as conn:
-            run_id = conn.execute(
+            run_id: int = conn.execute(
                 sa.insert(st.runs).values(
                     dag_id=run.dag_id,
                     dag_run_id=run.dag_run_id,
@@ -99,8 +100,8 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
                     stage_seconds="{}",
                     started_at=_utcnow(),
                 )
-            ).inserted_primary_key[0]
-            lines, orders = 0, set()
+            ).inserted_primary_key[0]  # type: ignore[index]
+            lines, orders = 0, set[int]()
             for chunk in iter_backorder_lines(shop, tables, params, shop_time):
                 conn.execute(sa.insert(st.staged_lines), [{**row, "run_id": run_id} for row in chunk])
                 lines += len(chunk)
@@ -138,18 +139,23 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
 # --- classify --------------------------------------------------------------------------------
 
 
-def _lines_json(group: pd.DataFrame) -> str:
+def _iso(value: Any) -> str | None:
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).isoformat()
+
+
+def _lines_json(records: list[dict[Any, Any]]) -> str:
+    """The products and dates one notification lists, as kept in the audit."""
     items = [
         {
-            "orders_products_id": int(r.orders_products_id),
-            "products_id": int(r.products_id),
-            "products_name": r.products_name,
-            "products_model": r.products_model if isinstance(r.products_model, str) else None,
-            "products_quantity": float(r.products_quantity),
-            "date_available": r.date_available.isoformat(),
-            "previous_date": None if pd.isna(r.previous_date) else r.previous_date.isoformat(),
+            "orders_products_id": int(r["orders_products_id"]),
+            "products_id": int(r["products_id"]),
+            "products_name": r["products_name"],
+            "products_model": r["products_model"] if isinstance(r["products_model"], str) else None,
+            "products_quantity": float(r["products_quantity"]),
+            "date_available": _iso(r["date_available"]),
+            "previous_date": _iso(r["previous_date"]),
         }
-        for r in group.itertuples(index=False)
+        for r in records
     ]
     return st.dumps(items)
 
@@ -185,12 +191,16 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                 )
             )
         }
-        listed = {int(k): _lines_json(g) for k, g in result.listed.groupby("orders_id")}
+        listed: dict[int, list[dict[Any, Any]]] = {}
+        for rec in result.listed.to_dict("records"):
+            listed.setdefault(int(rec["orders_id"]), []).append(rec)
         now = _utcnow()
-        new_rows, take_over, done_before = [], [], 0
-        for r in result.notifications.itertuples(index=False):
-            key = (int(r.orders_id), str(r.kind))
-            skip_reason = r.skip_reason if isinstance(r.skip_reason, str) else None  # pandas turns None into NaN
+        new_rows: list[dict[str, Any]] = []
+        take_over: list[int] = []
+        done_before = 0
+        for r in result.notifications.to_dict("records"):
+            key = (int(r["orders_id"]), str(r["kind"]))
+            skip_reason = r["skip_reason"] if isinstance(r["skip_reason"], str) else None  # pandas: None -> NaN
             if key in existing:
                 row_id, status = existing[key]
                 if status == st.STATUS_DUE:
@@ -205,10 +215,10 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "kind": key[1],
                     "reference_time": t,
                     "dry_run": params.dry_run,
-                    "customers_email_address": r.customers_email_address,
-                    "customers_name": r.customers_name,
-                    "language": r.language,
-                    "lines": listed[key[0]],
+                    "customers_email_address": r["customers_email_address"],
+                    "customers_name": r["customers_name"],
+                    "language": r["language"],
+                    "lines": _lines_json(listed[key[0]]),
                     "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_DUE,
                     "detail": skip_reason,
                     "created_at": now,
@@ -260,6 +270,64 @@ def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
     )
 
 
+class _Batch:
+    """The due notifications of one kind in one run, and what became of each."""
+
+    def __init__(self, state: Engine, run_id: int, kind: str, smtp: SmtpSettings) -> None:
+        n = st.notifications
+        self.state, self.kind, self.smtp = state, kind, smtp
+        self.counts: Counter[str] = Counter()
+        self.temporary: list[str] = []
+        self.started = time.perf_counter()
+        with state.connect() as conn:
+            self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
+            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
+            self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
+        self.renderer = Renderer()
+
+    def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
+        """Commit one message's outcome at once (a retry must see it); count it."""
+        if outcome:
+            values["status"] = outcome
+            self.counts[f"{outcome}:{row['language']}"] += 1
+        with self.state.begin() as conn:
+            conn.execute(sa.update(st.notifications).where(st.notifications.c.id == row["id"]).values(**values))
+
+    def messages(self) -> Iterator[tuple[sa.RowMapping, EmailMessage]]:
+        """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
+        for row in self.rows:
+            try:
+                msg = self.renderer.render(_notice(row, self.params), self.smtp.from_email, self.smtp.sender_domain)
+            except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
+                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
+                log.warning("send_%s: order %d cannot be rendered: %r", self.kind, row["orders_id"], exc)
+                continue
+            yield row, msg
+
+    def record_dry_run(self) -> None:
+        for row, msg in self.messages():
+            self.record(row, st.STATUS_DRY_RUN, message_id=msg["Message-ID"], detail="dry run: not sent")
+
+    def send_all(self, mailer: Mailer) -> None:
+        for i, (row, msg) in enumerate(self.messages(), start=1):
+            mid = msg["Message-ID"]
+            try:
+                reply = mailer.send(msg)
+            except PermanentSendError as exc:
+                self.record(row, st.STATUS_FAILED, message_id=mid, detail=str(exc), sent_at=_utcnow())
+                log.warning("send_%s: order %d to %s refused: %s", self.kind, row["orders_id"],
+                            row["customers_email_address"], exc)  # fmt: skip
+                continue
+            except TemporaryRefusal as exc:
+                self.record(row, None, message_id=mid, detail=f"temporary: {exc}")  # stays due for the retry
+                self.temporary.append(f"order {row['orders_id']}: {exc}")
+                continue
+            self.record(row, st.STATUS_SENT, message_id=mid, detail=reply, sent_at=_utcnow())
+            if i % PROGRESS_EVERY == 0:
+                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
+                         i / (time.perf_counter() - self.started))  # fmt: skip
+
+
 def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> dict[str, int]:
     """Render and send this run's due notifications of one kind over one SMTP connection.
 
@@ -268,76 +336,23 @@ def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> 
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown notification kind {kind!r}")
-    n = st.notifications
-    counts: Counter[str] = Counter()
-    started = time.perf_counter()
     with _engine(state_db) as state:
-        with state.connect() as conn:
-            run = st.get_run(conn, run_id)
-            rows = (
-                conn.execute(
-                    sa.select(n)
-                    .where(n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE)
-                    .order_by(n.c.orders_id)
-                )
-                .mappings()
-                .all()
-            )
-        params = RunParams.from_json(run["params"])
-        renderer = Renderer()
-        temporary: list[str] = []
-
-        def record(row_id: int, **values: Any) -> None:
-            with state.begin() as conn:
-                conn.execute(sa.update(n).where(n.c.id == row_id).values(**values))
-
-        def messages() -> Iterator[tuple[sa.RowMapping, Any]]:
-            """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
-            for row in rows:
-                try:
-                    msg = renderer.render(_notice(row, params), smtp.from_email, smtp.sender_domain)
-                except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
-                    record(row["id"], status=st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
-                    counts[f"failed:{row['language']}"] += 1
-                    log.warning("send_%s: order %d cannot be rendered: %r", kind, row["orders_id"], exc)
-                    continue
-                yield row, msg
-
-        if params.dry_run:
-            for row, msg in messages():
-                record(row["id"], status=st.STATUS_DRY_RUN, message_id=msg["Message-ID"], detail="dry run: not sent")
-                counts[f"dry_run:{row['language']}"] += 1
-        else:
+        batch = _Batch(state, run_id, kind, smtp)
+        if batch.params.dry_run:
+            batch.record_dry_run()
+        elif batch.rows:
             with Mailer(smtp) as mailer:
-                for i, (row, msg) in enumerate(messages(), start=1):
-                    mid = msg["Message-ID"]
-                    try:
-                        reply = mailer.send(msg)
-                    except PermanentSendError as exc:
-                        record(row["id"], status=st.STATUS_FAILED, message_id=mid, detail=str(exc), sent_at=_utcnow())
-                        counts[f"failed:{row['language']}"] += 1
-                        log.warning("send_%s: order %d to %s refused: %s", kind, row["orders_id"],
-                                    row["customers_email_address"], exc)  # fmt: skip
-                        continue
-                    except TemporaryRefusal as exc:
-                        # The message stays due for the task's retry.
-                        record(row["id"], message_id=mid, detail=f"temporary: {exc}")
-                        temporary.append(f"order {row['orders_id']}: {exc}")
-                        continue
-                    record(row["id"], status=st.STATUS_SENT, message_id=mid, detail=reply, sent_at=_utcnow())
-                    counts[f"sent:{row['language']}"] += 1
-                    if i % PROGRESS_EVERY == 0:
-                        log.info("send_%s: %d/%d messages handled (%.0f/s)", kind, i, len(rows),
-                                 i / (time.perf_counter() - started))  # fmt: skip
+                batch.send_all(mailer)
+        seconds = time.perf_counter() - batch.started
         with state.begin() as conn:
-            st.record_stage_time(conn, run_id, f"send_{kind}", time.perf_counter() - started)
-    result = dict(sorted(counts.items()))
-    log.info("send_%s: %d due; %s; in %.2f s", kind, len(rows),
-             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent",
-             time.perf_counter() - started)  # fmt: skip
-    if temporary:
+            st.record_stage_time(conn, run_id, f"send_{kind}", seconds)
+    result = dict(sorted(batch.counts.items()))
+    log.info("send_%s: %d due; %s; in %.2f s", kind, len(batch.rows),
+             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds)  # fmt: skip
+    if batch.temporary:
         raise TemporarySendError(
-            f"{len(temporary)} message(s) got a temporary answer and stay due for the retry: {temporary[:5]}"
+            f"{len(batch.temporary)} message(s) got a temporary answer and stay due for the retry: "
+            f"{batch.temporary[:5]}"
         )
     return result
 
@@ -380,9 +395,13 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         conn.execute(
             sa.update(runs)
             .where(runs.c.id == run_id)
-            .values(status="finished", counts=st.dumps(summary_counts), skipped=st.dumps(skipped), finished_at=_utcnow())
+            .values(
+                status="finished", counts=st.dumps(summary_counts), skipped=st.dumps(skipped), finished_at=_utcnow()
+            )
         )
-        stage_seconds = json.loads(conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one())
+        stage_seconds = json.loads(
+            conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one()
+        )
     summary = {
         "run_id": run_id,
         "reference_time": t.isoformat(),
@@ -390,7 +409,9 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         "counts": summary_counts,
         "skipped": len(skipped),
     }
-    log.info("finish: run %d at T=%s%s", run_id, t.isoformat(), " (dry run: no snapshot written)" if run["dry_run"] else "")
+    log.info(
+        "finish: run %d at T=%s%s", run_id, t.isoformat(), " (dry run: no snapshot written)" if run["dry_run"] else ""
+    )
     for status, kinds in sorted(counts.items()):
         for kind, langs in sorted(kinds.items()):
             log.info("  %-8s %-9s %s", status, kind, ", ".join(f"{lang} {c}" for lang, c in sorted(langs.items())))
@@ -411,7 +432,7 @@ def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -
         conn.execute(sa.delete(snaps).where(snaps.c.id == old))
     snap_id = conn.execute(
         sa.insert(snaps).values(reference_time=t, run_id=run_id, lines=lines, created_at=_utcnow())
-    ).inserted_primary_key[0]
+    ).inserted_primary_key[0]  # type: ignore[index]
     conn.execute(
         sa.insert(snap_lines).from_select(
             ["snapshot_id", "orders_products_id", "orders_id", "products_id", "date_available"],

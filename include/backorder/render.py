@@ -109,7 +109,9 @@ class Renderer:
         html = self.env.get_template(f"{base}.html").render(context)
         return header_safe(subject), text, html
 
-    def render(self, notice: Notice, from_email: str, sender_domain: str, sent_at: datetime | None = None) -> EmailMessage:
+    def render(
+        self, notice: Notice, from_email: str, sender_domain: str, sent_at: datetime | None = None
+    ) -> EmailMessage:
         subject, text, html = self.render_parts(notice)
         msg = EmailMessage(policy=SMTP)
         msg["From"] = from_email

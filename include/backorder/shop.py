@@ -91,7 +91,7 @@ class ShopTables:
 
 def _tables(prefix: str, language_column: str | None) -> ShopTables:
     md = sa.MetaData()
-    order_cols = [
+    order_cols: list[sa.Column[Any]] = [
         sa.Column("orders_id", sa.Integer, primary_key=True),
         sa.Column("customers_name", sa.String),
         sa.Column("customers_email_address", sa.String),

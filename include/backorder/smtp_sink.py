@@ -1,8 +1,8 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps every message: for the demo and the tests.
 
 Recipients in `sink.refuse` get a permanent 550, those in `sink.defer` a temporary 451, so tests
-can see how the pipeline handles them. Each message is kept in memory (`sink.messages`) and, when a folder is given, written as an
-`.eml` file under `<folder>/<reference date>/<kind>-<order id>-<language>.eml`.
+can see how the pipeline handles them. Each message is kept in memory (`sink.messages`) and, when
+a folder is given, written as an `.eml` file under `<folder>/<reference date>/<kind>-<order id>-<language>.eml`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -59,7 +60,12 @@ def frames(cases: dict[int, Case]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     )
     history = pd.DataFrame(
         [
-            {"orders_id": oid, "emails_sent": c.emails_sent, "last_sent_time": c.last_sent, "periodic_sent": c.periodic_sent}
+            {
+                "orders_id": oid,
+                "emails_sent": c.emails_sent,
+                "last_sent_time": c.last_sent,
+                "periodic_sent": c.periodic_sent,
+            }
             for oid, c in cases.items()
             if c.emails_sent
         ],
@@ -80,7 +86,7 @@ def kind_of(case: Case, **rules) -> str:
     return kinds[0] if kinds else "-"
 
 
-told = {"emails_sent": 1, "last_sent": day(1)}  # told yesterday
+told: dict[str, Any] = {"emails_sent": 1, "last_sent": day(1)}  # told yesterday
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,9 @@ def test_changed_lists_only_changed_lines_with_previous_dates() -> None:
     assert listed["date_available"].tolist() == [pd.Timestamp(D2), pd.Timestamp(D1)]
 
 
-@pytest.mark.parametrize("kind_case", [Case({1: D1, 2: D2}), Case({1: D1, 2: D2}, previous={1: D1, 2: D2}, emails_sent=1, last_sent=day(3))])
+@pytest.mark.parametrize(
+    "kind_case", [Case({1: D1, 2: D2}), Case({1: D1, 2: D2}, previous={1: D1, 2: D2}, emails_sent=1, last_sent=day(3))]
+)
 def test_initial_and_periodic_list_every_line(kind_case: Case) -> None:
     result = run({1: kind_case})
     assert result.notifications["kind"].tolist() in (["initial"], ["periodic"])

@@ -17,7 +17,9 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 def run_day(shop, state_db: DbConnection, smtp: SmtpSettings, t: datetime, **params) -> dict:
     """All stages in the DAG's order; the send stages only for kinds with something due."""
-    extracted = pipeline.extract(shop.conn, state_db, RunContext(t, dag_run_id=f"test__{t:%Y%m%d}"), RunParams(**params))
+    extracted = pipeline.extract(
+        shop.conn, state_db, RunContext(t, dag_run_id=f"test__{t:%Y%m%d}"), RunParams(**params)
+    )
     pipeline.load_previous_snapshot(state_db, extracted.run_id)
     due = pipeline.classify_run(state_db, extracted.run_id)
     for kind, count in due.items():
@@ -66,7 +68,13 @@ def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smt
     assert run["status"] == "finished" and run["lines"] == 2 and run["orders"] == 2
     assert json.loads(run["skipped"]) == [{"orders_id": 2, "kind": "initial", "reason": "no email address"}]
     assert json.loads(run["params"])["order_status_ids"] == [1, 2]
-    assert set(json.loads(run["stage_seconds"])) == {"extract", "previous_snapshot", "classify", "send_initial", "finish"}
+    assert set(json.loads(run["stage_seconds"])) == {
+        "extract",
+        "previous_snapshot",
+        "classify",
+        "send_initial",
+        "finish",
+    }
     (snap,) = rows(state_db, st.snapshots)
     assert snap["reference_time"] == datetime(2026, 3, 2) and snap["lines"] == 2
     assert not rows(state_db, st.staged_lines), "staged lines are cleaned up"

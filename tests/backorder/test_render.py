@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ renderer = Renderer()
 
 
 def notice(kind: str, language: str, **changes) -> Notice:
-    values = {
+    values: dict[str, Any] = {
         "orders_id": 4711, "kind": kind, "language": language, "customers_email_address": "ann@example.com",
         "customers_name": "Ann Example", "reference_time": T, "lines": LINES, "reminder_interval_days": 3,
     } | changes  # fmt: skip

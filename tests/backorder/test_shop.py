@@ -131,7 +131,9 @@ def test_prefixed_tables(tmp_path) -> None:
 def test_missing_column_is_named(shop) -> None:
     with shop.engine.begin() as c:
         c.exec_driver_sql("ALTER TABLE products DROP COLUMN products_date_available")
-    with pytest.raises(ShopSchemaError, match=r"connection 'shop_db': table 'products' lacks column\(s\) \['products_date_available'\]"):
+    with pytest.raises(
+        ShopSchemaError, match=r"connection 'shop_db': table 'products' lacks column\(s\) \['products_date_available'\]"
+    ):
         inspect_shop(shop.engine, "")
 
 

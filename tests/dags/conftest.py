@@ -25,5 +25,5 @@ def dag():
     dag = bag.dags["backorder_notifications"]
     # dag.test() runs tasks in this process, and Airflow writes a run's conf into the DAG's shared
     # Param objects: a later run would inherit it. Runs in the tests therefore pass every param.
-    dag.default_conf = copy.deepcopy(dag.params.dump())
+    dag.default_conf = copy.deepcopy(dag.params.dump())  # type: ignore[attr-defined]
     return dag

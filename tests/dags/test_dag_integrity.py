@@ -56,7 +56,7 @@ def test_params_and_retries(dag) -> None:
 def test_bad_params_are_refused(dag, conf: dict, error: str) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    (key, value), = conf.items()
+    ((key, value),) = conf.items()
     with pytest.raises(ParamValidationError, match=error):
         dag.params.get_param(key).resolve(value)
 
