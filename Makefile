@@ -1,0 +1,44 @@
+# One command each: `make demo` runs the pipeline on the demo shop, `make test` runs every check.
+# Both create .venv (Python 3.11) and install the pinned requirements on first use.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: demo test lint typecheck pytest install install-dev clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt constraints.txt | $(PY)
+	$(PIP) install -q -r requirements.txt -c constraints.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## demo: the real DAG for a week of demo days on a SQLite shop; emails land in .demo/mail/
+demo: install
+	$(PY) -m include.backorder.demo
+
+## test: lint, type check and the whole test suite
+test: lint typecheck pytest
+
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: install-dev
+	$(PY) -m mypy
+
+pytest: install-dev
+	$(PY) -m pytest
+
+clean:
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
