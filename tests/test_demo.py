@@ -45,4 +45,6 @@ def test_demo_runs_the_dag_for_several_days_and_prints_the_table(tmp_path) -> No
     msg = message_from_bytes(sample.read_bytes(), policy=policy.default)
     assert msg["From"] == "Trailhead Outdoor <shop@trailhead.example>"
     assert msg["X-Backorder-Notification"] == "initial"
-    assert "Diese Artikel sind im Rückstand" in msg.get_body(("plain",)).get_content()
+    body = msg.get_body(("plain",))
+    assert body is not None
+    assert "Diese Artikel sind im Rückstand" in body.get_content()
