@@ -48,3 +48,4 @@ def test_demo_runs_the_dag_for_several_days_and_prints_the_table(tmp_path) -> No
     body = msg.get_body(("plain",))
     assert body is not None
     assert "Diese Artikel sind im Rückstand" in body.get_content()
+    assert body.get_content().rstrip().endswith("Trailhead Outdoor")  # shop_name given with `-c` conf

@@ -28,6 +28,7 @@ from include.backorder.smtp_sink import MailSink
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "backorder_notifications"
+SHOP_NAME = "Trailhead Outdoor"
 
 
 def airflow_env(root: Path, work: Path, smtp_port: int) -> dict[str, str]:
@@ -50,7 +51,7 @@ def airflow_env(root: Path, work: Path, smtp_port: int) -> dict[str, str]:
                     "extra": {
                         "disable_ssl": True,
                         "disable_tls": True,
-                        "from_email": "Trailhead Outdoor <shop@trailhead.example>",
+                        "from_email": f"{SHOP_NAME} <shop@trailhead.example>",
                     },
                 }
             ),
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             before = len(sink.messages)
             started = time.perf_counter()
             log_file = work / "logs" / f"dags-test-{when.date()}.log"
-            _airflow(["dags", "test", DAG_ID, when.strftime("%Y-%m-%dT%H:%M:%S+00:00")], env, log_file)
+            conf = json.dumps({"shop_name": SHOP_NAME})
+            _airflow(["dags", "test", DAG_ID, when.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "-c", conf], env, log_file)
             shown = log_file.relative_to(ROOT) if log_file.is_relative_to(ROOT) else log_file
             print(
                 f"run {when.date()}: airflow dags test ok in {time.perf_counter() - started:.1f} s, "
