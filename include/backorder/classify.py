@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from include.backorder.shop import PRODUCT_COLUMNS
+
 LANGUAGE_ALIASES: dict[str, str] = {
     "de": "de",
     "german": "de",
@@ -32,16 +34,7 @@ SKIP_NON_ASCII_EMAIL = "email address is not ASCII (needs SMTPUTF8, not supporte
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
 NOTIFICATION_COLUMNS = ["orders_id", "kind", "customers_email_address", "customers_name", "language", "skip_reason"]
-LISTED_COLUMNS = [
-    "orders_id",
-    "orders_products_id",
-    "products_id",
-    "products_name",
-    "products_model",
-    "products_quantity",
-    "date_available",
-    "previous_date",
-]
+LISTED_COLUMNS = [*PRODUCT_COLUMNS, "previous_date"]
 
 
 @dataclass(frozen=True)

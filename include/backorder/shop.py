@@ -31,7 +31,8 @@ _PLACEHOLDER_YEARS = (0, 1, 1000)
 # Zen Cart 1.5.7+ `language_code` ('en'), xt:Commerce / modified / Gambio `language` ('german').
 LANGUAGE_COLUMNS: tuple[str, ...] = ("language_code", "language")
 
-LINE_COLUMNS: tuple[str, ...] = (
+# What a backorder line says about the product, then about its order.
+PRODUCT_COLUMNS: tuple[str, ...] = (
     "orders_id",
     "orders_products_id",
     "products_id",
@@ -39,6 +40,9 @@ LINE_COLUMNS: tuple[str, ...] = (
     "products_model",
     "products_quantity",
     "date_available",
+)
+LINE_COLUMNS: tuple[str, ...] = (
+    *PRODUCT_COLUMNS,
     "customers_name",
     "customers_email_address",
     "order_language",
