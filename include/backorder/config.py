@@ -89,8 +89,12 @@ class DbConnection:
     schema: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def url(self) -> Any:
-        """The SQLAlchemy URL; raises ConfigError for a connection type we cannot read."""
+    def url(self, read_only: bool = False) -> Any:
+        """The SQLAlchemy URL; raises ConfigError for a connection type we cannot read.
+
+        `read_only` opens a SQLite file read-only (a missing file is an error, not a new empty
+        database); server databases rely on the grants of the connection's user.
+        """
         from sqlalchemy.engine import URL
 
         kind = self.conn_type.lower()
@@ -101,6 +105,8 @@ class DbConnection:
                     f"connection {self.conn_id!r}: a sqlite connection needs the absolute path of the "
                     f"database file in 'host', got {path!r}"
                 )
+            if read_only:
+                return URL.create("sqlite", database=f"file:{path}?mode=ro", query={"uri": "true"})
             return URL.create("sqlite", database=path)
         if kind == "mysql":
             charset = str(self.extra.get("charset") or "utf8mb4")

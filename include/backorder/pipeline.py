@@ -45,8 +45,8 @@ class TemporarySendError(RuntimeError):
 
 
 @contextmanager
-def _engine(db: DbConnection) -> Iterator[Engine]:
-    engine = sa.create_engine(db.url(), pool_pre_ping=True)
+def _engine(db: DbConnection, read_only: bool = False) -> Iterator[Engine]:
+    engine = sa.create_engine(db.url(read_only=read_only), pool_pre_ping=True)
     try:
         yield engine
     finally:
@@ -81,7 +81,7 @@ class ExtractResult:
 def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, params: RunParams) -> ExtractResult:
     """Read the backorder lines at T from the shop and stage them under a new run record."""
     shop_time = params.shop_time(run.reference_time)
-    with _engine(shop_db) as shop, _engine(state_db) as state:
+    with _engine(shop_db, read_only=True) as shop, _engine(state_db) as state:
         try:
             tables = inspect_shop(shop, params.table_prefix, shop_db.conn_id)
         except sa.exc.OperationalError as exc:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from include.backorder import pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.shop import ShopSchemaError
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -145,11 +146,27 @@ def test_smtp_server_down_fails_the_task_and_keeps_emails_due(small_shop, state_
 
 
 def test_missing_shop_table_is_one_clear_error_and_changes_no_state(tmp_path, state_db) -> None:
-    empty = DbConnection("shop_db", "sqlite", host=str(tmp_path / "empty.sqlite"))
-    with pytest.raises(Exception, match=r"connection 'shop_db': table 'orders' not found"):
+    path = tmp_path / "empty.sqlite"
+    sa.create_engine(f"sqlite:///{path}").connect().close()
+    empty = DbConnection("shop_db", "sqlite", host=str(path))
+    with pytest.raises(ShopSchemaError, match=r"connection 'shop_db': table 'orders' not found"):
         pipeline.extract(empty, state_db, RunContext(T0), RunParams())
     engine = sa.create_engine(state_db.url())
     assert not sa.inspect(engine).has_table("bo_run")
+
+
+def test_unreachable_shop_names_the_connection_and_creates_nothing(tmp_path, state_db) -> None:
+    missing = DbConnection("shop_db", "sqlite", host=str(tmp_path / "no-such-shop.sqlite"))
+    with pytest.raises(pipeline.ShopUnavailableError, match=r"connection 'shop_db': cannot read the shop"):
+        pipeline.extract(missing, state_db, RunContext(T0), RunParams())
+    assert not (tmp_path / "no-such-shop.sqlite").exists(), "the shop is opened read-only"
+
+
+def test_the_shop_is_opened_read_only(small_shop) -> None:
+    engine = sa.create_engine(small_shop.conn.url(read_only=True))
+    with pytest.raises(sa.exc.OperationalError, match="readonly"), engine.begin() as c:
+        c.exec_driver_sql("DELETE FROM orders")
+    engine.dispose()
 
 
 def test_periodic_and_changed_over_days(shop, state_db, smtp, mail_sink) -> None:
