@@ -86,7 +86,7 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
             tables = inspect_shop(shop, params.table_prefix, shop_db.conn_id)
         except sa.exc.OperationalError as exc:
             raise ShopUnavailableError(f"connection {shop_db.conn_id!r}: cannot read the shop: {exc.orig}") from exc
-        st.create_tables(state)
+        st.migrate(state)
         started = time.perf_counter()
         with state.begin() as conn:
             run_id: int = conn.execute(
@@ -98,6 +98,13 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
                     params=params.to_json(),
                     status="running",
                     stage_seconds="{}",
+                    shop_schema=st.dumps(
+                        {
+                            "dialect": shop.dialect.name,
+                            "table_prefix": params.table_prefix,
+                            "language_column": tables.language_column,
+                        }
+                    ),
                     started_at=_utcnow(),
                 )
             ).inserted_primary_key[0]  # type: ignore[index]

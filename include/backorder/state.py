@@ -1,7 +1,9 @@
 """The pipeline's own tables in the state database: run records, staged lines, snapshots, notifications.
 
 The state database must be transactional (SQLite, PostgreSQL, MariaDB/InnoDB): every stage
-changes it in one transaction, so a failed task leaves nothing half-written.
+changes it in one transaction, so a failed task leaves nothing half-written. The tables below are
+the current shape; Alembic migrations (`migrations/versions/`) create and change them, so an
+upgrade of the project never loses a shop's history.
 Times are stored as naive UTC (reference times) or naive shop time (availability dates).
 """
 
@@ -9,12 +11,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData()
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "bo_alembic_version"
+
+# MySQL's DATETIME drops fractions of a second unless asked; a manual run's T has microseconds.
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 runs = sa.Table(
     "bo_run",
@@ -22,7 +31,7 @@ runs = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("dag_id", sa.String(250), nullable=False),
     sa.Column("dag_run_id", sa.String(250), nullable=False),
-    sa.Column("reference_time", sa.DateTime, nullable=False, index=True),
+    sa.Column("reference_time", Timestamp, nullable=False, index=True),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("params", sa.Text, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),  # running, finished
@@ -32,8 +41,9 @@ runs = sa.Table(
     sa.Column("counts", sa.Text),  # {"sent": {"initial": {"en": 3}}, ...}
     sa.Column("skipped", sa.Text),  # [{"orders_id": 7, "reason": "..."}]
     sa.Column("stage_seconds", sa.Text, nullable=False, default="{}"),
-    sa.Column("started_at", sa.DateTime, nullable=False),
-    sa.Column("finished_at", sa.DateTime),
+    sa.Column("shop_schema", sa.Text),  # {"dialect": ..., "table_prefix": ..., "language_column": ...}
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
 )
 
 staged_lines = sa.Table(
@@ -46,21 +56,21 @@ staged_lines = sa.Table(
     sa.Column("products_name", sa.String(255)),
     sa.Column("products_model", sa.String(64)),
     sa.Column("products_quantity", sa.Float),
-    sa.Column("date_available", sa.DateTime, nullable=False),
+    sa.Column("date_available", Timestamp, nullable=False),
     sa.Column("customers_name", sa.String(255)),
     sa.Column("customers_email_address", sa.String(255)),
     sa.Column("order_language", sa.String(32)),
-    sa.Column("date_purchased", sa.DateTime),
+    sa.Column("date_purchased", Timestamp),
 )
 
 snapshots = sa.Table(
     "bo_snapshot",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("reference_time", sa.DateTime, nullable=False, unique=True),
+    sa.Column("reference_time", Timestamp, nullable=False, unique=True),
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
     sa.Column("lines", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
 )
 
 snapshot_lines = sa.Table(
@@ -70,7 +80,7 @@ snapshot_lines = sa.Table(
     sa.Column("orders_products_id", sa.Integer, primary_key=True),
     sa.Column("orders_id", sa.Integer, nullable=False),
     sa.Column("products_id", sa.Integer, nullable=False),
-    sa.Column("date_available", sa.DateTime, nullable=False),
+    sa.Column("date_available", Timestamp, nullable=False),
 )
 
 notifications = sa.Table(
@@ -80,7 +90,7 @@ notifications = sa.Table(
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False, index=True),
     sa.Column("orders_id", sa.Integer, nullable=False),
     sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("reference_time", sa.DateTime, nullable=False),
+    sa.Column("reference_time", Timestamp, nullable=False),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("customers_email_address", sa.String(255)),
     sa.Column("customers_name", sa.String(255)),
@@ -89,8 +99,8 @@ notifications = sa.Table(
     sa.Column("lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
     sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
-    sa.Column("sent_at", sa.DateTime),
-    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("sent_at", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False),
     # The same order, kind and T is sent at most once (dry runs are kept apart).
     sa.UniqueConstraint("orders_id", "kind", "reference_time", "dry_run", name="uq_bo_notification_key"),
     sa.Index("ix_bo_notification_order", "orders_id", "status", "reference_time"),
@@ -103,9 +113,27 @@ STATUS_SKIPPED = "skipped"
 STATUS_DRY_RUN = "dry_run"
 
 
-def create_tables(engine: Engine) -> None:
-    """Create the state tables that do not exist yet (idempotent)."""
-    metadata.create_all(engine)
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the state tables to `revision` with Alembic (creates them on first use; idempotent).
+
+    The migrations live in `include/backorder/migrations/`; their version is kept in
+    `bo_alembic_version`, apart from any other Alembic user of the same database.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def get_run(conn: Connection, run_id: int) -> sa.RowMapping:

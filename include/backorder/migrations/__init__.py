@@ -1,0 +1,1 @@
+"""Alembic migrations of the state database (script location for `state.migrate`)."""
