@@ -1,5 +1,10 @@
 """Shared fixtures: a SQLite shop built from the demo shop's osCommerce 2.3 tables, a state
-database, and a real SMTP server on loopback.
+database on each backend (SQLite, MariaDB, PostgreSQL), and a real SMTP server on loopback.
+
+MariaDB (127.0.0.1:3306, root) and PostgreSQL (127.0.0.1:5432, user postgres) are used when they
+answer; otherwise their tests skip with a one-line reason, unless BACKORDER_REQUIRE_SERVERS=1
+(set by .ci/run), which turns the skip into a failure. Each test gets a fresh database, dropped
+afterwards.
 
 Airflow's environment is set here, before anything imports Airflow, so that no test writes
 into ~/airflow.
@@ -7,10 +12,13 @@ into ~/airflow.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -101,9 +109,54 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
     engine.dispose()
 
 
-@pytest.fixture
-def state_db(tmp_path: Path) -> DbConnection:
-    return DbConnection(conn_id="backorder_state_db", conn_type="sqlite", host=str(tmp_path / "state.sqlite"))
+MARIADB = DbConnection("server", "mysql", host="127.0.0.1", port=3306, login="root")
+POSTGRES = DbConnection("server", "postgres", host="127.0.0.1", port=5432, login="postgres", schema="postgres")
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    reason = f"{what} not reachable: {str(exc).splitlines()[0]}"
+    if os.environ.get("BACKORDER_REQUIRE_SERVERS") == "1":
+        pytest.fail(f"{reason} (BACKORDER_REQUIRE_SERVERS=1)")
+    pytest.skip(reason)
+
+
+@contextmanager
+def server_database(kind: str, conn_id: str) -> Iterator[DbConnection]:
+    """A fresh, empty database on the machine's MariaDB or PostgreSQL, dropped afterwards."""
+    server = MARIADB if kind == "mariadb" else POSTGRES
+    name = f"bo_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unavailable(f"{kind} on {server.host}:{server.port}", exc)
+    try:
+        yield replace(server, conn_id=conn_id, schema=name)
+    finally:
+        with admin.connect() as c:
+            if kind == "postgres":
+                c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            else:
+                c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgres"])
+def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DbConnection]:
+    """The state database, once on each backend."""
+    if request.param == "sqlite":
+        yield DbConnection(conn_id="backorder_state_db", conn_type="sqlite", host=str(tmp_path / "state.sqlite"))
+        return
+    with server_database(request.param, "backorder_state_db") as db:
+        yield db
+
+
+def airflow_conn_json(db: DbConnection) -> str:
+    """The AIRFLOW_CONN_* value for a database connection."""
+    fields = {"conn_type": db.conn_type, "host": db.host, "port": db.port, "login": db.login, "schema": db.schema}
+    return json.dumps({k: v for k, v in fields.items() if v} | ({"extra": db.extra} if db.extra else {}))
 
 
 @pytest.fixture

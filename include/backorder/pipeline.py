@@ -115,7 +115,9 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
                 orders.update(row["orders_id"] for row in chunk)
                 if lines % 50_000 < len(chunk):
                     log.info("extract: %d backorder lines staged so far", lines)
-            conn.execute(sa.update(st.runs).where(st.runs.c.id == run_id).values(lines=lines, orders=len(orders)))
+            conn.execute(
+                sa.update(st.runs).where(st.runs.c.id == run_id).values(line_count=lines, order_count=len(orders))
+            )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
     log.info(
         "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language column %s",
@@ -139,8 +141,12 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
     if snap is None:
         log.info("previous snapshot: none before %s (first run): every line counts as new", run["reference_time"])
         return {"snapshot_id": None, "reference_time": None, "lines": 0}
-    log.info("previous snapshot: %d from %s with %d lines", snap["id"], snap["reference_time"], snap["lines"])
-    return {"snapshot_id": snap["id"], "reference_time": snap["reference_time"].isoformat(), "lines": snap["lines"]}
+    log.info("previous snapshot: %d from %s with %d lines", snap["id"], snap["reference_time"], snap["line_count"])
+    return {
+        "snapshot_id": snap["id"],
+        "reference_time": snap["reference_time"].isoformat(),
+        "lines": snap["line_count"],
+    }
 
 
 # --- classify --------------------------------------------------------------------------------
@@ -225,7 +231,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "customers_email_address": r["customers_email_address"],
                     "customers_name": r["customers_name"],
                     "language": r["language"],
-                    "lines": _lines_json(listed[key[0]]),
+                    "listed_lines": _lines_json(listed[key[0]]),
                     "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_DUE,
                     "detail": skip_reason,
                     "created_at": now,
@@ -262,7 +268,7 @@ def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
             date_available=datetime.fromisoformat(item["date_available"]),
             previous_date=datetime.fromisoformat(item["previous_date"]) if item["previous_date"] else None,
         )
-        for item in json.loads(row["lines"])
+        for item in json.loads(row["listed_lines"])
     )
     return Notice(
         orders_id=row["orders_id"],
@@ -375,7 +381,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         run = st.get_run(conn, run_id)
         t = run["reference_time"]
         if not run["dry_run"]:
-            _write_snapshot(conn, run_id, t, run["lines"] or 0)
+            _write_snapshot(conn, run_id, t, run["line_count"] or 0)
         counts: dict[str, dict[str, dict[str, int]]] = {}
         for kind, language, status, count in conn.execute(
             sa.select(n.c.kind, n.c.language, n.c.status, sa.func.count())
@@ -438,7 +444,7 @@ def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -
         conn.execute(sa.delete(snap_lines).where(snap_lines.c.snapshot_id == old))
         conn.execute(sa.delete(snaps).where(snaps.c.id == old))
     snap_id = conn.execute(
-        sa.insert(snaps).values(reference_time=t, run_id=run_id, lines=lines, created_at=_utcnow())
+        sa.insert(snaps).values(reference_time=t, run_id=run_id, line_count=lines, created_at=_utcnow())
     ).inserted_primary_key[0]  # type: ignore[index]
     conn.execute(
         sa.insert(snap_lines).from_select(

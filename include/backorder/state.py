@@ -36,8 +36,8 @@ runs = sa.Table(
     sa.Column("params", sa.Text, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),  # running, finished
     sa.Column("previous_snapshot_id", sa.Integer),
-    sa.Column("lines", sa.Integer),
-    sa.Column("orders", sa.Integer),
+    sa.Column("line_count", sa.Integer),
+    sa.Column("order_count", sa.Integer),
     sa.Column("counts", sa.Text),  # {"sent": {"initial": {"en": 3}}, ...}
     sa.Column("skipped", sa.Text),  # [{"orders_id": 7, "reason": "..."}]
     sa.Column("stage_seconds", sa.Text, nullable=False, default="{}"),
@@ -69,7 +69,7 @@ snapshots = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("reference_time", Timestamp, nullable=False, unique=True),
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
-    sa.Column("lines", sa.Integer, nullable=False),
+    sa.Column("line_count", sa.Integer, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
 )
 
@@ -96,7 +96,7 @@ notifications = sa.Table(
     sa.Column("customers_name", sa.String(255)),
     sa.Column("language", sa.String(8), nullable=False),
     sa.Column("message_id", sa.String(255)),  # set when rendered
-    sa.Column("lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
+    sa.Column("listed_lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
     sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
     sa.Column("sent_at", Timestamp),

@@ -59,14 +59,14 @@ def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smt
     assert sent["detail"].startswith("250 ")
     assert sent["message_id"] == "<backorder.1.initial.20260302T000000Z@example.com>"
     assert sent["reference_time"] == datetime(2026, 3, 2)
-    assert json.loads(sent["lines"]) == [
+    assert json.loads(sent["listed_lines"]) == [
         {"orders_products_id": 1, "products_id": 1, "products_name": "Product 1", "products_model": "M-1",
          "products_quantity": 1.0, "date_available": "2026-03-20T00:00:00", "previous_date": None}
     ]  # fmt: skip
     assert (skipped["orders_id"], skipped["status"], skipped["detail"]) == (2, "skipped", "no email address")
 
     (run,) = rows(state_db, st.runs)
-    assert run["status"] == "finished" and run["lines"] == 2 and run["orders"] == 2
+    assert run["status"] == "finished" and run["line_count"] == 2 and run["order_count"] == 2
     assert json.loads(run["skipped"]) == [{"orders_id": 2, "kind": "initial", "reason": "no email address"}]
     assert json.loads(run["params"])["order_status_ids"] == [1, 2]
     assert set(json.loads(run["stage_seconds"])) == {
@@ -77,7 +77,7 @@ def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smt
         "finish",
     }
     (snap,) = rows(state_db, st.snapshots)
-    assert snap["reference_time"] == datetime(2026, 3, 2) and snap["lines"] == 2
+    assert snap["reference_time"] == datetime(2026, 3, 2) and snap["line_count"] == 2
     assert not rows(state_db, st.staged_lines), "staged lines are cleaned up"
 
 

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.backorder import state as st
+from tests.conftest import airflow_conn_json
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -36,7 +37,7 @@ def world(shop, state_db, mail_sink, monkeypatch, dag):
     shop.order(106, [1], purchased=naive(0.5), language="de", name="Käthe Groß")
     shop.order(107, [2], purchased=naive(-40), language="", name="Bob Jones")
     monkeypatch.setenv("AIRFLOW_CONN_SHOP_DB", json.dumps({"conn_type": "sqlite", "host": str(shop.path)}))
-    monkeypatch.setenv("AIRFLOW_CONN_BACKORDER_STATE_DB", json.dumps({"conn_type": "sqlite", "host": state_db.host}))
+    monkeypatch.setenv("AIRFLOW_CONN_BACKORDER_STATE_DB", airflow_conn_json(state_db))
     monkeypatch.setenv(
         "AIRFLOW_CONN_SMTP_DEFAULT",
         json.dumps(

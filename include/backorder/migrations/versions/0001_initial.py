@@ -30,8 +30,8 @@ def upgrade() -> None:
         sa.Column("params", sa.Text, nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("previous_snapshot_id", sa.Integer),
-        sa.Column("lines", sa.Integer),
-        sa.Column("orders", sa.Integer),
+        sa.Column("line_count", sa.Integer),
+        sa.Column("order_count", sa.Integer),
         sa.Column("counts", sa.Text),
         sa.Column("skipped", sa.Text),
         sa.Column("stage_seconds", sa.Text, nullable=False),
@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("reference_time", Timestamp, nullable=False, unique=True),
         sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
-        sa.Column("lines", sa.Integer, nullable=False),
+        sa.Column("line_count", sa.Integer, nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),
     )
     op.create_table(
@@ -81,7 +81,7 @@ def upgrade() -> None:
         sa.Column("customers_name", sa.String(255)),
         sa.Column("language", sa.String(8), nullable=False),
         sa.Column("message_id", sa.String(255)),
-        sa.Column("lines", sa.Text, nullable=False),
+        sa.Column("listed_lines", sa.Text, nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("detail", sa.Text),
         sa.Column("sent_at", Timestamp),
