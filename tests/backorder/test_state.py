@@ -16,28 +16,13 @@ def test_upgrade_from_the_first_revision_keeps_the_rows(state_db) -> None:
     st.migrate(engine, "0001")
     assert st.current_revision(engine) == "0001"
     # Rows written by revision 0001's code: only the columns that revision has.
-    run_0001 = sa.table(
-        *(
-            "bo_run",
-            *map(
-                sa.column,
-                (
-                    "id",
-                    "dag_id",
-                    "dag_run_id",
-                    "reference_time",
-                    "dry_run",
-                    "params",
-                    "status",
-                    "stage_seconds",
-                    "started_at",
-                ),
-            ),
-        )
+    run_cols = "id dag_id dag_run_id reference_time dry_run params status stage_seconds started_at"
+    note_cols = (
+        "run_id orders_id kind reference_time dry_run customers_email_address language listed_lines status detail"
+        " created_at"
     )
-    note_0001 = sa.table(*("bo_notification", *map(sa.column, ("run_id", "orders_id", "kind", "reference_time",
-                          "dry_run", "customers_email_address", "language", "listed_lines", "status", "detail",
-                          "created_at"))))  # fmt: skip
+    run_0001 = sa.table("bo_run", *(sa.column(name) for name in run_cols.split()))
+    note_0001 = sa.table("bo_notification", *(sa.column(name) for name in note_cols.split()))
     with engine.begin() as c:
         c.execute(
             run_0001.insert().values(
