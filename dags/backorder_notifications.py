@@ -95,7 +95,7 @@ def _fail_fast(exc: Exception) -> None:
     from include.backorder.shop import ShopSchemaError
 
     if isinstance(exc, (ConfigError, ShopSchemaError)):
-        raise AirflowFailException(str(exc)) from exc
+        raise AirflowFailException(str(exc)) from None
 
 
 @dag(

@@ -29,7 +29,7 @@ from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.render import ListedLine, Notice, Renderer
-from include.backorder.shop import inspect_shop, iter_backorder_lines
+from include.backorder.shop import inspect_shop, iter_backorder_lines, shop_engine
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class TemporarySendError(RuntimeError):
 
 @contextmanager
 def _engine(db: DbConnection, read_only: bool = False) -> Iterator[Engine]:
-    engine = sa.create_engine(db.url(read_only=read_only), pool_pre_ping=True)
+    engine = shop_engine(db) if read_only else sa.create_engine(db.url(), pool_pre_ping=True)
     try:
         yield engine
     finally:
@@ -85,7 +85,8 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
         try:
             tables = inspect_shop(shop, params.table_prefix, shop_db.conn_id)
         except sa.exc.OperationalError as exc:
-            raise ShopUnavailableError(f"connection {shop_db.conn_id!r}: cannot read the shop: {exc.orig}") from exc
+            # One line that names the connection; the driver's traceback adds nothing for the reader.
+            raise ShopUnavailableError(f"connection {shop_db.conn_id!r}: cannot read the shop: {exc.orig}") from None
         st.migrate(state)
         started = time.perf_counter()
         with state.begin() as conn:

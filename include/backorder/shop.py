@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.backorder.config import RunParams
+from include.backorder.config import DbConnection, RunParams
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,23 @@ def _tables(prefix: str, language_column: str | None) -> ShopTables:
         sa.Column("products_date_available", ShopDateTime),
     )
     return ShopTables(orders, orders_products, products, language_column)
+
+
+def shop_engine(db: DbConnection) -> Engine:
+    """An engine that can only read: SQLite opened read-only, MySQL sessions set READ ONLY.
+
+    The pipeline never writes to the shop; this makes that a property of the connection rather
+    than a promise of the code (MariaDB refuses writes even to MyISAM tables in such a session).
+    """
+    engine = sa.create_engine(db.url(read_only=True), pool_pre_ping=True)
+    if engine.dialect.name in ("mysql", "mariadb"):
+
+        @sa.event.listens_for(engine, "connect")
+        def _read_only(dbapi_connection: Any, connection_record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET SESSION TRANSACTION READ ONLY")
+
+    return engine
 
 
 def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopTables:

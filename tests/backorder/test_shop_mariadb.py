@@ -1,0 +1,116 @@
+"""Reading shops on a real MariaDB: chunks, read-only sessions, zero dates, charsets, clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from include.backorder import pipeline
+from include.backorder.config import DbConnection, RunContext, RunParams
+from include.backorder.shop import ShopSchemaError, inspect_shop, iter_backorder_lines, shop_engine
+from tests.mariadb_shops import T0, VARIANTS, naive, variant_shop_database
+
+BY_NAME = {v.name: v for v in VARIANTS}
+
+
+def test_lines_stream_in_chunks(tmp_path) -> None:
+    with variant_shop_database(BY_NAME["osc23"]) as (shop, conn):
+        shop.product(1, naive(10), "Zelt")
+        for oid in range(1, 6):
+            shop.order(oid, [(1, "Zelt")], status=1, german=False, name=f"Customer {oid}")
+        engine = shop_engine(conn)
+        tables = inspect_shop(engine, "")
+        chunks = list(iter_backorder_lines(engine, tables, RunParams(), naive(0), chunk_size=2))
+        engine.dispose()
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert [row["orders_id"] for chunk in chunks for row in chunk] == [1, 2, 3, 4, 5]
+
+
+def test_shop_sessions_cannot_write_even_to_myisam_tables() -> None:
+    with variant_shop_database(BY_NAME["loaded6"]) as (shop, conn):
+        shop.product(1, naive(10), "Zelt")
+        engine = shop_engine(conn)
+        with pytest.raises(sa.exc.OperationalError, match="READ ONLY"), engine.begin() as c:
+            c.exec_driver_sql("DELETE FROM products")
+        with engine.connect() as c:
+            assert c.exec_driver_sql("SELECT COUNT(*) FROM products").scalar_one() == 1
+        engine.dispose()
+
+
+def test_zero_dates_from_pymysql_mean_no_date() -> None:
+    with variant_shop_database(BY_NAME["loaded6"]) as (shop, conn):
+        shop.product(1, naive(10), "Zelt")
+        shop.insert(
+            "orders", orders_id=9, customers_name="Ann", customers_email_address="a@example.com", orders_status=1
+        )
+        shop.insert("orders_products", orders_id=9, products_id=1, products_name="Zelt", products_quantity=1)
+        engine = shop_engine(conn)
+        with engine.connect() as c:
+            raw = c.exec_driver_sql("SELECT date_purchased FROM orders").scalar_one()
+        tables = inspect_shop(engine, "")
+        rows = [r for chunk in iter_backorder_lines(engine, tables, RunParams(), naive(0)) for r in chunk]
+        engine.dispose()
+    assert str(raw).startswith("0000-00-00"), "PyMySQL hands zero dates over as text"
+    assert [(r["orders_id"], r["date_purchased"]) for r in rows] == [(9, None)]
+
+
+@pytest.mark.parametrize("charset", ["latin1", "utf8", "utf8mb4"])
+@pytest.mark.parametrize("variant", ["osc22", "loaded6", "osc23"])
+def test_umlauts_arrive_intact_whatever_the_charsets(variant: str, charset: str) -> None:
+    with variant_shop_database(BY_NAME[variant]) as (shop, conn):
+        shop.product(1, naive(10), "Größe")
+        shop.order(1, [(1, "Schlafsack für Kälte, Größe M")], status=1, german=True, name="Jürgen Weiß")
+        engine = shop_engine(replace(conn, extra={"charset": charset}))
+        tables = inspect_shop(engine, "")
+        (row,) = [r for chunk in iter_backorder_lines(engine, tables, RunParams(), naive(0)) for r in chunk]
+        engine.dispose()
+    assert (row["products_name"], row["customers_name"]) == ("Schlafsack für Kälte, Größe M", "Jürgen Weiß")
+
+
+def test_wrong_prefix_names_the_connection_and_the_missing_table() -> None:
+    with variant_shop_database(BY_NAME["zencart222"]) as (_shop, conn):
+        engine = shop_engine(conn)
+        with pytest.raises(ShopSchemaError) as info:
+            inspect_shop(engine, "", "shop_db")
+        assert str(info.value) == "connection 'shop_db': table 'orders' not found (is a table_prefix needed?)"
+        with pytest.raises(ShopSchemaError, match=r"table 'shop_orders' not found \(table_prefix is 'shop_'\)"):
+            inspect_shop(engine, "shop_", "shop_db")
+        assert inspect_shop(engine, "zen_").language_column == "language_code"
+        engine.dispose()
+
+
+def test_unreachable_shop_is_one_clear_error_and_changes_no_state(tmp_path) -> None:
+    down = DbConnection("shop_db", "mysql", host="127.0.0.1", port=1, login="root", schema="shop")
+    state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
+    with pytest.raises(pipeline.ShopUnavailableError) as info:
+        pipeline.extract(down, state, RunContext(T0), RunParams())
+    message = str(info.value)
+    assert message.startswith("connection 'shop_db': cannot read the shop: (2003,")
+    assert info.value.__cause__ is None and info.value.__suppress_context__, "one error, not a chain"
+    assert not (tmp_path / "state.sqlite").exists()
+
+
+def test_missing_column_on_a_real_shop() -> None:
+    with variant_shop_database(BY_NAME["osc24"]) as (shop, conn):
+        with shop.engine.begin() as c:
+            c.exec_driver_sql("ALTER TABLE orders DROP COLUMN date_purchased")
+        engine = shop_engine(conn)
+        with pytest.raises(ShopSchemaError, match=r"table 'orders' lacks column\(s\) \['date_purchased'\]"):
+            inspect_shop(engine, "")
+        engine.dispose()
+
+
+def test_a_shop_run_leaves_its_findings_in_the_run_record(tmp_path) -> None:
+    with variant_shop_database(BY_NAME["gambio32"]) as (shop, conn):
+        shop.product(1, naive(10), "Zelt")
+        shop.order(1, [(1, "Zelt")], status=1, german=True, name="Anna")
+        state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
+        result = pipeline.extract(conn, state, RunContext(T0), RunParams())
+    engine = sa.create_engine(state.url())
+    with engine.connect() as c:
+        schema = c.exec_driver_sql("SELECT shop_schema FROM bo_run").scalar_one()
+    engine.dispose()
+    assert result.lines == 1
+    assert schema == '{"dialect": "mysql", "language_column": "language", "table_prefix": ""}'
