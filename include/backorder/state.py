@@ -22,6 +22,14 @@ metadata = sa.MetaData()
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "bo_alembic_version"
 
+# On MySQL/MariaDB the state must be transactional and hold any text, whatever the database's
+# defaults (a state kept in the shop's own MyISAM, latin1 database included).
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+}
+
 # MySQL's DATETIME drops fractions of a second unless asked; a manual run's T has microseconds.
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -44,6 +52,7 @@ runs = sa.Table(
     sa.Column("shop_schema", sa.Text),  # {"dialect": ..., "table_prefix": ..., "language_column": ...}
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 staged_lines = sa.Table(
@@ -61,6 +70,7 @@ staged_lines = sa.Table(
     sa.Column("customers_email_address", sa.String(255)),
     sa.Column("order_language", sa.String(32)),
     sa.Column("date_purchased", Timestamp),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 snapshots = sa.Table(
@@ -71,6 +81,7 @@ snapshots = sa.Table(
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
     sa.Column("line_count", sa.Integer, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 snapshot_lines = sa.Table(
@@ -81,6 +92,7 @@ snapshot_lines = sa.Table(
     sa.Column("orders_id", sa.Integer, nullable=False),
     sa.Column("products_id", sa.Integer, nullable=False),
     sa.Column("date_available", Timestamp, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 notifications = sa.Table(
@@ -104,6 +116,7 @@ notifications = sa.Table(
     # The same order, kind and T is sent at most once (dry runs are kept apart).
     sa.UniqueConstraint("orders_id", "kind", "reference_time", "dry_run", name="uq_bo_notification_key"),
     sa.Index("ix_bo_notification_order", "orders_id", "status", "reference_time"),
+    **MYSQL_TABLE_OPTIONS,
 )
 
 STATUS_DUE = "due"

@@ -114,3 +114,36 @@ def test_a_shop_run_leaves_its_findings_in_the_run_record(tmp_path) -> None:
     engine.dispose()
     assert result.lines == 1
     assert schema == '{"dialect": "mysql", "language_column": "language", "table_prefix": ""}'
+
+
+def test_state_kept_in_the_shops_own_myisam_latin1_database(mail_sink, smtp) -> None:
+    """backorder_state_db pointed at the shop: our tables are InnoDB and utf8mb4 all the same."""
+    with variant_shop_database(BY_NAME["loaded6"]) as (shop, conn):
+        shop.product(1, naive(10), "Zelt")
+        shop.order(1, [(1, "Zelt für zwei")], status=1, german=True, name="Jürgen Müller")  # latin1 tables
+        state = replace(conn, conn_id="backorder_state_db")
+        run = pipeline.extract(conn, state, RunContext(T0), RunParams(default_language="de"))
+        pipeline.load_previous_snapshot(state, run.run_id)
+        assert pipeline.classify_run(state, run.run_id)["initial"] == 1
+        assert pipeline.send(state, run.run_id, "initial", smtp) == {"sent:de": 1}
+        pipeline.finish(state, run.run_id)
+        with shop.engine.connect() as c:
+            tables = c.exec_driver_sql(
+                "SELECT table_name, engine, table_collation FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() ORDER BY table_name"
+            ).all()
+            stored = c.exec_driver_sql("SELECT customers_name FROM bo_notification").scalar_one()
+    ours = {name: (engine, collation) for name, engine, collation in tables if name.startswith("bo_")}
+    assert set(ours) == {
+        "bo_alembic_version",
+        "bo_notification",
+        "bo_run",
+        "bo_snapshot",
+        "bo_snapshot_line",
+        "bo_staged_line",
+    }
+    assert all(engine == "InnoDB" and collation.startswith("utf8mb4") for name, (engine, collation) in ours.items()
+               if name != "bo_alembic_version")  # fmt: skip
+    assert {engine for name, engine, _ in tables if not name.startswith("bo_")} == {"MyISAM"}
+    assert stored == "Jürgen Müller"
+    assert "Zelt für zwei" in mail_sink.messages[0].message.get_body(("plain",)).get_content()

@@ -7,6 +7,8 @@ Create Date: 2026-11-23
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
@@ -16,6 +18,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+}
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
@@ -37,6 +44,7 @@ def upgrade() -> None:
         sa.Column("stage_seconds", sa.Text, nullable=False),
         sa.Column("started_at", Timestamp, nullable=False),
         sa.Column("finished_at", Timestamp),
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_table(
         "bo_staged_line",
@@ -52,6 +60,7 @@ def upgrade() -> None:
         sa.Column("customers_email_address", sa.String(255)),
         sa.Column("order_language", sa.String(32)),
         sa.Column("date_purchased", Timestamp),
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_table(
         "bo_snapshot",
@@ -60,6 +69,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
         sa.Column("line_count", sa.Integer, nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_table(
         "bo_snapshot_line",
@@ -68,6 +78,7 @@ def upgrade() -> None:
         sa.Column("orders_id", sa.Integer, nullable=False),
         sa.Column("products_id", sa.Integer, nullable=False),
         sa.Column("date_available", Timestamp, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
     )
     op.create_table(
         "bo_notification",
@@ -88,6 +99,7 @@ def upgrade() -> None:
         sa.Column("created_at", Timestamp, nullable=False),
         sa.UniqueConstraint("orders_id", "kind", "reference_time", "dry_run", name="uq_bo_notification_key"),
         sa.Index("ix_bo_notification_order", "orders_id", "status", "reference_time"),
+        **MYSQL_TABLE_OPTIONS,
     )
 
 
