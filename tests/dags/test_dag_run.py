@@ -18,6 +18,12 @@ def naive(days: float) -> datetime:
     return (T0 + timedelta(days=days)).replace(tzinfo=None)
 
 
+def smtp_env(monkeypatch, mail_sink) -> None:
+    smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "Shop <shop@example.com>"}
+    conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(conn))
+
+
 @pytest.fixture
 def world(shop, state_db, mail_sink, monkeypatch, dag):
     """The shop of the story below, and the three connections as AIRFLOW_CONN_* JSON."""
@@ -38,17 +44,7 @@ def world(shop, state_db, mail_sink, monkeypatch, dag):
     shop.order(107, [2], purchased=naive(-40), language="", name="Bob Jones")
     monkeypatch.setenv("AIRFLOW_CONN_SHOP_DB", json.dumps({"conn_type": "sqlite", "host": str(shop.path)}))
     monkeypatch.setenv("AIRFLOW_CONN_BACKORDER_STATE_DB", airflow_conn_json(state_db))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SMTP_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "smtp",
-                "host": "127.0.0.1",
-                "port": mail_sink.port,
-                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "Shop <shop@example.com>"},
-            }
-        ),
-    )
+    smtp_env(monkeypatch, mail_sink)
     for task in dag.tasks:
         task.retries = 0  # a failure should fail the test at once, not wait for a retry delay
     return shop
@@ -164,3 +160,16 @@ def test_a_run_without_logical_date_uses_run_after(dag, world, mail_sink) -> Non
     assert before - timedelta(minutes=5) <= reference <= datetime.now(UTC)
     # Against the wall clock, the March dates of the other products are long past: only 108 waits.
     assert set(by_order) == {108}
+
+
+def test_without_a_state_connection_the_state_lives_in_the_shop_database(shop, mail_sink, monkeypatch, dag) -> None:
+    shop.product(1, naive(10))
+    shop.order(1, [1], purchased=naive(-1))
+    monkeypatch.setenv("AIRFLOW_CONN_SHOP_DB", json.dumps({"conn_type": "sqlite", "host": str(shop.path)}))
+    monkeypatch.delenv("AIRFLOW_CONN_BACKORDER_STATE_DB", raising=False)
+    smtp_env(monkeypatch, mail_sink)
+    for task in dag.tasks:
+        task.retries = 0
+    _, messages = run(dag, mail_sink, 0)
+    assert [m.message["X-Backorder-Notification"] for m in messages] == ["initial"]
+    assert {"bo_run", "bo_notification", "bo_snapshot"} <= set(sa.inspect(shop.engine).get_table_names())
