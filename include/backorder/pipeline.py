@@ -99,13 +99,7 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
                     params=params.to_json(),
                     status="running",
                     stage_seconds="{}",
-                    shop_schema=st.dumps(
-                        {
-                            "dialect": shop.dialect.name,
-                            "table_prefix": params.table_prefix,
-                            "language_column": tables.language_column,
-                        }
-                    ),
+                    shop_schema=st.dumps({"dialect": shop.dialect.name, **tables.describe()}),
                     started_at=_utcnow(),
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
@@ -121,9 +115,9 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
             )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
     log.info(
-        "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language column %s",
+        "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s",
         run_id, run.reference_time.isoformat(), shop_time, lines, len(orders),
-        list(params.order_status_ids), tables.language_column or "none (default_language)",
+        list(params.order_status_ids), " > ".join(tables.describe()["language_from"]) or "none (default_language)",
     )  # fmt: skip
     return ExtractResult(run_id, lines, len(orders))
 

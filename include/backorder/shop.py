@@ -27,9 +27,12 @@ PLACEHOLDER_DATES: frozenset[str] = frozenset(
 )
 _PLACEHOLDER_YEARS = (0, 1, 1000)
 
-# Columns of `orders` that hold the order's language, in order of preference:
-# Zen Cart 1.5.7+ `language_code` ('en'), xt:Commerce / modified / Gambio `language` ('german').
+# Where an order's language may be kept. Every one the live schema has is read and the first
+# non-empty value wins: Zen Cart 1.5.7+ `orders.language_code` ('en'; '' on orders from before the
+# upgrade), xt:Commerce / modified / Gambio `orders.language` (a folder name such as 'german'),
+# then modified's `orders.languages_id`, read as the `code` of that row of the shop's `languages`.
 LANGUAGE_COLUMNS: tuple[str, ...] = ("language_code", "language")
+LANGUAGE_ID_COLUMN = "languages_id"
 
 # What a backorder line says about the product, then about its order.
 PRODUCT_COLUMNS: tuple[str, ...] = (
@@ -90,10 +93,16 @@ class ShopTables:
     orders: sa.Table
     orders_products: sa.Table
     products: sa.Table
-    language_column: str | None
+    language_columns: tuple[str, ...] = ()
+    languages: sa.Table | None = None  # joined through orders.languages_id when the shop has both
+
+    def describe(self) -> dict[str, Any]:
+        """What was found, for the run record and the log."""
+        via_id = [f"{LANGUAGE_ID_COLUMN} -> {self.languages.name}.code"] if self.languages is not None else []
+        return {"table_prefix": self.orders.name[: -len("orders")], "language_from": [*self.language_columns, *via_id]}
 
 
-def _tables(prefix: str, language_column: str | None) -> ShopTables:
+def _tables(prefix: str, language_columns: tuple[str, ...] = (), with_languages: bool = False) -> ShopTables:
     md = sa.MetaData()
     order_cols: list[sa.Column[Any]] = [
         sa.Column("orders_id", sa.Integer, primary_key=True),
@@ -102,8 +111,16 @@ def _tables(prefix: str, language_column: str | None) -> ShopTables:
         sa.Column("date_purchased", ShopDateTime),
         sa.Column("orders_status", sa.Integer),
     ]
-    if language_column:
-        order_cols.append(sa.Column(language_column, sa.String))
+    order_cols += [sa.Column(name, sa.String) for name in language_columns]
+    languages = None
+    if with_languages:
+        order_cols.append(sa.Column(LANGUAGE_ID_COLUMN, sa.Integer))
+        languages = sa.Table(
+            f"{prefix}languages",
+            md,
+            sa.Column("languages_id", sa.Integer, primary_key=True),
+            sa.Column("code", sa.String),
+        )
     orders = sa.Table(f"{prefix}orders", md, *order_cols)
     orders_products = sa.Table(
         f"{prefix}orders_products",
@@ -121,7 +138,7 @@ def _tables(prefix: str, language_column: str | None) -> ShopTables:
         sa.Column("products_id", sa.Integer, primary_key=True),
         sa.Column("products_date_available", ShopDateTime),
     )
-    return ShopTables(orders, orders_products, products, language_column)
+    return ShopTables(orders, orders_products, products, language_columns, languages)
 
 
 def shop_engine(db: DbConnection) -> Engine:
@@ -142,9 +159,9 @@ def shop_engine(db: DbConnection) -> Engine:
 
 
 def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopTables:
-    """Check the live schema has what we read, and find the order language column."""
+    """Check the live schema has what we read, and find where it keeps the order language."""
     inspector = sa.inspect(engine)
-    wanted = _tables(prefix, None)
+    wanted = _tables(prefix)
     found_cols: dict[str, set[str]] = {}
     for table in (wanted.orders, wanted.orders_products, wanted.products):
         if not inspector.has_table(table.name):
@@ -156,14 +173,26 @@ def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopT
         missing = [c.name for c in table.columns if c.name not in found_cols[table.name]]
         if missing:
             raise ShopSchemaError(f"connection {conn_id!r}: table {table.name!r} lacks column(s) {missing}")
-    language = next((c for c in LANGUAGE_COLUMNS if c in found_cols[wanted.orders.name]), None)
-    return _tables(prefix, language)
+    order_cols = found_cols[wanted.orders.name]
+    languages_table = f"{prefix}languages"
+    with_languages = (
+        LANGUAGE_ID_COLUMN in order_cols
+        and inspector.has_table(languages_table)
+        and {"languages_id", "code"} <= {c["name"].lower() for c in inspector.get_columns(languages_table)}
+    )
+    return _tables(prefix, tuple(c for c in LANGUAGE_COLUMNS if c in order_cols), with_languages)
 
 
 def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: datetime) -> sa.Select[Any]:
     """The backorder lines at shop time T: one row per order line, with its order's details."""
     o, op, p = tables.orders, tables.orders_products, tables.products
-    language = o.c[tables.language_column] if tables.language_column else sa.null()
+    sources: list[Any] = [sa.func.nullif(o.c[name], "") for name in tables.language_columns]
+    joined = op.join(o, o.c.orders_id == op.c.orders_id).join(p, p.c.products_id == op.c.products_id)
+    if tables.languages is not None:
+        lang = tables.languages
+        joined = joined.outerjoin(lang, lang.c.languages_id == o.c[LANGUAGE_ID_COLUMN])
+        sources.append(lang.c.code)
+    language = sources[0] if len(sources) == 1 else sa.func.coalesce(*sources) if sources else sa.null()
     query = (
         sa.select(
             o.c.orders_id,
@@ -178,7 +207,7 @@ def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: date
             language.label("order_language"),
             o.c.date_purchased,
         )
-        .select_from(op.join(o, o.c.orders_id == op.c.orders_id).join(p, p.c.products_id == op.c.products_id))
+        .select_from(joined)
         .where(o.c.orders_status.in_(params.order_status_ids))
         .where(p.c.products_date_available > shop_time)
         # Orders placed after T did not exist on the day a run stands for (backfills, re-runs).

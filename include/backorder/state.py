@@ -49,7 +49,7 @@ runs = sa.Table(
     sa.Column("counts", sa.Text),  # {"sent": {"initial": {"en": 3}}, ...}
     sa.Column("skipped", sa.Text),  # [{"orders_id": 7, "reason": "..."}]
     sa.Column("stage_seconds", sa.Text, nullable=False, default="{}"),
-    sa.Column("shop_schema", sa.Text),  # {"dialect": ..., "table_prefix": ..., "language_column": ...}
+    sa.Column("shop_schema", sa.Text),  # {"dialect": ..., "table_prefix": ..., "language_from": [...]}
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
     **MYSQL_TABLE_OPTIONS,

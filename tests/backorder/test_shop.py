@@ -106,9 +106,37 @@ def test_shop_without_language_column_gives_none(tmp_path) -> None:
         c.exec_driver_sql("INSERT INTO orders VALUES (5, 'Ann', 'ann@example.com', '2026-03-01 10:00:00', 1)")
         c.exec_driver_sql("INSERT INTO orders_products VALUES (1, 5, 1, 'M', 'Tent', 1)")
     tables = inspect_shop(engine, "")
-    assert tables.language_column is None
+    assert tables.language_columns == () and tables.languages is None
     rows = [r for chunk in iter_backorder_lines(engine, tables, RunParams(), T) for r in chunk]
     assert [(r["orders_id"], r["order_language"]) for r in rows] == [(5, None)]
+
+
+def test_language_from_every_place_the_shop_keeps_it(tmp_path) -> None:
+    """modified keeps a folder name and a languages_id: the first non-empty one wins."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'modified.sqlite'}")
+    with engine.begin() as c:
+        c.exec_driver_sql(
+            "CREATE TABLE orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT, customers_email_address TEXT,"
+            " date_purchased TEXT, orders_status INTEGER, language TEXT, languages_id INTEGER)"
+        )
+        c.exec_driver_sql(
+            "CREATE TABLE orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
+            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity INTEGER)"
+        )
+        c.exec_driver_sql("CREATE TABLE products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
+        c.exec_driver_sql("CREATE TABLE languages (languages_id INTEGER PRIMARY KEY, name TEXT, code TEXT)")
+        c.exec_driver_sql("INSERT INTO languages VALUES (1, 'English', 'en'), (2, 'Deutsch', 'de')")
+        c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
+        for oid, folder, lid in ((1, "german", 1), (2, "", 2), (3, "", 99), (4, None, 1)):
+            c.execute(
+                sa.text("INSERT INTO orders VALUES (:o, 'Ann', 'a@example.com', '2026-03-01 10:00:00', 1, :f, :l)"),
+                {"o": oid, "f": folder, "l": lid},
+            )
+            c.execute(sa.text("INSERT INTO orders_products VALUES (:o, :o, 1, 'M', 'Tent', 1)"), {"o": oid})
+    tables = inspect_shop(engine, "")
+    assert tables.describe() == {"table_prefix": "", "language_from": ["language", "languages_id -> languages.code"]}
+    rows = [r for chunk in iter_backorder_lines(engine, tables, RunParams(), T) for r in chunk]
+    assert {r["orders_id"]: r["order_language"] for r in rows} == {1: "german", 2: "de", 3: None, 4: "en"}
 
 
 def test_prefixed_tables(tmp_path) -> None:
@@ -125,7 +153,7 @@ def test_prefixed_tables(tmp_path) -> None:
         c.exec_driver_sql("CREATE TABLE zen_products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
     with pytest.raises(ShopSchemaError, match=r"'orders' not found .*table_prefix"):
         inspect_shop(engine, "")
-    assert inspect_shop(engine, "zen_").language_column == "language_code"
+    assert inspect_shop(engine, "zen_").language_columns == ("language_code",)
 
 
 def test_missing_column_is_named(shop) -> None:

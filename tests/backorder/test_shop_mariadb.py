@@ -77,7 +77,7 @@ def test_wrong_prefix_names_the_connection_and_the_missing_table() -> None:
         assert str(info.value) == "connection 'shop_db': table 'orders' not found (is a table_prefix needed?)"
         with pytest.raises(ShopSchemaError, match=r"table 'shop_orders' not found \(table_prefix is 'shop_'\)"):
             inspect_shop(engine, "shop_", "shop_db")
-        assert inspect_shop(engine, "zen_").language_column == "language_code"
+        assert inspect_shop(engine, "zen_").language_columns == ("language_code",)
         engine.dispose()
 
 
@@ -113,7 +113,7 @@ def test_a_shop_run_leaves_its_findings_in_the_run_record(tmp_path) -> None:
         schema = c.exec_driver_sql("SELECT shop_schema FROM bo_run").scalar_one()
     engine.dispose()
     assert result.lines == 1
-    assert schema == '{"dialect": "mysql", "language_column": "language", "table_prefix": ""}'
+    assert schema == '{"dialect": "mysql", "language_from": ["language"], "table_prefix": ""}'
 
 
 def test_state_kept_in_the_shops_own_myisam_latin1_database(mail_sink, smtp) -> None:
@@ -147,3 +147,20 @@ def test_state_kept_in_the_shops_own_myisam_latin1_database(mail_sink, smtp) -> 
     assert {engine for name, engine, _ in tables if not name.startswith("bo_")} == {"MyISAM"}
     assert stored == "Jürgen Müller"
     assert "Zelt für zwei" in mail_sink.messages[0].message.get_body(("plain",)).get_content()
+
+
+def test_modified_order_without_folder_name_gets_its_language_through_languages_id() -> None:
+    with variant_shop_database(BY_NAME["modified3"]) as (shop, conn):
+        shop.insert("languages", languages_id=1, name="English", code="en", directory="english")
+        shop.insert("languages", languages_id=2, name="Deutsch", code="de", directory="german")
+        shop.product(1, naive(10), "Zelt")
+        shop.order(1, [(1, "Zelt")], status=1, german=True, name="Anna")
+        shop.order(2, [(1, "Zelt")], status=1, german=True, name="Bernd")
+        with shop.engine.begin() as c:
+            c.exec_driver_sql("UPDATE orders SET language = '' WHERE orders_id = 2")
+        engine = shop_engine(conn)
+        rows = [
+            r for chunk in iter_backorder_lines(engine, inspect_shop(engine, ""), RunParams(), naive(0)) for r in chunk
+        ]
+        engine.dispose()
+    assert {r["orders_id"]: r["order_language"] for r in rows} == {1: "german", 2: "de"}
