@@ -170,3 +170,12 @@ def smtp(mail_sink: MailSink) -> SmtpSettings:
     return SmtpSettings(
         host="127.0.0.1", port=mail_sink.port, from_email="shop@example.com", use_ssl=False, use_starttls=False
     )
+
+
+@pytest.fixture
+def no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconnects and second tries without the production waits (seconds), so tests stay quick."""
+    from include.backorder import mailer, pipeline
+
+    monkeypatch.setattr(mailer, "RECONNECT_WAITS", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(pipeline, "TEMPORARY_WAITS", (0.0, 0.0))

@@ -1,18 +1,36 @@
 """Sending: one SMTP connection for a whole batch, and the server's answer for every message.
 
 smtplib speaks the protocol; this module keeps one session open, returns the final reply of each
-transaction so it can be audited, and sorts failures into permanent (5xx: this message will never
-go out, carry on) and everything else (the connection or a temporary 4xx: stop, a retry resumes).
+transaction so it can be audited, and sorts what can go wrong:
+
+- a permanent refusal (5xx) of one message: `PermanentSendError`, the batch goes on;
+- a temporary refusal (4xx) of one message: `TemporaryRefusal`, the message may be tried later;
+- a lost connection (the server closed it, answered 421, stalled past the timeout, or a socket
+  error): reconnect and send the same message again, at most `MAX_RECONNECTS` times in a row,
+  then `SMTPUnavailable`.
+
+The one case SMTP cannot settle: the connection breaks after the message data went out but before
+the server's answer came back. The server may have taken the message or not; it is sent again on
+the new connection with the same Message-ID, so a receiving side can recognise the repeat.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import smtplib
 import ssl
+import time
 from email.message import EmailMessage
 from types import TracebackType
 
 from include.backorder.config import SmtpSettings
+
+log = logging.getLogger(__name__)
+
+MAX_RECONNECTS = 3
+RECONNECT_WAITS = (0.5, 2.0, 5.0)  # seconds before the 1st, 2nd, 3rd reconnect in a row
+CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
 
 
 class PermanentSendError(Exception):
@@ -23,24 +41,39 @@ class TemporaryRefusal(Exception):
     """The server refused this one message for now (a 4xx reply); it may take it later."""
 
 
+class SMTPUnavailable(Exception):
+    """The SMTP server could not be reached, or kept dropping the connection."""
+
+
 class Mailer:
     """`with Mailer(settings) as mailer: mailer.send(msg)`: one connection for every message."""
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
+        self.reconnects = 0  # over the whole batch, for the log
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        smtp: smtplib.SMTP
+        if s.use_ssl:
+            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            if s.use_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+        smtp.ehlo_or_helo_if_needed()
+        if s.login:
+            smtp.login(s.login, s.password)
+        return smtp
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(OSError):
+                self._smtp.close()
+            self._smtp = None
 
     def __enter__(self) -> Mailer:
-        s = self.settings
-        if s.use_ssl:
-            self._smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())
-        else:
-            self._smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-            if s.use_starttls:
-                self._smtp.starttls(context=ssl.create_default_context())
-        self._smtp.ehlo_or_helo_if_needed()
-        if s.login:
-            self._smtp.login(s.login, s.password)
         return self
 
     def __exit__(
@@ -50,18 +83,36 @@ class Mailer:
             try:
                 self._smtp.quit()
             except (smtplib.SMTPException, OSError):
-                self._smtp.close()
+                self._drop()
             self._smtp = None
 
     def send(self, msg: EmailMessage) -> str:
-        """Send one message; return the server's final reply ('250 ...').
+        """Send one message over the open connection (opening or reopening it as needed).
 
-        Raises PermanentSendError on a 5xx reply and TemporaryRefusal on a 4xx reply (the session
-        is reset and stays usable); connection and socket errors propagate.
+        Returns the server's final reply ('250 ...'). Raises PermanentSendError (5xx),
+        TemporaryRefusal (4xx), or SMTPUnavailable when the connection cannot be (re)established.
         """
-        smtp = self._smtp
-        if smtp is None:
-            raise RuntimeError("Mailer used outside its 'with' block")
+        failures = 0
+        while True:
+            try:
+                if self._smtp is None:
+                    self._smtp = self._connect()
+                return self._transaction(self._smtp, msg)
+            except CONNECTION_ERRORS as exc:
+                self._drop()
+                failures += 1
+                if failures > MAX_RECONNECTS:
+                    raise SMTPUnavailable(
+                        f"{self.settings.host}:{self.settings.port}: {failures} connection attempts in a row failed;"
+                        f" last: {exc!r}"
+                    ) from None
+                self.reconnects += 1
+                wait = RECONNECT_WAITS[failures - 1]
+                log.warning("SMTP connection lost (%r); reconnecting in %.1f s (%d/%d)", exc, wait, failures,
+                            MAX_RECONNECTS)  # fmt: skip
+                time.sleep(wait)
+
+    def _transaction(self, smtp: smtplib.SMTP, msg: EmailMessage) -> str:
         recipient = msg["To"].addresses[0].addr_spec
         try:
             code, reply = smtp.mail(self.settings.from_email)
@@ -73,7 +124,9 @@ class Mailer:
             code, reply = smtp.data(msg.as_bytes())
         except (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
             code, text = _reply_of(exc)
-            smtp.rset()
+            if code == 421:  # "service not available, closing transmission channel"
+                raise smtplib.SMTPServerDisconnected(f"{code} {text}") from None
+            smtp.rset()  # a connection error here is handled like any other
             if 500 <= code < 600:
                 raise PermanentSendError(f"{code} {text}") from exc
             raise TemporaryRefusal(f"{code} {text}") from exc

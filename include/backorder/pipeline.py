@@ -34,6 +34,7 @@ from include.backorder.shop import inspect_shop, iter_backorder_lines, shop_engi
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 1000
+TEMPORARY_WAITS = (1.0, 3.0)  # seconds before the 2nd and 3rd try of messages refused with a 4xx
 
 
 class ShopUnavailableError(RuntimeError):
@@ -317,7 +318,21 @@ class _Batch:
             self.record(row, st.STATUS_DRY_RUN, message_id=msg["Message-ID"], detail="dry run: not sent")
 
     def send_all(self, mailer: Mailer) -> None:
-        for i, (row, msg) in enumerate(self.messages(), start=1):
+        """Send every message; those refused for now (4xx) get a few more tries after short waits."""
+        later = self._send_pass(mailer, self.messages())
+        for wait in TEMPORARY_WAITS:
+            if not later:
+                break
+            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", self.kind, len(later), wait)
+            time.sleep(wait)
+            later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
+        self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
+
+    def _send_pass(
+        self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, EmailMessage]]
+    ) -> list[tuple[sa.RowMapping, EmailMessage, str]]:
+        later = []
+        for i, (row, msg) in enumerate(items, start=1):
             mid = msg["Message-ID"]
             try:
                 reply = mailer.send(msg)
@@ -327,13 +342,14 @@ class _Batch:
                             row["customers_email_address"], exc)  # fmt: skip
                 continue
             except TemporaryRefusal as exc:
-                self.record(row, None, message_id=mid, detail=f"temporary: {exc}")  # stays due for the retry
-                self.temporary.append(f"order {row['orders_id']}: {exc}")
+                self.record(row, None, message_id=mid, detail=f"temporary: {exc}")  # stays due
+                later.append((row, msg, str(exc)))
                 continue
             self.record(row, st.STATUS_SENT, message_id=mid, detail=reply, sent_at=_utcnow())
             if i % PROGRESS_EVERY == 0:
                 log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
                          i / (time.perf_counter() - self.started))  # fmt: skip
+        return later
 
 
 def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> dict[str, int]:
@@ -350,7 +366,12 @@ def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> 
             batch.record_dry_run()
         elif batch.rows:
             with Mailer(smtp) as mailer:
-                batch.send_all(mailer)
+                try:
+                    batch.send_all(mailer)
+                finally:
+                    if mailer.reconnects:
+                        log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind,
+                                    mailer.reconnects)  # fmt: skip
         seconds = time.perf_counter() - batch.started
         with state.begin() as conn:
             st.record_stage_time(conn, run_id, f"send_{kind}", seconds)

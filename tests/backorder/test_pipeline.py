@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from include.backorder import pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.mailer import SMTPUnavailable
 from include.backorder.shop import ShopSchemaError
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -115,7 +116,7 @@ def test_permanent_refusal_fails_one_email_and_the_others_go_out(shop, state_db,
     assert summary["counts"]["failed"] == {"initial": {"en": 1}}
 
 
-def test_temporary_refusal_stays_due_and_a_retry_sends_it(shop, state_db, smtp, mail_sink) -> None:
+def test_temporary_refusal_stays_due_and_a_retry_sends_it(shop, state_db, smtp, mail_sink, no_waits) -> None:
     shop.product(1, datetime(2026, 3, 20))
     shop.order(1, [1], purchased=datetime(2026, 3, 1))
     shop.order(2, [1], purchased=datetime(2026, 3, 1))
@@ -132,12 +133,12 @@ def test_temporary_refusal_stays_due_and_a_retry_sends_it(shop, state_db, smtp, 
     assert [m.rcpt_tos for m in mail_sink.messages][1:] == [("customer1@example.com",)]
 
 
-def test_smtp_server_down_fails_the_task_and_keeps_emails_due(small_shop, state_db) -> None:
+def test_smtp_server_down_fails_the_task_and_keeps_emails_due(small_shop, state_db, no_waits) -> None:
     extracted = pipeline.extract(small_shop.conn, state_db, RunContext(T0), RunParams())
     pipeline.load_previous_snapshot(state_db, extracted.run_id)
     pipeline.classify_run(state_db, extracted.run_id)
     closed = SmtpSettings(host="127.0.0.1", port=1, from_email="s@example.com", use_ssl=False, use_starttls=False)
-    with pytest.raises(OSError):
+    with pytest.raises(SMTPUnavailable, match=r"127\.0\.0\.1:1: 4 connection attempts in a row failed"):
         pipeline.send(state_db, extracted.run_id, "initial", closed)
     assert [r["status"] for r in rows(state_db, st.notifications, st.notifications.c.kind == "initial")] == [
         "due",
