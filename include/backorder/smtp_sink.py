@@ -1,14 +1,18 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps every message: for the demo and the tests.
 
-Recipients in `sink.refuse` get a permanent 550, those in `sink.defer` a temporary 451, so tests
-can see how the pipeline handles them. Each message is kept in memory (`sink.messages`) and, when
-a folder is given, written as an `.eml` file under `<folder>/<reference date>/<kind>-<order id>-<language>.eml`.
+Each message is kept in memory (`sink.messages`) and, when a folder is given, written as an `.eml`
+file under `<folder>/<reference date>/<kind>-<order id>-<language>.eml`.
+
+For the tests it can also misbehave on purpose, the way real servers do (`sink.faults`): refuse
+recipients for good (550) or for a while (451), close the connection after the n-th message (with
+or without answering it first), answer 421 "service not available" for a while, or stall.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,14 +30,40 @@ class Received:
     raw: bytes
 
 
+@dataclass
+class Faults:
+    """What the sink does wrong, and how often; counters go down as faults are served."""
+
+    refuse: set[str] = field(default_factory=set)  # recipients answered 550, always
+    defer: dict[str, int] = field(default_factory=dict)  # recipient -> how many more 451 answers
+    drop_after: set[int] = field(default_factory=set)  # after accepting the n-th message, close (answered)
+    cut_after: set[int] = field(default_factory=set)  # take the n-th message, close before answering
+    busy: int = 0  # how many more MAIL commands get "421" and a closed connection
+    stall: dict[str, float] = field(default_factory=dict)  # recipient -> seconds to wait once before answering
+
+
 class _Handler:
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
 
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        faults = self.sink.faults
+        if faults.busy > 0:
+            faults.busy -= 1
+            server.transport.close()
+            return "421 4.3.2 Service not available, closing channel"
+        envelope.mail_from = address
+        return "250 OK"
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        if address in self.sink.refuse:
+        faults = self.sink.faults
+        if address in faults.stall:
+            await asyncio.sleep(faults.stall.pop(address))
+        if address in faults.refuse or address in self.sink.refuse:
             return "550 5.1.1 Mailbox unavailable"
-        if address in self.sink.defer:
+        if faults.defer.get(address, 0) > 0 or address in self.sink.defer:
+            if address in faults.defer:
+                faults.defer[address] -= 1
             return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -42,8 +72,15 @@ class _Handler:
         raw = envelope.original_content or envelope.content
         msg = message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
-        self.sink.keep(Received(envelope.mail_from, tuple(envelope.rcpt_tos), msg, raw))
-        return f"250 2.0.0 Ok: queued as {len(self.sink.messages)}"
+        number = self.sink.keep(Received(envelope.mail_from, tuple(envelope.rcpt_tos), msg, raw))
+        faults = self.sink.faults
+        if number in faults.cut_after:
+            faults.cut_after.discard(number)
+            server.transport.close()  # the message is kept, but the client never hears so
+        elif number in faults.drop_after:
+            faults.drop_after.discard(number)
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+        return f"250 2.0.0 Ok: queued as {number}"
 
 
 class MailSink:
@@ -52,7 +89,9 @@ class MailSink:
     def __init__(self, folder: Path | None = None, port: int = 0) -> None:
         self.folder = folder
         self.refuse: set[str] = set()  # recipients answered with 550 (permanent)
-        self.defer: set[str] = set()  # recipients answered with 451 (temporary)
+        self.defer: set[str] = set()  # recipients answered with 451 (temporary), until removed
+        self.faults = Faults()
+        self.accepted = 0  # messages taken since start, whatever clear() did
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=port or _free_port())
@@ -61,13 +100,16 @@ class MailSink:
     def port(self) -> int:
         return int(self._controller.port)
 
-    def keep(self, item: Received) -> None:
+    def keep(self, item: Received) -> int:
+        """Keep a message; return its number since the sink started (1, 2, ...)."""
         with self._lock:
+            self.accepted += 1
             self.messages.append(item)
             if self.folder is not None:
                 path = self.folder / eml_name(item.message, len(self.messages))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(item.raw)
+            return self.accepted
 
     def clear(self) -> None:
         with self._lock:
