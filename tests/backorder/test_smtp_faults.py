@@ -42,7 +42,7 @@ def due_run(shop, tmp_path) -> tuple[DbConnection, int]:
 
 def send_with_retries(state: DbConnection, run_id: int, smtp, tries: int = 3) -> list[str]:
     """The send task and its retries; returns the errors of the failed tries."""
-    errors = []
+    errors: list[str] = []
     for _ in range(tries):
         try:
             pipeline.send(state, run_id, "initial", smtp)
