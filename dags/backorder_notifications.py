@@ -22,6 +22,8 @@ and the snapshot. A repeated run for the same T sends nothing twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -89,12 +91,16 @@ def _smtp() -> Any:
     )
 
 
-def _fail_fast(exc: Exception) -> None:
-    """Errors no retry can fix (bad params, missing tables) fail the task at once."""
+@contextmanager
+def _permanent_errors_fail_at_once() -> Iterator[None]:
+    """Errors no retry can fix (bad params, missing tables, a run that lost its lease) skip the retries."""
     from include.backorder.config import ConfigError
+    from include.backorder.lease import RunAbandonedError
     from include.backorder.shop import ShopSchemaError
 
-    if isinstance(exc, (ConfigError, ShopSchemaError)):
+    try:
+        yield
+    except (ConfigError, ShopSchemaError, RunAbandonedError) as exc:
         raise AirflowFailException(str(exc)) from None
 
 
@@ -122,6 +128,9 @@ def _fail_fast(exc: Exception) -> None:
                                   description="Language for orders whose language the shop does not store."),
         "dry_run": Param(False, type="boolean",
                          description="Classify and render, record what would be sent; send nothing, keep state."),
+        "catch_up_silently": Param(False, type="boolean",
+                                   description="Bring the state up to date without emailing (e.g. a backfill): due"
+                                               " emails are recorded as silenced and count as told."),
         "shop_timezone": Param("UTC", type="string",
                                description="IANA time zone the shop writes its dates in, e.g. Europe/Berlin."),
         "shop_name": Param("", type="string", description="Signature of the emails; empty: 'Your shop team'."),
@@ -137,27 +146,26 @@ def backorder_notifications() -> None:
         context = get_current_context()
         dag_run = context["dag_run"]
         reference_time = context.get("logical_date") or dag_run.run_after
-        try:
+        with _permanent_errors_fail_at_once():
             params = RunParams.from_mapping(dict(context["params"]))
             run = RunContext(reference_time=reference_time, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id)
             return pipeline.extract(_db(SHOP_CONN_ID), _state_db(), run, params).run_id
-        except Exception as exc:
-            _fail_fast(exc)
-            raise
 
     @task
     def load_previous_snapshot(record_id: int) -> dict[str, Any]:
         """Pin the latest snapshot before T to the run."""
         from include.backorder import pipeline
 
-        return pipeline.load_previous_snapshot(_state_db(), record_id)
+        with _permanent_errors_fail_at_once():
+            return pipeline.load_previous_snapshot(_state_db(), record_id)
 
     @task
     def classify(record_id: int) -> dict[str, int]:
         """Decide each order's notification; put the due ones in the outbox. Returns counts per kind."""
         from include.backorder import pipeline
 
-        return pipeline.classify_run(_state_db(), record_id)
+        with _permanent_errors_fail_at_once():
+            return pipeline.classify_run(_state_db(), record_id)
 
     @task.branch(retries=0)
     def choose_sends(due: dict[str, int]) -> list[str]:
@@ -169,14 +177,16 @@ def backorder_notifications() -> None:
         """Send this run's due emails of one kind over one SMTP connection."""
         from include.backorder import pipeline
 
-        return pipeline.send(_state_db(), record_id, kind, _smtp())
+        with _permanent_errors_fail_at_once():
+            return pipeline.send(_state_db(), record_id, kind, _smtp())
 
     @task(trigger_rule="none_failed")
     def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:
         """Keep the snapshot at T and complete the run's audit record."""
         from include.backorder import pipeline
 
-        return pipeline.finish(_state_db(), record_id)
+        with _permanent_errors_fail_at_once():
+            return pipeline.finish(_state_db(), record_id)
 
     record_id = extract_backorder_lines()
     due = classify(record_id)

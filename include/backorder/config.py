@@ -33,6 +33,7 @@ class RunParams:
     table_prefix: str = ""
     default_language: str = "en"
     dry_run: bool = False
+    catch_up_silently: bool = False
     shop_timezone: str = "UTC"
     shop_name: str = ""
 
@@ -51,6 +52,8 @@ class RunParams:
             raise ConfigError(f"table_prefix may only hold letters, digits and '_', got {self.table_prefix!r}")
         if self.default_language not in LANGUAGES:
             raise ConfigError(f"default_language must be one of {LANGUAGES}, got {self.default_language!r}")
+        if self.dry_run and self.catch_up_silently:
+            raise ConfigError("dry_run and catch_up_silently exclude each other: choose one")
         try:
             ZoneInfo(self.shop_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -23,7 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.backorder import KINDS
+from include.backorder import KINDS, lease
 from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
@@ -104,6 +104,9 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
                     started_at=_utcnow(),
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
+            abandoned = lease.acquire(conn, run.dag_id, run_id, run.dag_run_id, _utcnow())
+            if abandoned is not None:
+                log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
             lines, orders = 0, set[int]()
             for chunk in iter_backorder_lines(shop, tables, params, shop_time):
                 conn.execute(sa.insert(st.staged_lines), [{**row, "run_id": run_id} for row in chunk])
@@ -129,6 +132,7 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
 def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     """Find the latest snapshot strictly before the run's T and pin it to the run record."""
     with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "previous_snapshot"):
+        lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         snap = st.previous_snapshot(conn, run["reference_time"])
         conn.execute(
@@ -172,6 +176,7 @@ def _lines_json(records: list[dict[Any, Any]]) -> str:
 def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     """Decide each order's notification and put it in the outbox; return how many are due per kind."""
     with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "classify"):
+        lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         params = RunParams.from_json(run["params"])
         t = run["reference_time"]
@@ -204,6 +209,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
         for rec in result.listed.to_dict("records"):
             listed.setdefault(int(rec["orders_id"]), []).append(rec)
         now = _utcnow()
+        silent = params.catch_up_silently
         new_rows: list[dict[str, Any]] = []
         take_over: list[int] = []
         done_before = 0
@@ -228,8 +234,8 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "customers_name": r["customers_name"],
                     "language": r["language"],
                     "listed_lines": _lines_json(listed[key[0]]),
-                    "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_DUE,
-                    "detail": skip_reason,
+                    "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_SILENCED if silent else st.STATUS_DUE,
+                    "detail": skip_reason or ("catch_up_silently: not sent" if silent else None),
                     "created_at": now,
                 }
             )
@@ -247,7 +253,8 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     log.info(
         "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d%s",
         result.waiting_orders, ", ".join(f"{k} {v}" for k, v in due.items()), skipped, done_before,
-        " (dry run)" if params.dry_run else "",
+        " (dry run)" if params.dry_run else
+        f" (catch_up_silently: {len(new_rows) - skipped} recorded as silenced, none sent)" if silent else "",
     )  # fmt: skip
     return due
 
@@ -289,6 +296,7 @@ class _Batch:
         self.temporary: list[str] = []
         self.started = time.perf_counter()
         with state.connect() as conn:
+            lease.check(conn, run_id)
             self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
             due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
             self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
@@ -394,6 +402,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     n, runs = st.notifications, st.runs
     started = time.perf_counter()
     with _engine(state_db) as state, state.begin() as conn:
+        lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         t = run["reference_time"]
         if not run["dry_run"]:
@@ -419,6 +428,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
             )
         ]
         conn.execute(sa.delete(st.staged_lines).where(st.staged_lines.c.run_id == run_id))
+        lease.release(conn, run["dag_id"], run_id)
         st.record_stage_time(conn, run_id, "finish", time.perf_counter() - started)
         summary_counts = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}
         conn.execute(

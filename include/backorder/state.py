@@ -109,7 +109,7 @@ notifications = sa.Table(
     sa.Column("language", sa.String(8), nullable=False),
     sa.Column("message_id", sa.String(255)),  # set when rendered
     sa.Column("listed_lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
-    sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run
+    sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run, silenced
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
     sa.Column("sent_at", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -119,11 +119,25 @@ notifications = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+# One row per DAG: the run that may classify and send now. Taken in the extract stage, checked by
+# every later stage, released when the run finishes (run_id NULL).
+leases = sa.Table(
+    "bo_lease",
+    metadata,
+    sa.Column("name", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("acquired_at", Timestamp),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 STATUS_DUE = "due"
 STATUS_SENT = "sent"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
 STATUS_DRY_RUN = "dry_run"
+STATUS_SILENCED = "silenced"  # due in a catch_up_silently run: not sent, but counts as told
+TOLD = (STATUS_SENT, STATUS_SILENCED)
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
@@ -174,10 +188,10 @@ def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMappi
 
 
 def history_query(reference_time: datetime, order_ids: sa.Select[Any]) -> sa.Select[Any]:
-    """Per order: emails sent before T, the time of the last one, and how many periodic ones."""
+    """Per order: emails sent (or silenced) before T, the time of the last one, how many periodic ones."""
     n = notifications
     sent_before = sa.and_(
-        n.c.status == STATUS_SENT,
+        n.c.status.in_(TOLD),
         n.c.dry_run.is_(False),
         n.c.reference_time < reference_time,
         n.c.orders_id.in_(order_ids),

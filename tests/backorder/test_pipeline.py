@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from include.backorder import pipeline
 from include.backorder import state as st
-from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import SMTPUnavailable
 from include.backorder.shop import ShopSchemaError
 
@@ -181,3 +181,26 @@ def test_periodic_and_changed_over_days(shop, state_db, smtp, mail_sink) -> None
         run_day(shop, state_db, smtp, T0 + timedelta(days=day), reminder_interval_days=2)
         kinds.append([m.message["X-Backorder-Notification"] for m in mail_sink.messages])
     assert kinds == [["initial"], [], ["periodic"], ["changed"], []]
+
+
+def test_catch_up_silently_brings_the_state_up_to_date_and_sends_nothing(shop, state_db, smtp, mail_sink) -> None:
+    shop.product(1, datetime(2026, 3, 20))
+    shop.order(1, [1], purchased=datetime(2026, 3, 1))
+    summary = run_day(shop, state_db, smtp, T0, catch_up_silently=True)
+    assert mail_sink.messages == []
+    assert summary["counts"]["silenced"] == {"initial": {"en": 1}}
+    (row,) = rows(state_db, st.notifications)
+    assert (row["status"], row["detail"]) == ("silenced", "catch_up_silently: not sent")
+    assert len(rows(state_db, st.snapshots)) == 1
+
+    kinds = []
+    for day in (1, 2):  # live again: the silenced initial counts as told, so the reminder follows it
+        mail_sink.clear()
+        run_day(shop, state_db, smtp, T0 + timedelta(days=day))
+        kinds.append([m.message["X-Backorder-Notification"] for m in mail_sink.messages])
+    assert kinds == [[], ["periodic"]]
+
+
+def test_dry_run_and_catch_up_silently_exclude_each_other() -> None:
+    with pytest.raises(ConfigError, match="choose one"):
+        RunParams(dry_run=True, catch_up_silently=True)

@@ -136,6 +136,7 @@ def test_state_kept_in_the_shops_own_myisam_latin1_database(mail_sink, smtp) -> 
     ours = {name: (engine, collation) for name, engine, collation in tables if name.startswith("bo_")}
     assert set(ours) == {
         "bo_alembic_version",
+        "bo_lease",
         "bo_notification",
         "bo_run",
         "bo_snapshot",
