@@ -79,8 +79,13 @@ class ExtractResult:
     orders: int
 
 
-def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, params: RunParams) -> ExtractResult:
-    """Read the backorder lines at T from the shop and stage them under a new run record."""
+def extract(
+    shop_db: DbConnection, state_db: DbConnection, run: RunContext, params: RunParams, chunk_size: int = 5000
+) -> ExtractResult:
+    """Read the backorder lines at T from the shop and stage them under a new run record.
+
+    One transaction: if the shop fails part-way, nothing of this run is left in the state database.
+    """
     shop_time = params.shop_time(run.reference_time)
     with _engine(shop_db, read_only=True) as shop, _engine(state_db) as state:
         try:
@@ -108,7 +113,7 @@ def extract(shop_db: DbConnection, state_db: DbConnection, run: RunContext, para
             if abandoned is not None:
                 log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
             lines, orders = 0, set[int]()
-            for chunk in iter_backorder_lines(shop, tables, params, shop_time):
+            for chunk in iter_backorder_lines(shop, tables, params, shop_time, chunk_size):
                 conn.execute(sa.insert(st.staged_lines), [{**row, "run_id": run_id} for row in chunk])
                 lines += len(chunk)
                 orders.update(row["orders_id"] for row in chunk)

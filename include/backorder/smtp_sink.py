@@ -40,6 +40,7 @@ class Faults:
     cut_after: set[int] = field(default_factory=set)  # take the n-th message, close before answering
     busy: int = 0  # how many more MAIL commands get "421" and a closed connection
     stall: dict[str, float] = field(default_factory=dict)  # recipient -> seconds to wait once before answering
+    slow: float = 0.0  # seconds to think before answering each message's data
 
 
 class _Handler:
@@ -69,6 +70,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.sink.faults.slow:
+            await asyncio.sleep(self.sink.faults.slow)
         raw = envelope.original_content or envelope.content
         msg = message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
