@@ -1,0 +1,106 @@
+"""A real Airflow for integration tests: `airflow standalone` (api-server, scheduler, dag-processor,
+triggerer; LocalExecutor) in its own home, started and stopped by the test. Its metadata database
+is a fresh PostgreSQL database: with SQLite, `airflow backfill create` beside a running scheduler
+fails with "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from tests.conftest import ROOT
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def airflow_env(home: Path, port: int, metadata_db: str, connections: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "PYTHONPATH": str(ROOT),
+            # standalone starts its components as `airflow ...` from PATH
+            "PATH": f"{Path(AIRFLOW).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    env.update({f"AIRFLOW_CONN_{name.upper()}": value for name, value in connections.items()})
+    return env
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    result = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise AssertionError(f"airflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def cli_succeeds(env: dict[str, str], *args: str, timeout: float = 120) -> bool:
+    return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, timeout=timeout, check=False).returncode == 0
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 2.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+@contextmanager
+def standalone(env: dict[str, str], log_file: Path) -> Iterator[None]:
+    """Start `airflow standalone`, wait until its API answers, stop it and all its children after."""
+    port = env["AIRFLOW__API__PORT"]
+    with log_file.open("w") as log:
+        proc = subprocess.Popen([AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"airflow standalone exited with {proc.returncode}; see {log_file}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as r:
+                return bool(json.load(r)["scheduler"]["status"] == "healthy")
+        except (OSError, ValueError, KeyError):
+            return False
+
+    try:
+        wait_for("airflow standalone to answer", healthy, timeout=180)
+        yield
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass  # already gone
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

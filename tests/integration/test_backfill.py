@@ -1,0 +1,95 @@
+"""A backfill over a week of missed days on a real scheduler, then the same backfill again.
+
+`airflow standalone` runs the DAG from this repository with LocalExecutor; `airflow backfill create`
+asks for the week; the emails of each day are checked as the SMTP sink received them. The second,
+identical backfill (reprocessing the completed days) must send nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from contextlib import ExitStack
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from include.backorder import state as st
+from tests.airflow_stack import airflow_env, cli, cli_succeeds, free_port, standalone, wait_for
+from tests.conftest import server_database
+
+DAYS = [f"2026-03-0{d}" for d in range(2, 9)]
+EXPECTED = {
+    "2026-03-02": {(1, "initial")},
+    "2026-03-03": set(),
+    "2026-03-04": {(1, "periodic"), (2, "initial")},
+    "2026-03-05": set(),
+    "2026-03-06": {(1, "periodic"), (2, "periodic")},
+    "2026-03-07": set(),
+    "2026-03-08": {(1, "periodic"), (2, "periodic")},
+}
+
+
+def test_backfill_a_week_then_again(shop, tmp_path, mail_sink) -> None:
+    with ExitStack() as stack:
+        run_the_week_twice(stack, shop, tmp_path, mail_sink)
+
+
+def run_the_week_twice(stack: ExitStack, shop, tmp_path, mail_sink) -> None:
+    shop.product(1, datetime(2026, 3, 20))
+    shop.order(1, [1], purchased=datetime(2026, 3, 1, 10))
+    shop.order(2, [1], purchased=datetime(2026, 3, 3, 12), language="de")
+    state_path = tmp_path / "state.sqlite"
+    smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}
+    metadata = stack.enter_context(server_database("postgres", "airflow_db"))
+    env = airflow_env(
+        tmp_path / "airflow",
+        free_port(),
+        f"postgresql+psycopg2://{metadata.login}@{metadata.host}:{metadata.port}/{metadata.schema}",
+        {
+            "shop_db": json.dumps({"conn_type": "sqlite", "host": str(shop.path)}),
+            "backorder_state_db": json.dumps({"conn_type": "sqlite", "host": str(state_path)}),
+            "smtp_default": json.dumps(
+                {"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}
+            ),
+        },
+    )
+    state = sa.create_engine(f"sqlite:///{state_path}")
+
+    def finished_runs_in_march() -> int:
+        if not state_path.exists() or not sa.inspect(state).has_table("bo_run"):
+            return 0
+        with state.connect() as c:
+            return int(c.execute(
+                sa.select(sa.func.count()).where(st.runs.c.status == "finished", st.runs.c.reference_time < datetime(2026, 4, 1))
+            ).scalar_one())  # fmt: skip
+
+    def emails_by_day() -> dict[str, set[tuple[int, str]]]:
+        got: dict[str, set[tuple[int, str]]] = defaultdict(set)
+        for m in mail_sink.messages:
+            day = m.message["X-Backorder-Reference-Time"][:10]
+            got[day].add((int(m.message["X-Backorder-Order-Id"]), m.message["X-Backorder-Notification"]))
+        return {day: got.get(day, set()) for day in DAYS}
+
+    with standalone(env, tmp_path / "standalone.log"):
+        wait_for("the DAG to be parsed", lambda: "backorder_notifications" in cli(env, "dags", "list", "-o", "plain"),
+                 timeout=120)  # fmt: skip
+        cli(env, "dags", "unpause", "backorder_notifications")
+        backfill = ["backfill", "create", "--dag-id", "backorder_notifications", "--from-date", DAYS[0],
+                    "--to-date", DAYS[-1], "--max-active-runs", "1"]  # fmt: skip
+        cli(env, *backfill)
+        wait_for("the week's 7 runs to finish", lambda: finished_runs_in_march() >= 7, timeout=600, every=3)
+        assert emails_by_day() == EXPECTED
+        assert len(mail_sink.messages) == 7
+
+        # One backfill per DAG at a time: the second is accepted once the scheduler closed the first.
+        again = [*backfill, "--reprocess-behavior", "completed"]
+        wait_for("the first backfill to be closed", lambda: cli_succeeds(env, *again), timeout=300, every=5)
+        wait_for("the 7 repeated runs to finish", lambda: finished_runs_in_march() >= 14, timeout=600, every=3)
+        assert len(mail_sink.messages) == 7, "the repeated backfill sent nothing"
+    with state.connect() as c:
+        references = [r.reference_time.date().isoformat() for r in c.execute(
+            sa.select(st.runs.c.reference_time).where(st.runs.c.reference_time < datetime(2026, 4, 1)).order_by(st.runs.c.id)
+        )]  # fmt: skip
+    state.dispose()
+    assert references == DAYS + DAYS, "each day ran in order, against the snapshots before it"
