@@ -2,7 +2,7 @@
 
 `airflow standalone` runs the DAG from this repository with LocalExecutor; `airflow backfill create`
 asks for the week; the emails of each day are checked as the SMTP sink received them. The second,
-identical backfill (reprocessing the completed days) must send nothing.
+identical backfill (reprocessing the completed days) must send nothing, and so must a cleared run.
 """
 
 from __future__ import annotations
@@ -87,9 +87,15 @@ def run_the_week_twice(stack: ExitStack, shop, tmp_path, mail_sink) -> None:
         wait_for("the first backfill to be closed", lambda: cli_succeeds(env, *again), timeout=300, every=5)
         wait_for("the 7 repeated runs to finish", lambda: finished_runs_in_march() >= 14, timeout=600, every=3)
         assert len(mail_sink.messages) == 7, "the repeated backfill sent nothing"
+
+        # Clearing a finished run in the UI or CLI runs it once more: it sends nothing either.
+        cli(env, "tasks", "clear", "backorder_notifications", "--start-date", "2026-03-04", "--end-date",
+            "2026-03-04T23:59:59", "--yes")  # fmt: skip
+        wait_for("the cleared run to finish", lambda: finished_runs_in_march() >= 15, timeout=300, every=3)
+        assert len(mail_sink.messages) == 7, "the cleared run sent nothing"
     with state.connect() as c:
         references = [r.reference_time.date().isoformat() for r in c.execute(
             sa.select(st.runs.c.reference_time).where(st.runs.c.reference_time < datetime(2026, 4, 1)).order_by(st.runs.c.id)
         )]  # fmt: skip
     state.dispose()
-    assert references == DAYS + DAYS, "each day ran in order, against the snapshots before it"
+    assert references == [*DAYS, *DAYS, "2026-03-04"], "each day ran in order, against the snapshots before it"
