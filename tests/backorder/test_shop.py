@@ -90,18 +90,27 @@ def test_rows_carry_what_the_email_needs(shop) -> None:
     assert first["date_purchased"] == T - timedelta(days=1)
 
 
-def test_shop_without_language_column_gives_none(tmp_path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'osc.sqlite'}")
+def minimal_shop(path, prefix: str = "", order_columns: str = "") -> sa.Engine:
+    """The three tables the pipeline reads, with only the columns it reads (plus `order_columns`)."""
+    engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as c:
         c.exec_driver_sql(
-            "CREATE TABLE orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT, customers_email_address TEXT,"
-            " date_purchased TEXT, orders_status INTEGER)"
+            f"CREATE TABLE {prefix}orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT,"
+            f" customers_email_address TEXT, date_purchased TEXT, orders_status INTEGER{order_columns})"
         )
         c.exec_driver_sql(
-            "CREATE TABLE orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
-            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity INTEGER)"
+            f"CREATE TABLE {prefix}orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
+            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity FLOAT)"
         )
-        c.exec_driver_sql("CREATE TABLE products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
+        c.exec_driver_sql(
+            f"CREATE TABLE {prefix}products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)"
+        )
+    return engine
+
+
+def test_shop_without_language_column_gives_none(tmp_path) -> None:
+    engine = minimal_shop(tmp_path / "osc.sqlite")
+    with engine.begin() as c:
         c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
         c.exec_driver_sql("INSERT INTO orders VALUES (5, 'Ann', 'ann@example.com', '2026-03-01 10:00:00', 1)")
         c.exec_driver_sql("INSERT INTO orders_products VALUES (1, 5, 1, 'M', 'Tent', 1)")
@@ -113,17 +122,8 @@ def test_shop_without_language_column_gives_none(tmp_path) -> None:
 
 def test_language_from_every_place_the_shop_keeps_it(tmp_path) -> None:
     """modified keeps a folder name and a languages_id: the first non-empty one wins."""
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'modified.sqlite'}")
+    engine = minimal_shop(tmp_path / "modified.sqlite", order_columns=", language TEXT, languages_id INTEGER")
     with engine.begin() as c:
-        c.exec_driver_sql(
-            "CREATE TABLE orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT, customers_email_address TEXT,"
-            " date_purchased TEXT, orders_status INTEGER, language TEXT, languages_id INTEGER)"
-        )
-        c.exec_driver_sql(
-            "CREATE TABLE orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
-            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity INTEGER)"
-        )
-        c.exec_driver_sql("CREATE TABLE products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
         c.exec_driver_sql("CREATE TABLE languages (languages_id INTEGER PRIMARY KEY, name TEXT, code TEXT)")
         c.exec_driver_sql("INSERT INTO languages VALUES (1, 'English', 'en'), (2, 'Deutsch', 'de')")
         c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
@@ -140,17 +140,7 @@ def test_language_from_every_place_the_shop_keeps_it(tmp_path) -> None:
 
 
 def test_prefixed_tables(tmp_path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'zen.sqlite'}")
-    with engine.begin() as c:
-        c.exec_driver_sql(
-            "CREATE TABLE zen_orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT, customers_email_address TEXT,"
-            " date_purchased TEXT, orders_status INTEGER, language_code CHAR(2))"
-        )
-        c.exec_driver_sql(
-            "CREATE TABLE zen_orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
-            " products_id INTEGER, products_model TEXT, products_name TEXT, products_quantity FLOAT)"
-        )
-        c.exec_driver_sql("CREATE TABLE zen_products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)")
+    engine = minimal_shop(tmp_path / "zen.sqlite", prefix="zen_", order_columns=", language_code CHAR(2)")
     with pytest.raises(ShopSchemaError, match=r"'orders' not found .*table_prefix"):
         inspect_shop(engine, "")
     assert inspect_shop(engine, "zen_").language_columns == ("language_code",)
