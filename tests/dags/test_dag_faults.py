@@ -27,13 +27,14 @@ def six_orders(shop, tmp_path, mail_sink, monkeypatch, dag, no_waits):
         "AIRFLOW_CONN_SMTP_DEFAULT",
         json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}),
     )
+    saved = {t.task_id: (t.retries, t.retry_delay, t.retry_exponential_backoff) for t in dag.tasks}
     for task in dag.tasks:  # the DAG's retries, with the waits of a test
         task.retries = 3
         task.retry_delay = timedelta(seconds=1)
         task.retry_exponential_backoff = False
     yield
     for task in dag.tasks:
-        task.retries = 0
+        task.retries, task.retry_delay, task.retry_exponential_backoff = saved[task.task_id]
 
 
 @pytest.mark.parametrize(
