@@ -33,7 +33,9 @@ SKIP_NON_ASCII_EMAIL = "email address is not ASCII (needs SMTPUTF8, not supporte
 
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 
-NOTIFICATION_COLUMNS = ["orders_id", "kind", "customers_email_address", "customers_name", "language", "skip_reason"]
+NOTIFICATION_COLUMNS = [
+    "orders_id", "kind", "customers_id", "customers_email_address", "customers_name", "language", "skip_reason",
+]  # fmt: skip
 LISTED_COLUMNS = [*PRODUCT_COLUMNS, "previous_date"]
 
 
@@ -61,6 +63,13 @@ def template_language(value: object, default: str) -> str:
     return LANGUAGE_ALIASES.get(value.strip().lower(), default)
 
 
+def _suppression(suppressed: pd.DataFrame, email: object, customer: object) -> str | None:
+    """'suppressed: <reason>' when the address or the customer opted out, else None."""
+    address = email.strip().lower() if isinstance(email, str) else None
+    hit = suppressed[(suppressed["email_address"] == address) | (suppressed["customers_id"] == customer)]
+    return None if hit.empty else f"suppressed: {hit['reason'].iloc[0]}"
+
+
 def email_problem(value: object) -> str | None:
     """Why an address cannot be used, or None when it can."""
     if not isinstance(value, str) or not value.strip():
@@ -73,8 +82,16 @@ def email_problem(value: object) -> str | None:
     return None
 
 
-def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame, rules: Rules) -> Classification:
-    """lines: backorder lines now; previous: the previous snapshot's lines; history: sent emails per order."""
+def classify(
+    lines: pd.DataFrame,
+    previous: pd.DataFrame,
+    history: pd.DataFrame,
+    rules: Rules,
+    suppressed: pd.DataFrame | None = None,
+) -> Classification:
+    """lines: backorder lines now; previous: the previous snapshot's lines; history: sent emails per order;
+    suppressed: opt-outs (email_address lower-case, customers_id, reason), which skip an order with that reason.
+    """
     if lines.empty:
         return Classification(pd.DataFrame(columns=NOTIFICATION_COLUMNS), pd.DataFrame(columns=LISTED_COLUMNS), 0)
     prev = previous[["orders_products_id", "date_available"]].rename(columns={"date_available": "previous_date"})
@@ -85,6 +102,7 @@ def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame,
     orders = merged.groupby("orders_id", sort=True).agg(
         customers_email_address=("customers_email_address", "first"),
         customers_name=("customers_name", "first"),
+        customers_id=("customers_id", "first"),
         order_language=("order_language", "first"),
         any_changed=("line_changed", "any"),
     )
@@ -106,6 +124,13 @@ def classify(lines: pd.DataFrame, previous: pd.DataFrame, history: pd.DataFrame,
     chosen = orders[orders["kind"] != ""].reset_index()
     chosen["language"] = [template_language(v, rules.default_language) for v in chosen["order_language"]]
     chosen["skip_reason"] = [email_problem(v) for v in chosen["customers_email_address"]]
+    if suppressed is not None and not suppressed.empty:
+        chosen["skip_reason"] = [
+            _suppression(suppressed, email, customer) or reason
+            for email, customer, reason in zip(
+                chosen["customers_email_address"], chosen["customers_id"], chosen["skip_reason"], strict=True
+            )
+        ]
 
     listed = merged.merge(chosen[["orders_id", "kind"]], on="orders_id")
     listed = listed[(listed["kind"] != "changed") | listed["line_changed"]]

@@ -199,6 +199,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             previous,
             history,
             Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language),
+            pd.read_sql(st.suppressions_query(run_id), conn),
         )
 
         n = st.notifications
@@ -237,6 +238,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "dry_run": params.dry_run,
                     "customers_email_address": r["customers_email_address"],
                     "customers_name": r["customers_name"],
+                    "customers_id": None if pd.isna(r["customers_id"]) else int(r["customers_id"]),
                     "language": r["language"],
                     "listed_lines": _lines_json(listed[key[0]]),
                     "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_SILENCED if silent else st.STATUS_DUE,

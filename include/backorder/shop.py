@@ -46,6 +46,7 @@ PRODUCT_COLUMNS: tuple[str, ...] = (
 )
 LINE_COLUMNS: tuple[str, ...] = (
     *PRODUCT_COLUMNS,
+    "customers_id",
     "customers_name",
     "customers_email_address",
     "order_language",
@@ -106,6 +107,7 @@ def _tables(prefix: str, language_columns: tuple[str, ...] = (), with_languages:
     md = sa.MetaData()
     order_cols: list[sa.Column[Any]] = [
         sa.Column("orders_id", sa.Integer, primary_key=True),
+        sa.Column("customers_id", sa.Integer),
         sa.Column("customers_name", sa.String),
         sa.Column("customers_email_address", sa.String),
         sa.Column("date_purchased", ShopDateTime),
@@ -202,6 +204,7 @@ def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: date
             op.c.products_model,
             op.c.products_quantity,
             p.c.products_date_available.label("date_available"),
+            o.c.customers_id,
             o.c.customers_name,
             o.c.customers_email_address,
             language.label("order_language"),

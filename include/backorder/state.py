@@ -69,6 +69,7 @@ staged_lines = sa.Table(
     sa.Column("customers_name", sa.String(255)),
     sa.Column("customers_email_address", sa.String(255)),
     sa.Column("order_language", sa.String(32)),
+    sa.Column("customers_id", sa.Integer),
     sa.Column("date_purchased", Timestamp),
     **MYSQL_TABLE_OPTIONS,
 )
@@ -107,6 +108,7 @@ notifications = sa.Table(
     sa.Column("customers_email_address", sa.String(255)),
     sa.Column("customers_name", sa.String(255)),
     sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("customers_id", sa.Integer),
     sa.Column("message_id", sa.String(255)),  # set when rendered
     sa.Column("listed_lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
     sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run, silenced
@@ -128,6 +130,19 @@ leases = sa.Table(
     sa.Column("run_id", sa.Integer),
     sa.Column("dag_run_id", sa.String(250)),
     sa.Column("acquired_at", Timestamp),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Customers who do not want these emails: by address (stored lower-case) or by the shop's customer id.
+suppressions = sa.Table(
+    "bo_suppression",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email_address", sa.String(255), index=True),
+    sa.Column("customers_id", sa.Integer, index=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source", sa.String(50), nullable=False),  # one-click, mailto, admin, ...
+    sa.Column("created_at", Timestamp, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -205,6 +220,20 @@ def history_query(reference_time: datetime, order_ids: sa.Select[Any]) -> sa.Sel
         )
         .where(sent_before)
         .group_by(n.c.orders_id)
+    )
+
+
+def suppressions_query(run_id: int) -> sa.Select[Any]:
+    """The opt-outs that concern the customers of a run's staged lines."""
+    s, staged = suppressions, staged_lines
+    of_run = staged.c.run_id == run_id
+    return sa.select(s.c.email_address, s.c.customers_id, s.c.reason).where(
+        sa.or_(
+            s.c.email_address.in_(
+                sa.select(sa.func.lower(sa.func.trim(staged.c.customers_email_address))).where(of_run)
+            ),
+            s.c.customers_id.in_(sa.select(staged.c.customers_id).where(of_run)),
+        )
     )
 
 

@@ -47,7 +47,8 @@ def frames(cases: dict[int, Case]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
             {
                 "orders_id": oid, "orders_products_id": opid, "products_id": opid, "products_name": f"P{opid}",
                 "products_model": None, "products_quantity": 1.0, "date_available": date,
-                "customers_name": "Ann", "customers_email_address": c.email, "order_language": c.language,
+                "customers_id": 100 + oid, "customers_name": "Ann", "customers_email_address": c.email,
+                "order_language": c.language,
                 "date_purchased": day(30),
             }
             for oid, c in cases.items()
@@ -207,3 +208,24 @@ def test_language_from_the_order_else_default(stored: str | None, default: str, 
     assert template_language(stored, default) == expected
     result = run({1: Case({1: D1}, language=stored)}, default_language=default)
     assert result.notifications["language"].tolist() == [expected]
+
+
+def test_suppressed_addresses_and_customers_are_skipped_with_the_reason() -> None:
+    lines, previous, history = frames(
+        {
+            1: Case({1: D1}, email="Ann@Example.com "),
+            2: Case({2: D1}, email="bob@example.com"),
+            3: Case({3: D1}, email="carl@example.com"),
+        }
+    )
+    suppressed = pd.DataFrame(
+        [
+            {"email_address": "ann@example.com", "customers_id": None, "reason": "one-click unsubscribe"},
+            {"email_address": None, "customers_id": 102, "reason": "asked by phone"},
+        ]
+    )
+    result = classify(lines, previous, history, Rules(T, 2, None, "en"), suppressed)
+    got = dict(zip(result.notifications["orders_id"], result.notifications["skip_reason"], strict=True))
+    assert got[1] == "suppressed: one-click unsubscribe"  # matched case-insensitively
+    assert got[2] == "suppressed: asked by phone"  # matched by customer id
+    assert not isinstance(got[3], str)

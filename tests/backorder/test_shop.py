@@ -96,7 +96,8 @@ def minimal_shop(path, prefix: str = "", order_columns: str = "") -> sa.Engine:
     with engine.begin() as c:
         c.exec_driver_sql(
             f"CREATE TABLE {prefix}orders (orders_id INTEGER PRIMARY KEY, customers_name TEXT,"
-            f" customers_email_address TEXT, date_purchased TEXT, orders_status INTEGER{order_columns})"
+            f" customers_email_address TEXT, date_purchased TEXT, orders_status INTEGER, customers_id INTEGER"
+            f"{order_columns})"
         )
         c.exec_driver_sql(
             f"CREATE TABLE {prefix}orders_products (orders_products_id INTEGER PRIMARY KEY, orders_id INTEGER,"
@@ -112,7 +113,7 @@ def test_shop_without_language_column_gives_none(tmp_path) -> None:
     engine = minimal_shop(tmp_path / "osc.sqlite")
     with engine.begin() as c:
         c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
-        c.exec_driver_sql("INSERT INTO orders VALUES (5, 'Ann', 'ann@example.com', '2026-03-01 10:00:00', 1)")
+        c.exec_driver_sql("INSERT INTO orders VALUES (5, 'Ann', 'ann@example.com', '2026-03-01 10:00:00', 1, 7)")
         c.exec_driver_sql("INSERT INTO orders_products VALUES (1, 5, 1, 'M', 'Tent', 1)")
     tables = inspect_shop(engine, "")
     assert tables.language_columns == () and tables.languages is None
@@ -129,7 +130,7 @@ def test_language_from_every_place_the_shop_keeps_it(tmp_path) -> None:
         c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
         for oid, folder, lid in ((1, "german", 1), (2, "", 2), (3, "", 99), (4, None, 1)):
             c.execute(
-                sa.text("INSERT INTO orders VALUES (:o, 'Ann', 'a@example.com', '2026-03-01 10:00:00', 1, :f, :l)"),
+                sa.text("INSERT INTO orders VALUES (:o, 'Ann', 'a@example.com', '2026-03-01 10:00:00', 1, :o, :f, :l)"),
                 {"o": oid, "f": folder, "l": lid},
             )
             c.execute(sa.text("INSERT INTO orders_products VALUES (:o, :o, 1, 'M', 'Tent', 1)"), {"o": oid})
