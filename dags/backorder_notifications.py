@@ -27,12 +27,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import BaseHook, Param, dag, get_current_context, task
+from airflow.sdk import BaseHook, Param, Variable, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 SHOP_CONN_ID = "shop_db"
 STATE_CONN_ID = "backorder_state_db"
 SMTP_CONN_ID = "smtp_default"
+UNSUBSCRIBE_SECRET_VARIABLE = "backorder_unsubscribe_secret"
 KINDS = ("initial", "changed", "periodic")
 
 default_args = {
@@ -134,6 +135,11 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "shop_timezone": Param("UTC", type="string",
                                description="IANA time zone the shop writes its dates in, e.g. Europe/Berlin."),
         "shop_name": Param("", type="string", description="Signature of the emails; empty: 'Your shop team'."),
+        "unsubscribe_mailto": Param("", type="string",
+                                    description="Address for List-Unsubscribe mailto opt-outs; empty: the sender."),
+        "unsubscribe_url": Param("", type="string", pattern="^(https://.*)?$",
+                                 description="https URL taking one-click opt-outs (?token=...); needs the Variable"
+                                             " backorder_unsubscribe_secret."),
     },
 )  # fmt: skip
 def backorder_notifications() -> None:
@@ -178,7 +184,8 @@ def backorder_notifications() -> None:
         from include.backorder import pipeline
 
         with _permanent_errors_fail_at_once():
-            return pipeline.send(_state_db(), record_id, kind, _smtp())
+            secret = Variable.get(UNSUBSCRIBE_SECRET_VARIABLE, default=None)
+            return pipeline.send(_state_db(), record_id, kind, _smtp(), secret)
 
     @task(trigger_rule="none_failed")
     def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:

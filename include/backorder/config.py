@@ -36,6 +36,8 @@ class RunParams:
     catch_up_silently: bool = False
     shop_timezone: str = "UTC"
     shop_name: str = ""
+    unsubscribe_mailto: str = ""
+    unsubscribe_url: str = ""
 
     def __post_init__(self) -> None:
         if not self.order_status_ids or not all(
@@ -52,6 +54,10 @@ class RunParams:
             raise ConfigError(f"table_prefix may only hold letters, digits and '_', got {self.table_prefix!r}")
         if self.default_language not in LANGUAGES:
             raise ConfigError(f"default_language must be one of {LANGUAGES}, got {self.default_language!r}")
+        if self.unsubscribe_mailto and "@" not in self.unsubscribe_mailto:
+            raise ConfigError(f"unsubscribe_mailto must be an email address, got {self.unsubscribe_mailto!r}")
+        if self.unsubscribe_url and not self.unsubscribe_url.startswith("https://"):
+            raise ConfigError(f"unsubscribe_url must be an https:// URL, got {self.unsubscribe_url!r}")
         if self.dry_run and self.catch_up_silently:
             raise ConfigError("dry_run and catch_up_silently exclude each other: choose one")
         try:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import parseaddr
 from typing import Any
 
 import jinja2
@@ -30,6 +31,7 @@ from include.backorder.config import ConfigError, DbConnection, RunContext, RunP
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import inspect_shop, iter_backorder_lines, shop_engine
+from include.backorder.unsubscribe import Unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -290,13 +292,16 @@ def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
         lines=lines,
         reminder_interval_days=params.reminder_interval_days,
         shop_name=params.shop_name,
+        customers_id=row["customers_id"],
     )
 
 
 class _Batch:
     """The due notifications of one kind in one run, and what became of each."""
 
-    def __init__(self, state: Engine, run_id: int, kind: str, smtp: SmtpSettings) -> None:
+    def __init__(
+        self, state: Engine, run_id: int, kind: str, smtp: SmtpSettings, unsubscribe_secret: str | None
+    ) -> None:
         n = st.notifications
         self.state, self.kind, self.smtp = state, kind, smtp
         self.counts: Counter[str] = Counter()
@@ -308,6 +313,16 @@ class _Batch:
             due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
             self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
         self.renderer = Renderer()
+        if self.params.unsubscribe_url and not unsubscribe_secret:
+            raise ConfigError(
+                "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
+                " backorder_unsubscribe_secret"
+            )
+        self.unsubscribe = Unsubscribe(
+            mailto=self.params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
+            url=self.params.unsubscribe_url,
+            secret=unsubscribe_secret,
+        )
 
     def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
         """Commit one message's outcome at once (a retry must see it); count it."""
@@ -321,7 +336,9 @@ class _Batch:
         """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
         for row in self.rows:
             try:
-                msg = self.renderer.render(_notice(row, self.params), self.smtp.from_email, self.smtp.sender_domain)
+                msg = self.renderer.render(
+                    _notice(row, self.params), self.smtp.from_email, self.smtp.sender_domain, None, self.unsubscribe
+                )
             except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
                 self.record(row, st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
                 log.warning("send_%s: order %d cannot be rendered: %r", self.kind, row["orders_id"], exc)
@@ -367,7 +384,9 @@ class _Batch:
         return later
 
 
-def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> dict[str, int]:
+def send(
+    state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings, unsubscribe_secret: str | None = None
+) -> dict[str, int]:
     """Render and send this run's due notifications of one kind over one SMTP connection.
 
     Each message's outcome is committed right after its SMTP transaction, so a retry sends only
@@ -376,7 +395,7 @@ def send(state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings) -> 
     if kind not in KINDS:
         raise ConfigError(f"unknown notification kind {kind!r}")
     with _engine(state_db) as state:
-        batch = _Batch(state, run_id, kind, smtp)
+        batch = _Batch(state, run_id, kind, smtp, unsubscribe_secret)
         if batch.params.dry_run:
             batch.record_dry_run()
         elif batch.rows:

@@ -20,6 +20,8 @@ from babel.dates import format_date
 from babel.numbers import format_decimal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from include.backorder.unsubscribe import Unsubscribe
+
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
@@ -49,6 +51,7 @@ class Notice:
     lines: tuple[ListedLine, ...]
     reminder_interval_days: int
     shop_name: str = ""
+    customers_id: int | None = None
 
 
 def header_safe(text: str) -> str:
@@ -110,7 +113,12 @@ class Renderer:
         return header_safe(subject), text, html
 
     def render(
-        self, notice: Notice, from_email: str, sender_domain: str, sent_at: datetime | None = None
+        self,
+        notice: Notice,
+        from_email: str,
+        sender_domain: str,
+        sent_at: datetime | None = None,
+        unsubscribe: Unsubscribe | None = None,
     ) -> EmailMessage:
         subject, text, html = self.render_parts(notice)
         msg = EmailMessage(policy=SMTP)
@@ -125,6 +133,9 @@ class Renderer:
         msg["X-Backorder-Notification"] = notice.kind
         msg["X-Backorder-Order-Id"] = str(notice.orders_id)
         msg["X-Backorder-Reference-Time"] = notice.reference_time.astimezone(UTC).isoformat()
+        if unsubscribe is not None:
+            for name, value in unsubscribe.headers(notice.customers_id, notice.customers_email_address).items():
+                msg[name] = value
         msg.set_content(text, charset="utf-8")
         msg.add_alternative(html, subtype="html", charset="utf-8")
         msg["Content-Language"] = notice.language  # after set_content, which clears Content-* headers

@@ -48,7 +48,7 @@ def test_params_and_retries(dag) -> None:
         "order_status_ids": [1, 2], "reminder_interval_days": 2, "max_reminders": None,
         "max_order_age_days": None, "table_prefix": "", "default_language": "en", "dry_run": False,
         "catch_up_silently": False,
-        "shop_timezone": "UTC", "shop_name": "",
+        "shop_timezone": "UTC", "shop_name": "", "unsubscribe_mailto": "", "unsubscribe_url": "",
     }  # fmt: skip
     for task_id in ("extract_backorder_lines", "classify", "send_initial", "write_snapshot_and_audit"):
         task = dag.get_task(task_id)

@@ -1,0 +1,118 @@
+"""Opt-out: signed unsubscribe tokens for the List-Unsubscribe header, and recording an opt-out.
+
+A token names the customer (the shop's customer id and the address) and is signed with
+HMAC-SHA256 under a secret the shop keeps (the Airflow Variable `backorder_unsubscribe_secret`).
+`verify_token` refuses a forged or altered token. `record_opt_out` verifies a token and adds the
+customer to `bo_suppression`: a shop wires its unsubscribe page, or the one-click POST that mail
+clients send to the `unsubscribe_url`, to that function. `suppress` records an opt-out that
+came another way (a reply to the mailto address, a phone call).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import sqlalchemy as sa
+
+from include.backorder import state as st
+from include.backorder.config import DbConnection
+
+
+class InvalidToken(ValueError):
+    """The token was not made with our secret, or was altered."""
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    customers_id: int | None
+    email_address: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(secret: str, customers_id: int | None, email_address: str) -> str:
+    payload = json.dumps({"c": customers_id, "e": email_address.strip().lower()}, separators=(",", ":"))
+    body = _b64(payload.encode())
+    signature = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
+    return f"{body}.{signature}"
+
+
+def verify_token(secret: str, token: str) -> Subscriber:
+    body, _, signature = token.strip().partition(".")
+    expected = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
+    if not body or not hmac.compare_digest(signature, expected):
+        raise InvalidToken("the unsubscribe token is not valid")
+    try:
+        data = json.loads(_unb64(body))
+        return Subscriber(customers_id=data["c"], email_address=str(data["e"]))
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:  # signed but malformed: our own bug
+        raise InvalidToken("the unsubscribe token cannot be read") from exc
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """What a message's List-Unsubscribe header offers."""
+
+    mailto: str  # an address that takes opt-outs by email
+    url: str = ""  # an https URL that takes the one-click POST (RFC 8058); needs a token
+    secret: str | None = None
+
+    def headers(self, customers_id: int | None, email_address: str) -> dict[str, str]:
+        token = make_token(self.secret, customers_id, email_address) if self.secret else None
+        subject = quote(f"unsubscribe {token}" if token else "unsubscribe")
+        targets = [f"<mailto:{self.mailto}?subject={subject}>"]
+        headers = {}
+        if self.url and token:
+            targets.append(f"<{self.url}{'&' if '?' in self.url else '?'}token={token}>")
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        headers["List-Unsubscribe"] = ", ".join(targets)
+        return headers
+
+
+def suppress(
+    state_db: DbConnection,
+    *,
+    reason: str,
+    source: str,
+    email_address: str | None = None,
+    customers_id: int | None = None,
+) -> None:
+    """Record that an address, a customer, or both want no more of these emails."""
+    if not email_address and customers_id is None:
+        raise ValueError("an opt-out needs an email address or a customer id")
+    engine = sa.create_engine(state_db.url())
+    try:
+        st.migrate(engine)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(st.suppressions).values(
+                    email_address=email_address.strip().lower() if email_address else None,
+                    customers_id=customers_id,
+                    reason=reason,
+                    source=source,
+                    created_at=datetime.now(UTC).replace(tzinfo=None),
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def record_opt_out(state_db: DbConnection, secret: str, token: str, source: str = "one-click") -> Subscriber:
+    """Verify an unsubscribe token and suppress the customer it names; raises InvalidToken."""
+    who = verify_token(secret, token)
+    suppress(state_db, reason="unsubscribed", source=source, email_address=who.email_address,
+             customers_id=who.customers_id)  # fmt: skip
+    return who
