@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo test lint typecheck pytest install install-dev clean
+.PHONY: demo preview test lint typecheck pytest install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ install-dev: $(VENV)/.installed-dev
 ## demo: the real DAG for a week of demo days on a SQLite shop; emails land in .demo/mail/
 demo: install
 	$(PY) -m include.backorder.demo
+
+## preview: every kind in every language from sample data, as .eml and .html under previews/
+preview: install
+	$(PY) -m include.backorder.preview
 
 ## test: lint, type check and the whole test suite
 test: lint typecheck pytest

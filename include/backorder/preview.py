@@ -1,0 +1,95 @@
+"""`make preview`: render the emails without sending them, as `.eml` and `.html` files.
+
+From sample data (the default) or from one order of a shop, in any language and kind, so a shop
+owner can look at the emails before going live.
+
+Usage:
+  python -m include.backorder.preview [--kind initial|changed|periodic|all] [--language en|de|all]
+                                      [--shop-url URL --order ID [--at 2026-11-23T00:00]]
+                                      [--shop-name NAME] [--sender ADDRESS] [--out DIR]
+  URL is a SQLAlchemy URL of the shop, e.g. sqlite:////path/shop.sqlite or
+  mysql+pymysql://user:password@host/shop?charset=utf8mb4
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from include.backorder import KINDS, LANGUAGES
+from include.backorder.config import RunParams
+from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.shop import backorder_lines_query, inspect_shop
+from include.backorder.unsubscribe import Unsubscribe
+
+SAMPLE_LINES = (
+    ListedLine("Trekking tent for two", "TENT-2P", 1, datetime(2026, 12, 17), datetime(2026, 12, 3)),
+    ListedLine("Down sleeping bag -10 °C", "BAG-800", 2, datetime(2027, 1, 8), None),
+)
+
+
+def shop_lines(url: str, order_id: int, at: datetime) -> tuple[str, str, list[ListedLine]]:
+    """(customer name, address, backorder lines) of one order at `at`, read from the shop."""
+    engine = sa.create_engine(url)
+    try:
+        tables = inspect_shop(engine, "")
+        query = backorder_lines_query(tables, RunParams(), at).where(tables.orders.c.orders_id == order_id)
+        with engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+    finally:
+        engine.dispose()
+    if not rows:
+        raise SystemExit(f"order {order_id} has no backorder lines at {at:%Y-%m-%d %H:%M} (or is not in statuses 1, 2)")
+    lines = [
+        ListedLine(r["products_name"], r["products_model"], r["products_quantity"], r["date_available"], None)
+        for r in rows
+    ]
+    return rows[0]["customers_name"] or "", rows[0]["customers_email_address"] or "", lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", default="all", choices=[*KINDS, "all"])
+    parser.add_argument("--language", default="all", choices=[*LANGUAGES, "all"])
+    parser.add_argument("--shop-url", help="SQLAlchemy URL of the shop (with --order)")
+    parser.add_argument("--order", type=int, help="orders_id to preview (with --shop-url)")
+    parser.add_argument("--at", default=None, help="reference time (default: now)")
+    parser.add_argument("--shop-name", default="")
+    parser.add_argument("--sender", default="Shop <shop@example.com>")
+    parser.add_argument("--interval", type=int, default=2, help="reminder_interval_days the texts mention")
+    parser.add_argument("--out", type=Path, default=Path("previews"))
+    args = parser.parse_args(argv)
+
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    if args.shop_url or args.order is not None:
+        if not (args.shop_url and args.order is not None):
+            parser.error("--shop-url and --order go together")
+        name, address, lines = shop_lines(args.shop_url, args.order, at)
+        order_id = args.order
+    else:
+        name, address, lines, order_id = "Jürgen Müller", "juergen.mueller@example.com", list(SAMPLE_LINES), 4711
+    kinds = KINDS if args.kind == "all" else (args.kind,)
+    languages = LANGUAGES if args.language == "all" else (args.language,)
+    renderer = Renderer()
+    sender = parseaddr(args.sender)[1]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        for language in languages:
+            notice = Notice(order_id, kind, language, address, name, at.replace(tzinfo=UTC), tuple(lines),
+                            args.interval, args.shop_name)  # fmt: skip
+            msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, Unsubscribe(mailto=sender))
+            stem = args.out / f"{kind}-{language}"
+            stem.with_suffix(".eml").write_bytes(msg.as_bytes())
+            html = msg.get_body(("html",))
+            assert html is not None
+            stem.with_suffix(".html").write_text(html.get_content(), encoding="utf-8")
+            print(f"{stem}.eml  {stem}.html  Subject: {msg['Subject']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
