@@ -60,11 +60,10 @@ class _Handler:
         faults = self.sink.faults
         if address in faults.stall:
             await asyncio.sleep(faults.stall.pop(address))
-        if address in faults.refuse or address in self.sink.refuse:
+        if address in faults.refuse:
             return "550 5.1.1 Mailbox unavailable"
-        if faults.defer.get(address, 0) > 0 or address in self.sink.defer:
-            if address in faults.defer:
-                faults.defer[address] -= 1
+        if faults.defer.get(address, 0) > 0:
+            faults.defer[address] -= 1
             return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -91,8 +90,6 @@ class MailSink:
 
     def __init__(self, folder: Path | None = None, port: int = 0) -> None:
         self.folder = folder
-        self.refuse: set[str] = set()  # recipients answered with 550 (permanent)
-        self.defer: set[str] = set()  # recipients answered with 451 (temporary), until removed
         self.faults = Faults()
         self.accepted = 0  # messages taken since start, whatever clear() did
         self.messages: list[Received] = []

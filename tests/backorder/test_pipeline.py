@@ -13,6 +13,7 @@ from include.backorder import state as st
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import SMTPUnavailable
 from include.backorder.shop import ShopSchemaError
+from include.backorder.smtp_sink import Faults
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -108,7 +109,7 @@ def test_permanent_refusal_fails_one_email_and_the_others_go_out(shop, state_db,
     shop.product(1, datetime(2026, 3, 20))
     for oid in (1, 2, 3):
         shop.order(oid, [1], purchased=datetime(2026, 3, 1))
-    mail_sink.refuse.add("customer2@example.com")
+    mail_sink.faults = Faults(refuse={"customer2@example.com"})
     summary = run_day(shop, state_db, smtp, T0)
     assert sorted(m.rcpt_tos[0] for m in mail_sink.messages) == ["customer1@example.com", "customer3@example.com"]
     failed = rows(state_db, st.notifications, st.notifications.c.status == "failed")
@@ -120,7 +121,7 @@ def test_temporary_refusal_stays_due_and_a_retry_sends_it(shop, state_db, smtp, 
     shop.product(1, datetime(2026, 3, 20))
     shop.order(1, [1], purchased=datetime(2026, 3, 1))
     shop.order(2, [1], purchased=datetime(2026, 3, 1))
-    mail_sink.defer.add("customer1@example.com")
+    mail_sink.faults = Faults(defer={"customer1@example.com": 3})  # the first try and the two in-task tries
     extracted = pipeline.extract(shop.conn, state_db, RunContext(T0), RunParams())
     pipeline.load_previous_snapshot(state_db, extracted.run_id)
     pipeline.classify_run(state_db, extracted.run_id)
@@ -128,7 +129,6 @@ def test_temporary_refusal_stays_due_and_a_retry_sends_it(shop, state_db, smtp, 
         pipeline.send(state_db, extracted.run_id, "initial", smtp)
     assert [m.rcpt_tos for m in mail_sink.messages] == [("customer2@example.com",)]
 
-    mail_sink.defer.clear()
     assert pipeline.send(state_db, extracted.run_id, "initial", smtp) == {"sent:en": 1}  # the retry
     assert [m.rcpt_tos for m in mail_sink.messages][1:] == [("customer1@example.com",)]
 
