@@ -16,10 +16,40 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from include.backorder import LANGUAGES
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
+_COLOR_RE = re.compile(r"^#(?:[0-9A-Fa-f]{3}){1,2}$")
+_ADDRESS_RE = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$")
 
 
 class ConfigError(ValueError):
     """A param or connection value that no retry can fix."""
+
+
+@dataclass(frozen=True)
+class Branding:
+    """How the emails present the shop: name, logo, colour, how to reach it, the order page."""
+
+    shop_name: str = ""
+    logo_url: str = ""  # https URL of an image, shown at most 200 x 48 px
+    brand_color: str = "#1f4e79"  # header band, links and order button
+    support_email: str = ""
+    postal_address: str = ""  # the footer's imprint, lines separated by newlines
+    order_url: str = ""  # https URL of a customer's order page, with {order_id} where the id goes
+
+    def __post_init__(self) -> None:
+        if self.logo_url and not self.logo_url.startswith("https://"):
+            raise ConfigError(f"logo_url must be an https:// URL, got {self.logo_url!r}")
+        if not _COLOR_RE.match(self.brand_color):
+            raise ConfigError(f"brand_color must be a hex colour like #1f4e79, got {self.brand_color!r}")
+        if self.support_email and not _ADDRESS_RE.match(self.support_email):
+            raise ConfigError(f"support_email must be an email address, got {self.support_email!r}")
+        if self.order_url and not (self.order_url.startswith("https://") and "{order_id}" in self.order_url):
+            raise ConfigError(
+                f"order_url must be an https:// URL with {{order_id}} where the order number goes, got"
+                f" {self.order_url!r}"
+            )
+
+    def order_link(self, orders_id: int) -> str:
+        return self.order_url.replace("{order_id}", str(orders_id)) if self.order_url else ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +68,12 @@ class RunParams:
     shop_name: str = ""
     unsubscribe_mailto: str = ""
     unsubscribe_url: str = ""
+    send_available: bool = False
+    logo_url: str = ""
+    brand_color: str = "#1f4e79"
+    support_email: str = ""
+    postal_address: str = ""
+    order_url: str = ""
 
     def __post_init__(self) -> None:
         if not self.order_status_ids or not all(
@@ -64,6 +100,17 @@ class RunParams:
             ZoneInfo(self.shop_timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ConfigError(f"shop_timezone is not a known IANA time zone: {self.shop_timezone!r}") from exc
+        self.branding()  # validates the branding params
+
+    def branding(self) -> Branding:
+        return Branding(
+            shop_name=self.shop_name,
+            logo_url=self.logo_url,
+            brand_color=self.brand_color,
+            support_email=self.support_email,
+            postal_address=self.postal_address,
+            order_url=self.order_url,
+        )
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunParams:

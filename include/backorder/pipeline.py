@@ -291,7 +291,6 @@ def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
         reference_time=_as_aware(row["reference_time"]),
         lines=lines,
         reminder_interval_days=params.reminder_interval_days,
-        shop_name=params.shop_name,
         customers_id=row["customers_id"],
     )
 
@@ -312,7 +311,7 @@ class _Batch:
             self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
             due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
             self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
-        self.renderer = Renderer()
+        self.renderer = Renderer(self.params.branding())
         if self.params.unsubscribe_url and not unsubscribe_secret:
             raise ConfigError(
                 "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"

@@ -21,7 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES
-from include.backorder.config import RunParams
+from include.backorder.config import Branding, RunParams
 from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import backorder_lines_query, inspect_shop
 from include.backorder.unsubscribe import Unsubscribe
@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         name, address, lines, order_id = "Jürgen Müller", "juergen.mueller@example.com", list(SAMPLE_LINES), 4711
     kinds = KINDS if args.kind == "all" else (args.kind,)
     languages = LANGUAGES if args.language == "all" else (args.language,)
-    renderer = Renderer()
+    renderer = Renderer(Branding(shop_name=args.shop_name))
     sender = parseaddr(args.sender)[1]
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         for language in languages:
             notice = Notice(order_id, kind, language, address, name, at.replace(tzinfo=UTC), tuple(lines),
-                            args.interval, args.shop_name)  # fmt: skip
+                            args.interval)  # fmt: skip
             msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, Unsubscribe(mailto=sender))
             stem = args.out / f"{kind}-{language}"
             stem.with_suffix(".eml").write_bytes(msg.as_bytes())

@@ -1,8 +1,10 @@
 """Rendering: a notification becomes a multipart/alternative email (plain text and HTML, UTF-8).
 
-Templates live in `include/templates/<language>/<kind>.{subject.txt,txt,html}` and are compiled
-once per Renderer. Dates are formatted by Babel in the customer's locale (medium format).
-Values from the shop are made header-safe here (no CR/LF) and HTML-escaped by Jinja2.
+Templates live in `include/templates/<language>/<kind>.{subject.txt,txt,html}`; the HTML ones
+extend `_layout.html` and get `_email.css` inlined as they load (see layout.py). A Renderer
+compiles them once for one shop's branding and renders any number of notices. Dates are
+formatted by Babel in the customer's locale (medium format). Values from the shop are made
+header-safe here (no CR/LF, mojibake repaired) and HTML-escaped by Jinja2.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from functools import lru_cache
 from pathlib import Path
 
+import ftfy
 from babel.dates import format_date
 from babel.numbers import format_decimal
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, StrictUndefined, select_autoescape
 
+from include.backorder.config import Branding
+from include.backorder.layout import InliningLoader
 from include.backorder.unsubscribe import Unsubscribe
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
@@ -50,13 +56,18 @@ class Notice:
     reference_time: datetime  # aware
     lines: tuple[ListedLine, ...]
     reminder_interval_days: int
-    shop_name: str = ""
     customers_id: int | None = None
 
 
+# ftfy repairs UTF-8 read as latin1 ("MÃ¼ller" -> "Müller") and HTML entities a shop stored
+# ("Tom &amp; Jerry"); it leaves curly quotes and full-width characters as the shop wrote them.
+_FIXER = ftfy.TextFixerConfig(uncurl_quotes=False, fix_character_width=False, explain=False)
+
+
+@lru_cache(maxsize=65536)
 def header_safe(text: str) -> str:
-    """One line of text: control characters (CR, LF, tabs) become single spaces."""
-    return _CONTROL_RE.sub(" ", text).strip()
+    """One line of clean text: mojibake repaired, control characters (CR, LF, tabs) made single spaces."""
+    return _CONTROL_RE.sub(" ", ftfy.fix_text(text, _FIXER)).strip()
 
 
 def message_id(orders_id: int, kind: str, reference_time: datetime, domain: str) -> str:
@@ -68,9 +79,10 @@ def message_id(orders_id: int, kind: str, reference_time: datetime, domain: str)
 class Renderer:
     """Compiles the templates once; renders any number of notices."""
 
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR) -> None:
+    def __init__(self, branding: Branding | None = None, templates_dir: Path = TEMPLATES_DIR) -> None:
+        self.branding = branding or Branding()
         self.env = Environment(
-            loader=FileSystemLoader(templates_dir),
+            loader=InliningLoader(templates_dir, self.branding),
             autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
             undefined=StrictUndefined,
             trim_blocks=True,
@@ -78,7 +90,7 @@ class Renderer:
             keep_trailing_newline=True,
         )
 
-    def _context(self, notice: Notice) -> dict[str, object]:
+    def _context(self, notice: Notice, unsubscribe_link: str) -> dict[str, object]:
         locale = notice.language
 
         def day(value: datetime | None) -> str | None:
@@ -94,23 +106,29 @@ class Renderer:
             }
             for line in notice.lines
         ]
+        brand = self.branding
         return {
             "kind": notice.kind,
             "order_id": notice.orders_id,
             "customer_name": header_safe(notice.customers_name or ""),
-            "shop_name": header_safe(notice.shop_name),
             "interval_days": notice.reminder_interval_days,
             "lines": lines,
+            "shop_name": header_safe(brand.shop_name),
+            "logo_url": brand.logo_url,
+            "support_email": brand.support_email,
+            "postal_lines": [header_safe(line) for line in brand.postal_address.splitlines() if line.strip()],
+            "order_link": brand.order_link(notice.orders_id),
+            "unsubscribe_link": unsubscribe_link,
         }
 
-    def render_parts(self, notice: Notice) -> tuple[str, str, str]:
-        """(subject, text, html) for a notice."""
-        context = self._context(notice)
+    def render_parts(self, notice: Notice, unsubscribe_link: str = "") -> tuple[str, str, str]:
+        """(subject, text, html) for a notice; the footer offers `unsubscribe_link` when given."""
+        context = self._context(notice, unsubscribe_link)
         base = f"{notice.language}/{notice.kind}"
-        subject = self.env.get_template(f"{base}.subject.txt").render(context)
+        subject = header_safe(self.env.get_template(f"{base}.subject.txt").render(context))
         text = self.env.get_template(f"{base}.txt").render(context)
-        html = self.env.get_template(f"{base}.html").render(context)
-        return header_safe(subject), text, html
+        html = self.env.get_template(f"{base}.html").render(context, subject=subject)
+        return subject, text, html
 
     def render(
         self,
@@ -120,7 +138,8 @@ class Renderer:
         sent_at: datetime | None = None,
         unsubscribe: Unsubscribe | None = None,
     ) -> EmailMessage:
-        subject, text, html = self.render_parts(notice)
+        link = unsubscribe.link(notice.customers_id, notice.customers_email_address) if unsubscribe else ""
+        subject, text, html = self.render_parts(notice, link)
         msg = EmailMessage(policy=SMTP)
         msg["From"] = from_email
         msg["To"] = Address(

@@ -70,16 +70,23 @@ class Unsubscribe:
     url: str = ""  # an https URL that takes the one-click POST (RFC 8058); needs a token
     secret: str | None = None
 
-    def headers(self, customers_id: int | None, email_address: str) -> dict[str, str]:
+    def _targets(self, customers_id: int | None, email_address: str) -> tuple[str, str]:
+        """(mailto URI, https URL or "") for one customer; both carry the token when there is a secret."""
         token = make_token(self.secret, customers_id, email_address) if self.secret else None
-        subject = quote(f"unsubscribe {token}" if token else "unsubscribe")
-        targets = [f"<mailto:{self.mailto}?subject={subject}>"]
-        headers = {}
-        if self.url and token:
-            targets.append(f"<{self.url}{'&' if '?' in self.url else '?'}token={token}>")
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        headers["List-Unsubscribe"] = ", ".join(targets)
-        return headers
+        mailto = f"mailto:{self.mailto}?subject={quote(f'unsubscribe {token}' if token else 'unsubscribe')}"
+        url = f"{self.url}{'&' if '?' in self.url else '?'}token={token}" if self.url and token else ""
+        return mailto, url
+
+    def link(self, customers_id: int | None, email_address: str) -> str:
+        """The link an email's footer offers: the https URL when there is one, else the mailto."""
+        mailto, url = self._targets(customers_id, email_address)
+        return url or mailto
+
+    def headers(self, customers_id: int | None, email_address: str) -> dict[str, str]:
+        mailto, url = self._targets(customers_id, email_address)
+        if url:
+            return {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "List-Unsubscribe": f"<{mailto}>, <{url}>"}
+        return {"List-Unsubscribe": f"<{mailto}>"}
 
 
 def suppress(

@@ -29,4 +29,4 @@ def test_preview_of_one_order_of_a_shop(shop, tmp_path) -> None:
     assert msg["To"] == "Ann Smith <customer7@example.com>"
     body = msg.get_body(("plain",))
     assert body is not None
-    assert "Product 1 (M-1): expected Dec 1, 2026" in body.get_content()
+    assert "  - 1 x Product 1 (M-1)\n    expected Dec 1, 2026\n" in body.get_content().replace("\r\n", "\n")

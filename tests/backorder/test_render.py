@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from include.backorder import KINDS, LANGUAGES
+from include.backorder.config import Branding
 from include.backorder.render import TEMPLATES_DIR, ListedLine, Notice, Renderer, message_id
 
 T = datetime(2013, 12, 1, tzinfo=UTC)
@@ -36,10 +37,10 @@ def parsed(n: Notice):
 EXPECTED = {
     ("en", "initial"): ("Your order 4711: some items will arrive later", ["every 3 days", "at once if an expected date changes"]),
     ("en", "periodic"): ("Your order 4711: still on backorder", ["thank you for your patience"]),
-    ("en", "changed"): ("Your order 4711: new expected date", ["has changed", "(before: Dec 10, 2013)", "(before: no date)"]),
+    ("en", "changed"): ("Your order 4711: new expected date", ["has changed", "expected Dec 17, 2013 (before: Dec 10, 2013)", "(before: no date)"]),
     ("de", "initial"): ("Ihre Bestellung 4711: einige Artikel kommen später", ["alle 3 Tage", "sofort, wenn sich ein voraussichtlicher Liefertermin ändert"]),
     ("de", "periodic"): ("Ihre Bestellung 4711: noch im Rückstand", ["danken Ihnen für Ihre Geduld"]),
-    ("de", "changed"): ("Ihre Bestellung 4711: neuer Liefertermin", ["hat sich geändert", "(bisher: 10.12.2013)", "(bisher: kein Termin)"]),
+    ("de", "changed"): ("Ihre Bestellung 4711: neuer Liefertermin", ["hat sich geändert", "voraussichtlich 17.12.2013 (bisher: 10.12.2013)", "(bisher: kein Termin)"]),
 }  # fmt: skip
 DATES = {"en": ("Dec 17, 2013", "Jan 3, 2014"), "de": ("17.12.2013", "03.01.2014")}
 GREETING = {"en": "Dear Ann Example,", "de": "Guten Tag Ann Example,"}
@@ -94,8 +95,13 @@ def test_no_name_falls_back_to_a_polite_greeting() -> None:
 
 
 def test_shop_name_signs_the_email() -> None:
-    text = parsed(notice("periodic", "en", shop_name="Trailhead Outdoor")).get_body(("plain",)).get_content()
-    assert text.rstrip().endswith("Trailhead Outdoor")
+    branded = Renderer(Branding(shop_name="Trailhead Outdoor"))
+    msg: Any = message_from_bytes(branded.render(notice("periodic", "en"), "s@example.com", "example.com").as_bytes(),
+                             policy=policy.default)  # fmt: skip
+    assert "Kind regards,\nTrailhead Outdoor\n" in msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Kind regards,<br>Trailhead Outdoor</p>" in msg.get_body(("html",)).get_content()
+    unbranded = parsed(notice("periodic", "en")).get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Kind regards,\nYour shop team\n" in unbranded
 
 
 def test_html_is_escaped_and_headers_cannot_be_injected() -> None:
@@ -129,7 +135,8 @@ def test_message_id_is_stable_per_order_kind_and_reference_time() -> None:
 
 def test_strict_undefined_catches_template_mistakes(tmp_path: Path) -> None:
     (tmp_path / "en").mkdir()
+    (tmp_path / "_email.css").write_text("p { margin: 0; }")
     for suffix, text in (("subject.txt", "Order {{ order_id }}"), ("txt", "{{ no_such_value }}"), ("html", "x")):
         (tmp_path / "en" / f"initial.{suffix}").write_text(text)
     with pytest.raises(Exception, match="no_such_value"):
-        Renderer(tmp_path).render_parts(notice("initial", "en"))
+        Renderer(templates_dir=tmp_path).render_parts(notice("initial", "en"))
