@@ -11,10 +11,12 @@ them with the previous snapshot (the latest one before T) and sends at most one 
 * `initial`: the order was never emailed: which items are on backorder, and that the customer
   will hear from us every `reminder_interval_days` days, or at once when a date changes;
 * `changed`: an expected date changed since the previous snapshot (or a line is new);
-* `periodic`: `reminder_interval_days` passed since the last email: still waiting, thank you.
+* `periodic`: `reminder_interval_days` passed since the last email: still waiting, thank you;
+* `available` (only with the `send_available` param): every date of a waiting order was reached
+  or cleared while the order is still in the statuses: the goods are on their way.
 
 Tasks: `extract_backorder_lines` -> `load_previous_snapshot` -> `classify` -> `choose_sends`
-(branch) -> `send_initial` / `send_changed` / `send_periodic` (skipped when nothing is due) ->
+(branch) -> `send_initial` / `send_changed` / `send_periodic` / `send_available` (skipped when nothing is due) ->
 `write_snapshot_and_audit`. Everything a run decided and sent is kept in the state database
 (`backorder_state_db`, else `shop_db`): the run record, every email with the server's answer,
 and the snapshot. A repeated run for the same T sends nothing twice.
@@ -34,7 +36,7 @@ SHOP_CONN_ID = "shop_db"
 STATE_CONN_ID = "backorder_state_db"
 SMTP_CONN_ID = "smtp_default"
 UNSUBSCRIBE_SECRET_VARIABLE = "backorder_unsubscribe_secret"
-KINDS = ("initial", "changed", "periodic")
+KINDS = ("initial", "changed", "periodic", "available")
 
 default_args = {
     "owner": "data",
@@ -140,6 +142,20 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "unsubscribe_url": Param("", type="string", pattern="^(https://.*)?$",
                                  description="https URL taking one-click opt-outs (?token=...); needs the Variable"
                                              " backorder_unsubscribe_secret."),
+        "send_available": Param(False, type="boolean",
+                                description="Also send `available`: an order's every date was reached or cleared"
+                                            " while it is still in the statuses."),
+        "logo_url": Param("", type="string", pattern="^(https://.*)?$", section="Branding",
+                          description="https URL of the shop's logo (shown at most 200 x 48 px); empty: the name."),
+        "brand_color": Param("#1f4e79", type="string", pattern="^#([0-9A-Fa-f]{3}){1,2}$", section="Branding",
+                             description="Colour of the header band, links and button, e.g. #1f4e79."),
+        "support_email": Param("", type="string", section="Branding",
+                               description="Address the footer offers for questions; empty: none."),
+        "postal_address": Param("", type="string", format="multiline", section="Branding",
+                                description="The shop's postal address for the footer, lines separated by newlines."),
+        "order_url": Param("", type="string", pattern="^(https://.*\\{order_id\\}.*)?$", section="Branding",
+                           description="The customer's order page with {order_id}, e.g."
+                                       " https://shop.example/account_history_info.php?order_id={order_id}."),
     },
 )  # fmt: skip
 def backorder_notifications() -> None:

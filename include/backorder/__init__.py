@@ -12,11 +12,13 @@ The words used everywhere, from the SQL to the templates:
   and whose product's `products_date_available` is later than T.
 - *snapshot*: the backorder lines a run saw, kept in the state database; the *previous snapshot*
   of a run is the latest one strictly before its T.
-- *notification*: one email to one order in one run, of kind `initial`, `periodic` or
-  `changed`; a row in the state database from the moment it is due (the outbox) to the moment
-  it is sent, failed, skipped or recorded as a dry run.
+- *notification*: one email to one order in one run, of kind `initial`, `periodic`,
+  `changed` or (optional, `send_available`) `available`; a row in the state database from the
+  moment it is due (the outbox) to the moment it is sent, failed, skipped or recorded as a dry run.
+- *arrival*: an order that waited at the previous snapshot and waits no more (every date reached
+  or cleared) while it is still in the statuses; what an `available` email is about.
 - *run record*: the audit row of one run: params, counts, skipped orders, stage durations.
 """
 
-KINDS: tuple[str, ...] = ("initial", "changed", "periodic")
+KINDS: tuple[str, ...] = ("initial", "changed", "periodic", "available")
 LANGUAGES: tuple[str, ...] = ("en", "de")

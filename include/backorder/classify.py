@@ -5,6 +5,9 @@ For each order with at least one backorder line, at most one notification per ru
 2. `changed`  - a line's date differs from the previous snapshot, or a line is new in it;
 3. `periodic` - at least `reminder_interval_days` days passed since the last email (the difference
    of two reference times), and fewer than `max_reminders` periodic emails were sent.
+And, when the run is given *arrived* lines (the `send_available` param): an order that waited at
+the previous snapshot, waits no more (every date reached or cleared) and is still in the statuses
+gets 4. `available`, if it was ever told about the wait.
 An order whose address is unusable still gets its kind, with a skip reason instead of an email.
 """
 
@@ -82,32 +85,42 @@ def email_problem(value: object) -> str | None:
     return None
 
 
+def _with_previous_dates(lines: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    prev = previous[["orders_products_id", "date_available"]].rename(columns={"date_available": "previous_date"})
+    prev = prev.astype({"previous_date": "datetime64[us]"})
+    return lines.astype({"date_available": "datetime64[us]"}).merge(prev, on="orders_products_id", how="left")
+
+
+def _per_order(lines: pd.DataFrame, history: pd.DataFrame, **more: tuple[str, str]) -> pd.DataFrame:
+    orders = lines.groupby("orders_id", sort=True).agg(
+        customers_email_address=("customers_email_address", "first"),
+        customers_name=("customers_name", "first"),
+        customers_id=("customers_id", "first"),
+        order_language=("order_language", "first"),
+        **more,
+    )
+    hist = history.set_index("orders_id")[["emails_sent", "last_sent_time", "periodic_sent"]]
+    return orders.join(hist, how="left")
+
+
 def classify(
     lines: pd.DataFrame,
     previous: pd.DataFrame,
     history: pd.DataFrame,
     rules: Rules,
     suppressed: pd.DataFrame | None = None,
+    arrived: pd.DataFrame | None = None,
 ) -> Classification:
     """lines: backorder lines now; previous: the previous snapshot's lines; history: sent emails per order;
-    suppressed: opt-outs (email_address lower-case, customers_id, reason), which skip an order with that reason.
+    suppressed: opt-outs (email_address lower-case, customers_id, reason), which skip an order with that reason;
+    arrived: the lines of orders that wait no more (None: `available` is off).
     """
-    if lines.empty:
+    arrived = arrived if arrived is not None else pd.DataFrame(columns=lines.columns)
+    if lines.empty and arrived.empty:
         return Classification(pd.DataFrame(columns=NOTIFICATION_COLUMNS), pd.DataFrame(columns=LISTED_COLUMNS), 0)
-    prev = previous[["orders_products_id", "date_available"]].rename(columns={"date_available": "previous_date"})
-    prev = prev.astype({"previous_date": "datetime64[us]"})
-    merged = lines.astype({"date_available": "datetime64[us]"}).merge(prev, on="orders_products_id", how="left")
+    merged = _with_previous_dates(lines, previous)
     merged["line_changed"] = merged["previous_date"].isna() | (merged["previous_date"] != merged["date_available"])
-
-    orders = merged.groupby("orders_id", sort=True).agg(
-        customers_email_address=("customers_email_address", "first"),
-        customers_name=("customers_name", "first"),
-        customers_id=("customers_id", "first"),
-        order_language=("order_language", "first"),
-        any_changed=("line_changed", "any"),
-    )
-    hist = history.set_index("orders_id")[["emails_sent", "last_sent_time", "periodic_sent"]]
-    orders = orders.join(hist, how="left")
+    orders = _per_order(merged, history, any_changed=("line_changed", "any"))
     emails_sent = orders["emails_sent"].fillna(0).astype(int)
     periodic_sent = orders["periodic_sent"].fillna(0).astype(int)
     since_last = pd.Timestamp(rules.reference_time) - pd.to_datetime(orders["last_sent_time"])
@@ -122,6 +135,13 @@ def classify(
         default="",
     )
     chosen = orders[orders["kind"] != ""].reset_index()
+    if not arrived.empty:
+        gone = _with_previous_dates(arrived, previous)
+        told = _per_order(gone, history)
+        told = told[told["emails_sent"].fillna(0) > 0].assign(kind="available").reset_index()
+        gone = gone[gone["orders_id"].isin(told["orders_id"])].assign(line_changed=False)
+        merged = pd.concat([merged, gone], ignore_index=True) if not merged.empty else gone
+        chosen = pd.concat([chosen, told], ignore_index=True) if not chosen.empty else told
     chosen["language"] = [template_language(v, rules.default_language) for v in chosen["order_language"]]
     chosen["skip_reason"] = [email_problem(v) for v in chosen["customers_email_address"]]
     if suppressed is not None and not suppressed.empty:

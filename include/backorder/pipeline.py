@@ -30,7 +30,7 @@ from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.render import ListedLine, Notice, Renderer
-from include.backorder.shop import inspect_shop, iter_backorder_lines, shop_engine
+from include.backorder.shop import ShopTables, arrived_lines, inspect_shop, iter_backorder_lines, shop_engine
 from include.backorder.unsubscribe import Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,28 @@ class ExtractResult:
     run_id: int
     lines: int
     orders: int
+    arrived_orders: int = 0
+
+
+def _stage_arrivals(
+    conn: sa.Connection, shop: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, run_id: int,
+    waiting: set[int],
+) -> int:  # fmt: skip
+    """Stage the lines of orders that waited at the previous snapshot and wait no more; return how many orders."""
+    run = st.get_run(conn, run_id)
+    snap = st.previous_snapshot(conn, run["reference_time"])
+    if snap is None:
+        return 0
+    sl = st.snapshot_lines
+    gone = [
+        r.orders_products_id
+        for r in conn.execute(sa.select(sl.c.orders_products_id, sl.c.orders_id).where(sl.c.snapshot_id == snap["id"]))
+        if r.orders_id not in waiting
+    ]
+    rows = arrived_lines(shop, tables, params, shop_time, gone) if gone else []
+    if rows:
+        conn.execute(sa.insert(st.staged_arrivals), [{**row, "run_id": run_id} for row in rows])
+    return len({row["orders_id"] for row in rows})
 
 
 def extract(
@@ -121,16 +143,20 @@ def extract(
                 orders.update(row["orders_id"] for row in chunk)
                 if lines % 50_000 < len(chunk):
                     log.info("extract: %d backorder lines staged so far", lines)
+            arrived = (
+                _stage_arrivals(conn, shop, tables, params, shop_time, run_id, orders) if params.send_available else 0
+            )
             conn.execute(
                 sa.update(st.runs).where(st.runs.c.id == run_id).values(line_count=lines, order_count=len(orders))
             )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
     log.info(
-        "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s",
+        "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s%s",
         run_id, run.reference_time.isoformat(), shop_time, lines, len(orders),
         list(params.order_status_ids), " > ".join(tables.describe()["language_from"]) or "none (default_language)",
+        f"; {arrived} orders wait no more" if params.send_available else "",
     )  # fmt: skip
-    return ExtractResult(run_id, lines, len(orders))
+    return ExtractResult(run_id, lines, len(orders), arrived)
 
 
 # --- previous snapshot -----------------------------------------------------------------------
@@ -194,7 +220,11 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             ),
             conn,
         )
-        staged_orders = sa.select(st.staged_lines.c.orders_id).where(st.staged_lines.c.run_id == run_id).distinct()
+        arrivals = st.staged_arrivals
+        arrived = pd.read_sql(sa.select(arrivals).where(arrivals.c.run_id == run_id), conn)
+        staged_orders = sa.union(
+            *(sa.select(t.c.orders_id).where(t.c.run_id == run_id) for t in (st.staged_lines, arrivals))
+        )
         history = pd.read_sql(st.history_query(t, staged_orders), conn)
         result = classify(
             lines,
@@ -202,6 +232,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             history,
             Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language),
             pd.read_sql(st.suppressions_query(run_id), conn),
+            arrived if params.send_available else None,
         )
 
         n = st.notifications
@@ -277,7 +308,7 @@ def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
             products_name=item["products_name"] or "",
             products_model=item["products_model"],
             products_quantity=item["products_quantity"],
-            date_available=datetime.fromisoformat(item["date_available"]),
+            date_available=datetime.fromisoformat(item["date_available"]) if item["date_available"] else None,
             previous_date=datetime.fromisoformat(item["previous_date"]) if item["previous_date"] else None,
         )
         for item in json.loads(row["listed_lines"])
@@ -453,6 +484,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
             )
         ]
         conn.execute(sa.delete(st.staged_lines).where(st.staged_lines.c.run_id == run_id))
+        conn.execute(sa.delete(st.staged_arrivals).where(st.staged_arrivals.c.run_id == run_id))
         lease.release(conn, run["dag_id"], run_id)
         st.record_stage_time(conn, run_id, "finish", time.perf_counter() - started)
         summary_counts = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}

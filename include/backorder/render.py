@@ -40,7 +40,7 @@ class ListedLine:
     products_name: str
     products_model: str | None
     products_quantity: float
-    date_available: datetime
+    date_available: datetime | None  # None: cleared (an `available` email)
     previous_date: datetime | None = None
 
 

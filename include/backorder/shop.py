@@ -185,8 +185,8 @@ def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopT
     return _tables(prefix, tuple(c for c in LANGUAGE_COLUMNS if c in order_cols), with_languages)
 
 
-def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: datetime) -> sa.Select[Any]:
-    """The backorder lines at shop time T: one row per order line, with its order's details."""
+def _lines_select(tables: ShopTables, params: RunParams) -> sa.Select[Any]:
+    """Order lines with their order's details (LINE_COLUMNS), of orders in the selected statuses."""
     o, op, p = tables.orders, tables.orders_products, tables.products
     sources: list[Any] = [sa.func.nullif(o.c[name], "") for name in tables.language_columns]
     joined = op.join(o, o.c.orders_id == op.c.orders_id).join(p, p.c.products_id == op.c.products_id)
@@ -195,7 +195,7 @@ def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: date
         joined = joined.outerjoin(lang, lang.c.languages_id == o.c[LANGUAGE_ID_COLUMN])
         sources.append(lang.c.code)
     language = sources[0] if len(sources) == 1 else sa.func.coalesce(*sources) if sources else sa.null()
-    query = (
+    return (
         sa.select(
             o.c.orders_id,
             op.c.orders_products_id,
@@ -212,14 +212,41 @@ def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: date
         )
         .select_from(joined)
         .where(o.c.orders_status.in_(params.order_status_ids))
+        .order_by(o.c.orders_id, op.c.orders_products_id)
+    )
+
+
+def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: datetime) -> sa.Select[Any]:
+    """The backorder lines at shop time T: one row per order line, with its order's details."""
+    o, p = tables.orders, tables.products
+    query = (
+        _lines_select(tables, params)
         .where(p.c.products_date_available > shop_time)
         # Orders placed after T did not exist on the day a run stands for (backfills, re-runs).
         .where(o.c.date_purchased <= shop_time)
-        .order_by(o.c.orders_id, op.c.orders_products_id)
     )
     if params.max_order_age_days is not None:
         query = query.where(o.c.date_purchased >= shop_time - timedelta(days=params.max_order_age_days))
     return query
+
+
+def arrived_lines(
+    engine: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, orders_products_ids: list[int]
+) -> list[dict[str, Any]]:
+    """Of the given order lines (once on backorder, no longer), those whose order is still in the
+    statuses, when no line of that order is on backorder any more: the date of every one was
+    reached or cleared. Keys: LINE_COLUMNS; `date_available` is None for a cleared date."""
+    op = tables.orders_products
+    rows: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        for start in range(0, len(orders_products_ids), 1000):
+            chunk = orders_products_ids[start : start + 1000]
+            query = _lines_select(tables, params).where(op.c.orders_products_id.in_(chunk))
+            rows += [dict(row) for row in conn.execute(query).mappings()]
+    still_waiting = {
+        r["orders_id"] for r in rows if r["date_available"] is not None and r["date_available"] > shop_time
+    }
+    return [r for r in rows if r["orders_id"] not in still_waiting]
 
 
 def iter_backorder_lines(

@@ -74,6 +74,28 @@ staged_lines = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+# The lines of orders that waited at the previous snapshot and wait no more (every date reached or
+# cleared) while the order is still in the statuses: what an `available` email lists. Staged only
+# when the run's params say send_available.
+staged_arrivals = sa.Table(
+    "bo_staged_arrival",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
+    sa.Column("orders_products_id", sa.Integer, primary_key=True),
+    sa.Column("orders_id", sa.Integer, nullable=False),
+    sa.Column("products_id", sa.Integer, nullable=False),
+    sa.Column("products_name", sa.String(255)),
+    sa.Column("products_model", sa.String(64)),
+    sa.Column("products_quantity", sa.Float),
+    sa.Column("date_available", Timestamp),  # None: the shop cleared the date
+    sa.Column("customers_name", sa.String(255)),
+    sa.Column("customers_email_address", sa.String(255)),
+    sa.Column("order_language", sa.String(32)),
+    sa.Column("customers_id", sa.Integer),
+    sa.Column("date_purchased", Timestamp),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 snapshots = sa.Table(
     "bo_snapshot",
     metadata,
@@ -202,7 +224,7 @@ def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMappi
     return conn.execute(query).mappings().first()
 
 
-def history_query(reference_time: datetime, order_ids: sa.Select[Any]) -> sa.Select[Any]:
+def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
     """Per order: emails sent (or silenced) before T, the time of the last one, how many periodic ones."""
     n = notifications
     sent_before = sa.and_(
@@ -224,16 +246,19 @@ def history_query(reference_time: datetime, order_ids: sa.Select[Any]) -> sa.Sel
 
 
 def suppressions_query(run_id: int) -> sa.Select[Any]:
-    """The opt-outs that concern the customers of a run's staged lines."""
-    s, staged = suppressions, staged_lines
-    of_run = staged.c.run_id == run_id
-    return sa.select(s.c.email_address, s.c.customers_id, s.c.reason).where(
-        sa.or_(
-            s.c.email_address.in_(
-                sa.select(sa.func.lower(sa.func.trim(staged.c.customers_email_address))).where(of_run)
-            ),
-            s.c.customers_id.in_(sa.select(staged.c.customers_id).where(of_run)),
+    """The opt-outs that concern the customers of a run's staged lines and arrivals."""
+    s = suppressions
+    addresses = sa.union(
+        *(
+            sa.select(sa.func.lower(sa.func.trim(t.c.customers_email_address))).where(t.c.run_id == run_id)
+            for t in (staged_lines, staged_arrivals)
         )
+    )
+    customers = sa.union(
+        *(sa.select(t.c.customers_id).where(t.c.run_id == run_id) for t in (staged_lines, staged_arrivals))
+    )
+    return sa.select(s.c.email_address, s.c.customers_id, s.c.reason).where(
+        sa.or_(s.c.email_address.in_(addresses), s.c.customers_id.in_(customers))
     )
 
 
