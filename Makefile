@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo preview test lint typecheck pytest install install-dev clean
+.PHONY: demo preview screenshots test lint typecheck pytest install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: install
 ## preview: every kind in every language from sample data, as .eml and .html under previews/
 preview: install
 	$(PY) -m include.backorder.preview
+
+## screenshots: every kind in English, 700 px (desktop) and 375 px (phone) wide, as PNGs in docs/screenshots/;
+## needs Debian's chromium (.ci/run installs it) and fails if an email overflows either width
+screenshots: install
+	$(PY) -m include.backorder.picture
 
 ## test: lint, type check and the whole test suite
 test: lint typecheck pytest
