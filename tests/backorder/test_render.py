@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,114 @@ def test_strict_undefined_catches_template_mistakes(tmp_path: Path) -> None:
         (tmp_path / "en" / f"initial.{suffix}").write_text(text)
     with pytest.raises(Exception, match="no_such_value"):
         Renderer(templates_dir=tmp_path).render_parts(notice("initial", "en"))
+
+
+def test_css_is_inlined_into_the_elements_and_only_media_rules_stay_in_a_style_sheet() -> None:
+    html = parsed(notice("changed", "en")).get_body(("html",)).get_content()
+    sheet = html.split("<style>", 1)[1].split("</style>", 1)[0]
+    assert sheet.strip().startswith("@media") and sheet.count("@media") == 1
+    for needle in (
+        '<h1 style="',
+        '<p style="',
+        '<th style="',
+        '<td class="masthead" style="',
+        '<span class="date" style="',
+    ):
+        assert needle in html
+    assert "background-color: #1f4e79" in html  # the default brand colour, from var(--brand)
+    assert "var(--brand)" not in html
+
+
+def test_css_is_inlined_once_per_renderer_not_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from include.backorder import layout
+
+    calls: list[str] = []
+    real = layout.inline_template
+
+    def counting(source: str, css: str, name: str) -> str:
+        calls.append(name)
+        return real(source, css, name)
+
+    monkeypatch.setattr(layout, "inline_template", counting)
+    fresh = Renderer()
+    for _ in range(3):
+        for kind in KINDS:
+            for language in LANGUAGES:
+                fresh.render(notice(kind, language), "s@example.com", "example.com")
+    assert sorted(calls) == sorted(set(calls)), "each template inlined once"
+    assert len(calls) == 1 + len(LANGUAGES) * (len(KINDS) + 2)  # layout; per language: kinds, lines, footer
+
+
+def test_a_jinja_tag_inside_a_tag_is_refused_when_the_template_loads(tmp_path: Path) -> None:
+    from jinja2 import TemplateError
+
+    (tmp_path / "_email.css").write_text("td { color: red; }")
+    (tmp_path / "bad.html").write_text(
+        '<table><tbody><tr><td {% if x %}class="x"{% endif %}>a</td></tr></tbody></table>'
+    )
+    with pytest.raises(TemplateError, match=r"bad.html: \d+ Jinja2 tag\(s\) lost"):
+        Renderer(templates_dir=tmp_path).env.get_template("bad.html")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("brand_color", "red;background:url(x)", "brand_color must be a hex colour"),
+        ("logo_url", "http://shop.example/logo.png", "logo_url must be an https:// URL"),
+        ("order_url", "https://shop.example/orders", "with {order_id}"),
+        ("support_email", "help at shop", "support_email must be an email address"),
+    ],
+)
+def test_bad_branding_is_refused_with_a_message_that_names_it(field: str, value: str, error: str) -> None:
+    from include.backorder.config import ConfigError, RunParams
+
+    with pytest.raises(ConfigError, match=error):
+        RunParams(**{field: value})
+
+
+def test_branding_shows_logo_colour_support_address_and_order_link() -> None:
+    brand = Branding(
+        shop_name="Trailhead", logo_url="https://t.example/logo.png", brand_color="#2f6b3a",
+        support_email="help@t.example", postal_address="Trailhead GmbH\n  \nBergstraße 5",
+        order_url="https://t.example/account_history_info.php?order_id={order_id}",
+    )  # fmt: skip
+    raw = Renderer(brand).render(notice("periodic", "de"), "s@t.example", "t.example").as_bytes()
+    msg: Any = message_from_bytes(raw, policy=policy.default)
+    html = msg.get_body(("html",)).get_content()
+    (img,) = re.findall(r"<img [^>]*>", html)
+    assert 'src="https://t.example/logo.png"' in img and 'alt="Trailhead"' in img
+    assert "background-color: #2f6b3a" in html
+    assert 'href="mailto:help@t.example"' in html
+    assert "Trailhead<br>Trailhead GmbH<br>Bergstraße 5</p>" in html  # blank address lines dropped
+    (button,) = re.findall(r'<a class="button" [^>]*>[^<]*</a>', html)
+    assert 'href="https://t.example/account_history_info.php?order_id=4711"' in button
+    assert button.endswith(">Zu Ihrer Bestellung</a>")
+    text = msg.get_body(("plain",)).get_content()
+    assert "Ihre Bestellung: https://t.example/account_history_info.php?order_id=4711" in text
+
+
+def test_mojibake_from_a_latin1_shop_is_repaired() -> None:
+    line = ListedLine("Schlafsack fÃ¼r â€“10 Â°C", None, 1.0, datetime(2013, 12, 17))
+    msg = parsed(notice("initial", "de", customers_name="JÃ¼rgen MÃ¼ller", lines=(line,)))
+    assert msg["To"].addresses[0].display_name == "Jürgen Müller"
+    for part in ("plain", "html"):
+        body = msg.get_body((part,)).get_content()
+        assert "Schlafsack für –10 °C" in body and "Guten Tag Jürgen Müller" in body and "Ã" not in body
+
+
+def test_very_long_names_are_folded_and_kept_whole() -> None:
+    name = "Maximiliane Müller-Lüdenscheidt " * 12
+    product = "Ultraleichtzeltgestänge" * 20  # 460 characters without a space
+    raw = renderer.render(
+        notice("initial", "de", customers_name=name, lines=(ListedLine(product, None, 1.0, datetime(2013, 12, 17)),)),
+        "s@example.com", "example.com",
+    ).as_bytes()  # fmt: skip
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78, "headers folded"
+    # RFC 2047 decoding, where the space between two encoded words is not text. (The address parser of
+    # policy.default keeps that space, a known CPython limit; mail clients decode as decode_header does.)
+    to = message_from_bytes(raw, policy=policy.compat32)["To"]
+    assert str(make_header(decode_header(to))) == f"{name.strip()} <ann@example.com>"
+    msg: Any = message_from_bytes(raw, policy=policy.default)
+    assert product in msg.get_body(("html",)).get_content()
+    assert product in msg.get_body(("plain",)).get_content()

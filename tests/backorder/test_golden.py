@@ -1,0 +1,121 @@
+"""Golden files: every kind in every language rendered from fixed data and compared with checked-in copies.
+
+Any change to an email shows as a diff of `tests/backorder/golden/<language>/<kind>.{txt,html}`
+in review. The text part (with the subject) must match exactly; the HTML part must match in
+structure: the same elements, attributes and text, while the formatting of inlined `style`
+attributes may differ (a css-inline upgrade reorders declarations). To accept a change on purpose:
+
+    BACKORDER_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/backorder/test_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from include.backorder import KINDS, LANGUAGES
+from include.backorder.config import Branding
+from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.unsubscribe import Unsubscribe
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("BACKORDER_UPDATE_GOLDEN") == "1"
+
+BRANDING = Branding(
+    shop_name="Trailhead Outdoor",
+    logo_url="https://trailhead.example/logo.png",
+    brand_color="#2f6b3a",
+    support_email="help@trailhead.example",
+    postal_address="Trailhead Outdoor GmbH\nBergstraße 5\n79098 Freiburg",
+    order_url="https://trailhead.example/account_history_info.php?order_id={order_id}",
+)
+UNSUBSCRIBE = Unsubscribe(mailto="optout@trailhead.example", url="https://trailhead.example/optout", secret="s3cret")
+LINES = (
+    ListedLine("Zelt „Berg & Tal“ für 2 Personen", "TENT-2P", 1.0, datetime(2026, 12, 17), datetime(2026, 12, 3)),
+    ListedLine("Daunenschlafsack -10 °C", "BAG-800", 2.0, datetime(2027, 1, 8), None),
+)
+
+
+def render(kind: str, language: str) -> Any:
+    notice = Notice(
+        orders_id=4711, kind=kind, language=language, customers_email_address="juergen.mueller@example.com",
+        customers_name="Jürgen Müller", reference_time=datetime(2026, 11, 23, tzinfo=UTC), lines=LINES,
+        reminder_interval_days=3, customers_id=815,
+    )  # fmt: skip
+    msg = Renderer(BRANDING).render(
+        notice, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example",
+        datetime(2026, 11, 23, 6, 0, tzinfo=UTC), UNSUBSCRIBE,
+    )  # fmt: skip
+    return message_from_bytes(msg.as_bytes(), policy=policy.default)
+
+
+def text_of(msg: Any) -> str:
+    body = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    return f"Subject: {msg['Subject']}\n\n{body}"
+
+
+class _Structure(HTMLParser):
+    """Elements (with attributes, `style` left out) and text, whitespace collapsed."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.items: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        kept = " ".join(f"{k}={v!r}" for k, v in sorted(attrs) if k != "style")
+        self.items.append(f"<{tag} {kept}>".replace(" >", ">"))
+
+    def handle_endtag(self, tag: str) -> None:
+        self.items.append(f"</{tag}>")
+
+    def handle_data(self, data: str) -> None:
+        text = " ".join(data.split())
+        if text:
+            self.items.append(text)
+
+
+def structure(html: str) -> list[str]:
+    parser = _Structure()
+    parser.feed(html)
+    return parser.items
+
+
+CASES = [pytest.param(kind, language, id=f"{kind}-{language}") for language in LANGUAGES for kind in KINDS]
+
+
+@pytest.mark.parametrize(("kind", "language"), CASES)
+def test_text_part_matches_the_golden_file(kind: str, language: str) -> None:
+    path = GOLDEN / language / f"{kind}.txt"
+    text = text_of(render(kind, language))
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("kind", "language"), CASES)
+def test_html_part_matches_the_golden_file_in_structure(kind: str, language: str) -> None:
+    path = GOLDEN / language / f"{kind}.html"
+    html = render(kind, language).get_body(("html",)).get_content()
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html, encoding="utf-8")
+    assert structure(html) == structure(path.read_text(encoding="utf-8"))
+
+
+def test_the_structure_comparison_sees_a_changed_word_and_ignores_style_formatting() -> None:
+    html = '<p class="a" style="margin: 0;color: red;">Hello <b>world</b></p>'
+    assert structure(html) == structure('<p style="color:red; margin:0" class="a">Hello\n  <b>world</b></p>')
+    assert structure(html) != structure('<p class="a">Hello <b>World</b></p>')
+    assert structure(html) != structure('<p class="a">Hello <i>world</i></p>')
+
+
+def test_every_golden_file_belongs_to_a_case() -> None:
+    expected = {f"{language}/{kind}.{ext}" for language in LANGUAGES for kind in KINDS for ext in ("txt", "html")}
+    assert {str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*.*")} == expected
