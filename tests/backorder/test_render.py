@@ -206,7 +206,7 @@ def test_bad_branding_is_refused_with_a_message_that_names_it(field: str, value:
     from include.backorder.config import ConfigError, RunParams
 
     with pytest.raises(ConfigError, match=error):
-        RunParams(**{field: value})
+        RunParams.from_mapping({field: value})
 
 
 def test_branding_shows_logo_colour_support_address_and_order_link() -> None:
