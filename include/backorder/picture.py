@@ -282,10 +282,21 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
+# A shop with every branding param set, so the pictures show the whole layout (footer included).
+SAMPLE_CONF = {
+    "shop_name": "Trailhead Outdoor",
+    "support_email": "help@trailhead.example",
+    "postal_address": "Trailhead Outdoor GmbH\nBergstraße 5\n79098 Freiburg",
+    "order_url": "https://trailhead.example/account_history_info.php?order_id={order_id}",
+    "brand_color": "#2f6b3a",
+}
+
+
 def render_previews(out: Path, language: str = "all", at: str = SAMPLE_AT) -> dict[tuple[str, str], Path]:
     """The sample emails as HTML, written by `python -m include.backorder.preview`; by (kind, language)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "include.backorder.preview", "--language", language, "--at", at, "--out", str(out)]
+    cmd = [sys.executable, "-m", "include.backorder.preview", "--language", language, "--at", at, "--out", str(out),
+           "--conf", json.dumps(SAMPLE_CONF)]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     return preview_pages(out)
 

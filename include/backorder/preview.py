@@ -4,16 +4,19 @@ From sample data (the default) or from one order of a shop, in any language and 
 owner can look at the emails before going live.
 
 Usage:
-  python -m include.backorder.preview [--kind initial|changed|periodic|all] [--language en|de|all]
+  python -m include.backorder.preview [--kind initial|changed|periodic|available|all] [--language en|de|all]
                                       [--shop-url URL --order ID [--at 2026-11-23T00:00]]
-                                      [--shop-name NAME] [--sender ADDRESS] [--out DIR]
+                                      [--conf JSON|@FILE] [--shop-name NAME] [--sender ADDRESS] [--out DIR]
   URL is a SQLAlchemy URL of the shop, e.g. sqlite:////path/shop.sqlite or
   mysql+pymysql://user:password@host/shop?charset=utf8mb4
+  --conf takes the DAG's params as you trigger it (branding, reminder_interval_days, order_status_ids,
+  table_prefix, ...), as JSON or as @path of a JSON file; the preview looks as the run's emails will.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
@@ -21,29 +24,32 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES
-from include.backorder.config import Branding, RunParams
+from include.backorder.config import ConfigError, RunParams
 from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import backorder_lines_query, inspect_shop
 from include.backorder.unsubscribe import Unsubscribe
 
 SAMPLE_LINES = (
     ListedLine("Trekking tent for two", "TENT-2P", 1, datetime(2026, 12, 17), datetime(2026, 12, 3)),
-    ListedLine("Down sleeping bag -10 °C", "BAG-800", 2, datetime(2027, 1, 8), None),
+    ListedLine("Down sleeping bag -10\u00a0°C", "BAG-800", 2, datetime(2027, 1, 8), None),
 )
 
 
-def shop_lines(url: str, order_id: int, at: datetime) -> tuple[str, str, list[ListedLine]]:
+def shop_lines(url: str, order_id: int, at: datetime, params: RunParams) -> tuple[str, str, list[ListedLine]]:
     """(customer name, address, backorder lines) of one order at `at`, read from the shop."""
     engine = sa.create_engine(url)
     try:
-        tables = inspect_shop(engine, "")
-        query = backorder_lines_query(tables, RunParams(), at).where(tables.orders.c.orders_id == order_id)
+        tables = inspect_shop(engine, params.table_prefix)
+        query = backorder_lines_query(tables, params, at).where(tables.orders.c.orders_id == order_id)
         with engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
     finally:
         engine.dispose()
     if not rows:
-        raise SystemExit(f"order {order_id} has no backorder lines at {at:%Y-%m-%d %H:%M} (or is not in statuses 1, 2)")
+        raise SystemExit(
+            f"order {order_id} has no backorder lines at {at:%Y-%m-%d %H:%M}"
+            f" (or is not in statuses {', '.join(map(str, params.order_status_ids))})"
+        )
     lines = [
         ListedLine(r["products_name"], r["products_model"], r["products_quantity"], r["date_available"], None)
         for r in rows
@@ -58,30 +64,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shop-url", help="SQLAlchemy URL of the shop (with --order)")
     parser.add_argument("--order", type=int, help="orders_id to preview (with --shop-url)")
     parser.add_argument("--at", default=None, help="reference time (default: now)")
-    parser.add_argument("--shop-name", default="")
+    parser.add_argument("--conf", default="{}", help="the DAG params as JSON, or @path of a JSON file")
+    parser.add_argument("--shop-name", default=None, help="shortcut for the shop_name param")
     parser.add_argument("--sender", default="Shop <shop@example.com>")
-    parser.add_argument("--interval", type=int, default=2, help="reminder_interval_days the texts mention")
+    parser.add_argument("--interval", type=int, default=None, help="shortcut for reminder_interval_days")
     parser.add_argument("--out", type=Path, default=Path("previews"))
     args = parser.parse_args(argv)
+    conf = json.loads(Path(args.conf[1:]).read_text() if args.conf.startswith("@") else args.conf)
+    if args.shop_name is not None:
+        conf["shop_name"] = args.shop_name
+    if args.interval is not None:
+        conf["reminder_interval_days"] = args.interval
+    try:
+        params = RunParams.from_mapping(conf)
+    except ConfigError as exc:
+        parser.error(str(exc))
 
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     if args.shop_url or args.order is not None:
         if not (args.shop_url and args.order is not None):
             parser.error("--shop-url and --order go together")
-        name, address, lines = shop_lines(args.shop_url, args.order, at)
+        name, address, lines = shop_lines(args.shop_url, args.order, at, params)
         order_id = args.order
     else:
         name, address, lines, order_id = "Jürgen Müller", "juergen.mueller@example.com", list(SAMPLE_LINES), 4711
     kinds = KINDS if args.kind == "all" else (args.kind,)
     languages = LANGUAGES if args.language == "all" else (args.language,)
-    renderer = Renderer(Branding(shop_name=args.shop_name))
+    renderer = Renderer(params.branding())
     sender = parseaddr(args.sender)[1]
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         for language in languages:
             notice = Notice(order_id, kind, language, address, name, at.replace(tzinfo=UTC), tuple(lines),
-                            args.interval)  # fmt: skip
-            msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, Unsubscribe(mailto=sender))
+                            params.reminder_interval_days)  # fmt: skip
+            unsubscribe = Unsubscribe(mailto=params.unsubscribe_mailto or sender)
+            msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, unsubscribe)
             stem = args.out / f"{kind}-{language}"
             stem.with_suffix(".eml").write_bytes(msg.as_bytes())
             html = msg.get_body(("html",))
