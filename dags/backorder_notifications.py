@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook, Param, Variable, dag, get_current_context, task
@@ -37,6 +38,9 @@ STATE_CONN_ID = "backorder_state_db"
 SMTP_CONN_ID = "smtp_default"
 UNSUBSCRIBE_SECRET_VARIABLE = "backorder_unsubscribe_secret"
 KINDS = ("initial", "changed", "periodic", "available")
+# The languages are the template folders (include/backorder/__init__.py reads them the same way).
+TEMPLATES = Path(__file__).resolve().parents[1] / "include" / "templates"
+LANGUAGES = sorted(p.name for p in TEMPLATES.glob("*") if p.is_dir() and p.name[0] != "_")
 
 default_args = {
     "owner": "data",
@@ -127,7 +131,7 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
                                     description="Ignore orders purchased longer ago than this at T; null: no limit."),
         "table_prefix": Param("", type="string", pattern="^[A-Za-z0-9_]*$",
                               description="Prefix of the shop's tables (Zen Cart DB_PREFIX), e.g. zen_."),
-        "default_language": Param("en", type="string", enum=["en", "de"],
+        "default_language": Param("en", type="string", enum=LANGUAGES,
                                   description="Language for orders whose language the shop does not store."),
         "dry_run": Param(False, type="boolean",
                          description="Classify and render, record what would be sent; send nothing, keep state."),

@@ -20,5 +20,9 @@ The words used everywhere, from the SQL to the templates:
 - *run record*: the audit row of one run: params, counts, skipped orders, stage durations.
 """
 
+from pathlib import Path
+
 KINDS: tuple[str, ...] = ("initial", "changed", "periodic", "available")
-LANGUAGES: tuple[str, ...] = ("en", "de")
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+# A language is a folder of templates named by its Babel locale (`en`, `de`, `fr`, `pt_BR`, ...).
+LANGUAGES: tuple[str, ...] = tuple(sorted(p.name for p in TEMPLATES_DIR.iterdir() if p.is_dir() and p.name[0] != "_"))

@@ -19,16 +19,25 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+from babel import Locale
 
+from include.backorder import LANGUAGES
 from include.backorder.shop import PRODUCT_COLUMNS
 
-LANGUAGE_ALIASES: dict[str, str] = {
-    "de": "de",
-    "german": "de",
-    "deutsch": "de",
-    "en": "en",
-    "english": "en",
-}
+
+def _language_aliases() -> dict[str, str]:
+    """What shops store for each template language: the code, and its name in English and in itself
+    (xt:Commerce, modified and Gambio keep folder names such as 'german'; others 'Deutsch'), from Babel."""
+    aliases: dict[str, str] = {}
+    for code in LANGUAGES:
+        locale = Locale.parse(code)
+        for name in (code, locale.language, locale.get_language_name("en"), locale.get_language_name(code)):
+            if name:
+                aliases.setdefault(name.strip().lower().replace("-", "_"), code)
+    return aliases
+
+
+LANGUAGE_ALIASES: dict[str, str] = _language_aliases()
 
 SKIP_NO_EMAIL = "no email address"
 SKIP_BAD_EMAIL = "email address is not valid"
@@ -63,7 +72,7 @@ def template_language(value: object, default: str) -> str:
     """The template language for what the shop stored ('de', 'german', 'Deutsch', ...)."""
     if not isinstance(value, str):
         return default
-    return LANGUAGE_ALIASES.get(value.strip().lower(), default)
+    return LANGUAGE_ALIASES.get(value.strip().lower().replace("-", "_"), default)
 
 
 def _suppression(suppressed: pd.DataFrame, email: object, customer: object) -> str | None:

@@ -24,11 +24,10 @@ from babel.dates import format_date
 from babel.numbers import format_decimal
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
+from include.backorder import TEMPLATES_DIR
 from include.backorder.config import Branding
 from include.backorder.layout import InliningLoader
 from include.backorder.unsubscribe import Unsubscribe
-
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 

@@ -1,0 +1,75 @@
+"""Languages: the template folders are the languages; adding one is adding a folder named by a Babel locale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include.backorder import KINDS, LANGUAGES
+from include.backorder.classify import template_language
+from tests.conftest import ROOT
+
+
+def test_the_languages_are_the_template_folders() -> None:
+    assert LANGUAGES == ("de", "en")
+
+
+@pytest.mark.parametrize(
+    ("stored", "language"),
+    [("de", "de"), ("DE", "de"), ("german", "de"), ("Deutsch", "de"), ("en", "en"), ("english", "en"),
+     ("English ", "en"), ("fr", "en"), ("", "en"), (None, "en"), ("de-DE", "en")],
+)  # fmt: skip
+def test_what_shops_store_maps_to_a_template_language(stored: object, language: str) -> None:
+    assert template_language(stored, "en") == language
+
+
+def test_adding_a_language_is_adding_a_template_folder(tmp_path: Path) -> None:
+    """A copy of the project with include/templates/fr/ (copied from en/, one subject translated)."""
+    shutil.copytree(ROOT / "include", tmp_path / "include", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "dags", tmp_path / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    french = tmp_path / "include" / "templates" / "fr"
+    shutil.copytree(tmp_path / "include" / "templates" / "en", french)
+    (french / "initial.subject.txt").write_text(
+        "Votre commande {{ order_id }} : certains articles arrivent plus tard\n"
+    )
+    probe = """
+import json
+from datetime import UTC, datetime
+from include.backorder import LANGUAGES
+from include.backorder.classify import template_language
+from include.backorder.config import RunParams
+from include.backorder.render import ListedLine, Notice, Renderer
+line = ListedLine("Tente", None, 1.0, datetime(2026, 12, 17))
+notice = Notice(1, "initial", "fr", "a@example.com", "Anne", datetime(2026, 11, 23, tzinfo=UTC), (line,), 2)
+subject, text, html = Renderer().render_parts(notice)
+print(json.dumps({"languages": LANGUAGES, "french": template_language("Français", "en"),
+                  "default_ok": RunParams(default_language="fr").default_language, "subject": subject,
+                  "date_in_text": "17 déc. 2026" in text}))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {
+        "languages": ["de", "en", "fr"],
+        "french": "fr",
+        "default_ok": "fr",
+        "subject": "Votre commande 1 : certains articles arrivent plus tard",
+        "date_in_text": True,
+    }
+    dag_languages = subprocess.run(
+        [sys.executable, "-c", "import runpy; print(runpy.run_path('dags/backorder_notifications.py')['LANGUAGES'])"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert dag_languages.strip().splitlines()[-1] == "['de', 'en', 'fr']"
+
+
+def test_every_language_has_every_template() -> None:
+    for language in LANGUAGES:
+        names = {p.name for p in (ROOT / "include" / "templates" / language).iterdir()}
+        for kind in KINDS:
+            assert {f"{kind}.subject.txt", f"{kind}.txt", f"{kind}.html"} <= names, language
+        assert {"_lines.txt", "_lines.html", "_footer.txt", "_footer.html"} <= names, language
