@@ -142,6 +142,7 @@ def test_state_kept_in_the_shops_own_myisam_latin1_database(mail_sink, smtp) -> 
         "bo_snapshot",
         "bo_snapshot_line",
         "bo_staged_line",
+        "bo_staged_arrival",
         "bo_suppression",
     }
     assert all(engine == "InnoDB" and collation.startswith("utf8mb4") for name, (engine, collation) in ours.items()

@@ -64,7 +64,8 @@ def seen(messages) -> set[tuple]:
     for m in messages:
         msg = m.message
         text = msg.get_body(("plain",)).get_content()
-        dates = tuple(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("  - "))
+        # Each item is "  - <qty> x <name> (<model>)" and, below it, "    expected <date> ...".
+        dates = tuple(line.strip() for line in text.splitlines() if line.startswith("    "))
         out.add((int(msg["X-Backorder-Order-Id"]), msg["X-Backorder-Notification"], msg["Content-Language"], dates))
     return out
 
@@ -148,6 +149,22 @@ def test_params_from_the_run_conf(dag, world, mail_sink) -> None:
     # Order 102 is in status 2, which this run does not select.
     _, messages = run(dag, mail_sink, 1, order_status_ids=[1], default_language="de")
     assert {(o, k, lang) for o, k, lang, _ in seen(messages)} == {(106, "initial", "de"), (107, "initial", "de")}
+
+
+def test_available_and_branding_from_the_run_conf(dag, world, mail_sink) -> None:
+    conf = {
+        "send_available": True, "shop_name": "Trailhead Outdoor", "brand_color": "#2f6b3a",
+        "order_url": "https://trailhead.example/account_history_info.php?order_id={order_id}",
+    }  # fmt: skip
+    run(dag, mail_sink, 0, **conf)
+    world.set_date(1, naive(0.5))  # order 101's only backordered product arrives before day 1
+    dag_run, messages = run(dag, mail_sink, 1, **conf)
+    assert {(o, k) for o, k, _, _ in seen(messages)} == {(101, "available")}
+    assert task_states(dag_run)["send_available"] == "success"
+    assert task_states(dag_run)["send_periodic"] == "skipped"
+    html = messages[0].message.get_body(("html",)).get_content()
+    assert "Trailhead Outdoor</span>" in html and "background-color: #2f6b3a" in html
+    assert 'href="https://trailhead.example/account_history_info.php?order_id=101"' in html
 
 
 def test_a_run_without_logical_date_uses_run_after(dag, world, mail_sink) -> None:
