@@ -27,11 +27,11 @@ def test_demo_runs_the_dag_for_several_days_and_prints_the_table(tmp_path) -> No
 
     # Each row's counts match the .eml files the SMTP sink kept for that day, kind and language.
     columns = lines[header].split("  ")
-    kinds = [c.strip() for c in columns if c.strip() and c.strip()[0:2] in ("in", "ch", "pe")]
+    kinds = [c.strip() for c in columns if c.strip() and c.strip()[0:2] in ("in", "ch", "pe", "av")]
     for row in table:
         day = row[0]
         files = list((work / "mail" / day).glob("*.eml"))
-        for kind_lang, count in zip(kinds, row[1:7], strict=True):
+        for kind_lang, count in zip(kinds, row[1:9], strict=True):
             kind, lang = kind_lang.split()
             assert len([f for f in files if f.name.startswith(f"{kind}-") and f.name.endswith(f"-{lang}.eml")]) == int(
                 count

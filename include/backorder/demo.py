@@ -29,6 +29,15 @@ from include.backorder.smtp_sink import MailSink
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "backorder_notifications"
 SHOP_NAME = "Trailhead Outdoor"
+# The conf every demo day is triggered with: the shop's branding, and the optional `available` kind.
+DEMO_CONF = {
+    "shop_name": SHOP_NAME,
+    "send_available": True,
+    "brand_color": "#2f6b3a",
+    "support_email": "help@trailhead.example",
+    "postal_address": "Trailhead Outdoor GmbH\nBergstraße 5\n79098 Freiburg",
+    "order_url": "https://trailhead.example/account_history_info.php?order_id={order_id}",
+}
 
 
 def airflow_env(root: Path, work: Path, smtp_port: int) -> dict[str, str]:
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             before = len(sink.messages)
             started = time.perf_counter()
             log_file = work / "logs" / f"dags-test-{when.date()}.log"
-            conf = json.dumps({"shop_name": SHOP_NAME})
+            conf = json.dumps(DEMO_CONF)
             _airflow(["dags", "test", DAG_ID, when.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "-c", conf], env, log_file)
             shown = log_file.relative_to(ROOT) if log_file.is_relative_to(ROOT) else log_file
             print(
