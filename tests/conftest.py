@@ -35,7 +35,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from include.backorder import demo_shop  # noqa: E402
 from include.backorder.config import DbConnection, SmtpSettings  # noqa: E402
-from include.backorder.smtp_sink import MailSink  # noqa: E402
+from include.backorder.smtp_sink import MailSink, Received  # noqa: E402
 
 
 @dataclass
@@ -159,10 +159,55 @@ def airflow_conn_json(db: DbConnection) -> str:
     return json.dumps({k: v for k, v in fields.items() if v} | ({"extra": db.extra} if db.extra else {}))
 
 
+# The headers a backorder email may carry, each once; anything else would be an injected one.
+EMAIL_HEADERS = {
+    "from", "to", "subject", "date", "message-id", "mime-version", "content-type", "content-language",
+    "x-backorder-notification", "x-backorder-order-id", "x-backorder-reference-time",
+    "list-unsubscribe", "list-unsubscribe-post",
+}  # fmt: skip
+
+
+def assert_well_formed(item: Received) -> None:
+    """A backorder email as a mail client parses it (policy default): structure, charset, headers."""
+    msg, raw = item.message, item.raw
+    assert raw.isascii(), "7-bit on the wire"
+    names = [name.lower() for name in msg.keys()]
+    assert set(names) <= EMAIL_HEADERS, f"unexpected headers: {set(names) - EMAIL_HEADERS}"
+    assert len(names) == len(set(names)), f"a header appears twice: {names}"
+    assert not msg.defects, msg.defects
+    (to,) = msg["To"].addresses
+    assert (to.addr_spec,) == item.rcpt_tos
+    subject = str(msg["Subject"])
+    assert subject and "\r" not in subject and "\n" not in subject
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert [p.get_content_charset() for p in parts] == ["utf-8", "utf-8"]
+    assert all(not p.defects for p in parts)
+    html = parts[1].get_content()
+    assert "<script" not in html.lower() and "{{" not in html and "{%" not in html
+
+
+class CheckedSink(MailSink):
+    """A MailSink that keeps every message it received, also across clear(), to check them at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.every: list[Received] = []
+
+    def keep(self, item: Received) -> int:
+        self.every.append(item)
+        return super().keep(item)
+
+
 @pytest.fixture
 def mail_sink() -> Iterator[MailSink]:
-    with MailSink() as sink:
+    """An SMTP server on loopback; every backorder email it received is checked by assert_well_formed."""
+    with CheckedSink() as sink:
         yield sink
+    for item in sink.every:
+        if item.message["X-Backorder-Notification"]:
+            assert_well_formed(item)
 
 
 @pytest.fixture

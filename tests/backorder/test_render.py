@@ -256,3 +256,19 @@ def test_very_long_names_are_folded_and_kept_whole() -> None:
     msg: Any = message_from_bytes(raw, policy=policy.default)
     assert product in msg.get_body(("html",)).get_content()
     assert product in msg.get_body(("plain",)).get_content()
+
+
+def test_the_check_every_received_email_gets_refuses_an_extra_header_and_passes_ours() -> None:
+    from include.backorder.smtp_sink import Received
+    from tests.conftest import assert_well_formed
+
+    def received(raw: bytes) -> Received:
+        msg: Any = message_from_bytes(raw, policy=policy.default)
+        return Received("s@example.com", ("ann@example.com",), msg, raw)
+
+    raw = renderer.render(notice("changed", "de"), "s@example.com", "example.com").as_bytes()
+    assert_well_formed(received(raw))
+    with pytest.raises(AssertionError, match="unexpected headers: {'bcc'}"):
+        assert_well_formed(received(b"Bcc: victim@example.com\r\n" + raw))
+    with pytest.raises(AssertionError, match="a header appears twice"):
+        assert_well_formed(received(b"Subject: again\r\n" + raw))
