@@ -171,7 +171,7 @@ def assert_well_formed(item: Received) -> None:
     """A backorder email as a mail client parses it (policy default): structure, charset, headers."""
     msg, raw = item.message, item.raw
     assert raw.isascii(), "7-bit on the wire"
-    names = [name.lower() for name in msg.keys()]
+    names = [name.lower() for name in msg]
     assert set(names) <= EMAIL_HEADERS, f"unexpected headers: {set(names) - EMAIL_HEADERS}"
     assert len(names) == len(set(names)), f"a header appears twice: {names}"
     assert not msg.defects, msg.defects
@@ -201,7 +201,7 @@ class CheckedSink(MailSink):
 
 
 @pytest.fixture
-def mail_sink() -> Iterator[MailSink]:
+def mail_sink() -> Iterator[CheckedSink]:
     """An SMTP server on loopback; every backorder email it received is checked by assert_well_formed."""
     with CheckedSink() as sink:
         yield sink
