@@ -203,7 +203,8 @@ class CheckedSink(MailSink):
 @pytest.fixture
 def mail_sink() -> Iterator[CheckedSink]:
     """An SMTP server on loopback; every backorder email it received is checked by assert_well_formed."""
-    with CheckedSink() as sink:
+    sink = CheckedSink()
+    with sink:
         yield sink
     for item in sink.every:
         if item.message["X-Backorder-Notification"]:
