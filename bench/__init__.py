@@ -1,0 +1,1 @@
+"""Benchmarks of the backorder pipeline and what they need (`make bench`)."""
