@@ -21,10 +21,10 @@ import logging
 import smtplib
 import ssl
 import time
-from email.message import EmailMessage
 from types import TracebackType
 
 from include.backorder.config import SmtpSettings
+from include.backorder.mime import Rendered
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Mailer:
                 self._drop()
             self._smtp = None
 
-    def send(self, msg: EmailMessage) -> str:
+    def send(self, msg: Rendered) -> str:
         """Send one message over the open connection (opening or reopening it as needed).
 
         Returns the server's final reply ('250 ...'). Raises PermanentSendError (5xx),
@@ -112,8 +112,8 @@ class Mailer:
                             MAX_RECONNECTS)  # fmt: skip
                 time.sleep(wait)
 
-    def _transaction(self, smtp: smtplib.SMTP, msg: EmailMessage) -> str:
-        recipient = msg["To"].addresses[0].addr_spec
+    def _transaction(self, smtp: smtplib.SMTP, msg: Rendered) -> str:
+        recipient = msg.recipient
         try:
             code, reply = smtp.mail(self.settings.from_email)
             if code != 250:
@@ -121,7 +121,7 @@ class Mailer:
             code, reply = smtp.rcpt(recipient)
             if code not in (250, 251):
                 raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
-            code, reply = smtp.data(msg.as_bytes())
+            code, reply = smtp.data(msg.data)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
             code, text = _reply_of(exc)
             if code == 421:  # "service not available, closing transmission channel"

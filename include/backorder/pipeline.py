@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from email.utils import parseaddr
 from typing import Any
 
@@ -29,6 +28,7 @@ from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
+from include.backorder.mime import Rendered
 from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import ShopTables, arrived_lines, inspect_shop, iter_backorder_lines, shop_engine
 from include.backorder.unsubscribe import Unsubscribe
@@ -362,7 +362,7 @@ class _Batch:
         with self.state.begin() as conn:
             conn.execute(sa.update(st.notifications).where(st.notifications.c.id == row["id"]).values(**values))
 
-    def messages(self) -> Iterator[tuple[sa.RowMapping, EmailMessage]]:
+    def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
         """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
         for row in self.rows:
             try:
@@ -377,7 +377,7 @@ class _Batch:
 
     def record_dry_run(self) -> None:
         for row, msg in self.messages():
-            self.record(row, st.STATUS_DRY_RUN, message_id=msg["Message-ID"], detail="dry run: not sent")
+            self.record(row, st.STATUS_DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
 
     def send_all(self, mailer: Mailer) -> None:
         """Send every message; those refused for now (4xx) get a few more tries after short waits."""
@@ -391,11 +391,11 @@ class _Batch:
         self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
 
     def _send_pass(
-        self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, EmailMessage]]
-    ) -> list[tuple[sa.RowMapping, EmailMessage, str]]:
+        self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, Rendered]]
+    ) -> list[tuple[sa.RowMapping, Rendered, str]]:
         later = []
         for i, (row, msg) in enumerate(items, start=1):
-            mid = msg["Message-ID"]
+            mid = msg.message_id
             try:
                 reply = mailer.send(msg)
             except PermanentSendError as exc:

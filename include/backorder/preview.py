@@ -100,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             unsubscribe = Unsubscribe(mailto=params.unsubscribe_mailto or sender)
             msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, unsubscribe)
             stem = args.out / f"{kind}-{language}"
-            stem.with_suffix(".eml").write_bytes(msg.as_bytes())
-            html = msg.get_body(("html",))
+            stem.with_suffix(".eml").write_bytes(msg.data)
+            parsed = msg.parsed()
+            html = parsed.get_body(("html",))
             assert html is not None
             stem.with_suffix(".html").write_text(html.get_content(), encoding="utf-8")
-            print(f"{stem}.eml  {stem}.html  Subject: {msg['Subject']}")
+            print(f"{stem}.eml  {stem}.html  Subject: {parsed['Subject']}")
     return 0
 
 

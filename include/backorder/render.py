@@ -12,10 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,9 +21,10 @@ from babel.dates import format_date
 from babel.numbers import format_decimal
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
-from include.backorder import TEMPLATES_DIR
+from include.backorder import TEMPLATES_DIR, mime
 from include.backorder.config import Branding
 from include.backorder.layout import InliningLoader
+from include.backorder.mime import Rendered
 from include.backorder.unsubscribe import Unsubscribe
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
@@ -69,6 +67,16 @@ def header_safe(text: str) -> str:
     return _CONTROL_RE.sub(" ", ftfy.fix_text(text, _FIXER)).strip()
 
 
+@lru_cache(maxsize=4096)
+def _day(value: datetime | None, locale: str) -> str | None:
+    return None if value is None else format_date(value.date(), "medium", locale=locale)
+
+
+@lru_cache(maxsize=1024)
+def _quantity(value: float, locale: str) -> str:
+    return format_decimal(value, locale=locale)
+
+
 def message_id(orders_id: int, kind: str, reference_time: datetime, domain: str) -> str:
     """The same Message-ID for the same order, kind and T, so a repeat is recognisable."""
     stamp = reference_time.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -87,21 +95,18 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            auto_reload=False,  # compiled once; no stat() of the files per message
         )
 
     def _context(self, notice: Notice, unsubscribe_link: str) -> dict[str, object]:
         locale = notice.language
-
-        def day(value: datetime | None) -> str | None:
-            return None if value is None else format_date(value.date(), "medium", locale=locale)
-
         lines = [
             {
                 "name": header_safe(line.products_name or ""),
                 "model": header_safe(line.products_model or ""),
-                "quantity": format_decimal(line.products_quantity, locale=locale),
-                "date": day(line.date_available),
-                "previous_date": day(line.previous_date),
+                "quantity": _quantity(line.products_quantity, locale),
+                "date": _day(line.date_available, locale),
+                "previous_date": _day(line.previous_date, locale),
             }
             for line in notice.lines
         ]
@@ -136,25 +141,30 @@ class Renderer:
         sender_domain: str,
         sent_at: datetime | None = None,
         unsubscribe: Unsubscribe | None = None,
-    ) -> EmailMessage:
+    ) -> Rendered:
+        """The finished message (see mime.py for how it is assembled)."""
         link = unsubscribe.link(notice.customers_id, notice.customers_email_address) if unsubscribe else ""
         subject, text, html = self.render_parts(notice, link)
-        msg = EmailMessage(policy=SMTP)
-        msg["From"] = from_email
-        msg["To"] = Address(
-            display_name=header_safe(notice.customers_name or ""),
-            addr_spec=notice.customers_email_address.strip(),
-        )
-        msg["Subject"] = subject
-        msg["Date"] = format_datetime(sent_at or datetime.now(UTC))
-        msg["Message-ID"] = message_id(notice.orders_id, notice.kind, notice.reference_time, sender_domain)
-        msg["X-Backorder-Notification"] = notice.kind
-        msg["X-Backorder-Order-Id"] = str(notice.orders_id)
-        msg["X-Backorder-Reference-Time"] = notice.reference_time.astimezone(UTC).isoformat()
+        recipient = notice.customers_email_address.strip()
+        mid = message_id(notice.orders_id, notice.kind, notice.reference_time, sender_domain)
+        headers = [
+            _from_header(from_email),
+            mime.address_header("To", header_safe(notice.customers_name or ""), recipient),
+            mime.header("Subject", subject),
+            f"Date: {format_datetime(sent_at or datetime.now(UTC))}",
+            f"Message-ID: {mid}",
+            f"X-Backorder-Notification: {notice.kind}",
+            f"X-Backorder-Order-Id: {notice.orders_id}",
+            f"X-Backorder-Reference-Time: {notice.reference_time.astimezone(UTC).isoformat()}",
+        ]
         if unsubscribe is not None:
             for name, value in unsubscribe.headers(notice.customers_id, notice.customers_email_address).items():
-                msg[name] = value
-        msg.set_content(text, charset="utf-8")
-        msg.add_alternative(html, subtype="html", charset="utf-8")
-        msg["Content-Language"] = notice.language  # after set_content, which clears Content-* headers
-        return msg
+                headers.append(mime.header(name, value))
+        return Rendered(mid, recipient, mime.assemble(headers, text, html, notice.language))
+
+
+@lru_cache(maxsize=64)
+def _from_header(from_email: str) -> str:
+    """The sender as configured ('Shop <shop@example.com>'), its name encoded when not ASCII."""
+    name, addr = parseaddr(from_email)
+    return mime.address_header("From", header_safe(name), addr)

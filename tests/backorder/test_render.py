@@ -148,7 +148,7 @@ def test_strict_undefined_catches_template_mistakes(tmp_path: Path) -> None:
 
 def test_css_is_inlined_into_the_elements_and_only_media_rules_stay_in_a_style_sheet() -> None:
     raw = Renderer(Branding(shop_name="Trailhead")).render(notice("changed", "en"), "s@example.com", "example.com")
-    html = raw.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    html = raw.parsed().get_body(("html",)).get_content()  # type: ignore[union-attr]
     sheet = html.split("<style>", 1)[1].split("</style>", 1)[0]
     assert sheet.strip().startswith("@media") and sheet.count("@media") == 1
     for needle in (
