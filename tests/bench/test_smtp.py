@@ -17,6 +17,7 @@ from bench.smtp import (
     send_like_email_operator,
     send_one_connection,
     send_parallel,
+    send_pipelined,
     smtp_connection_json,
     split,
 )
@@ -59,6 +60,14 @@ def test_one_connection_counts_every_message_and_byte(lean: bool) -> None:
         assert sink.messages == len(messages)
         assert sink.bytes == sum(map(wire_size, messages))
         assert sink.connections == 1
+
+
+def test_pipelined_counts_every_message_and_byte(fresh: SinkProcess) -> None:
+    messages = sample_messages(250, 3000) + AWKWARD
+    send_pipelined(HOST, fresh.port, messages, recipients=["a@example.com", "b@example.com"])
+    assert fresh.messages == len(messages)
+    assert fresh.bytes == sum(map(wire_size, messages))
+    assert fresh.connections == 1
 
 
 def test_several_recipients_are_one_message(fresh: SinkProcess) -> None:
