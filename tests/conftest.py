@@ -221,7 +221,7 @@ def smtp(mail_sink: MailSink) -> SmtpSettings:
 @pytest.fixture
 def no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Reconnects and second tries without the production waits (seconds), so tests stay quick."""
-    from include.backorder import mailer, pipeline
+    from include.backorder import mailer, sending
 
     monkeypatch.setattr(mailer, "RECONNECT_WAITS", (0.0, 0.0, 0.0))
-    monkeypatch.setattr(pipeline, "TEMPORARY_WAITS", (0.0, 0.0))
+    monkeypatch.setattr(sending, "TEMPORARY_WAITS", (0.0, 0.0))

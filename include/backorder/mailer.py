@@ -21,6 +21,7 @@ import logging
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from include.backorder.config import SmtpSettings
@@ -86,9 +87,11 @@ class Mailer:
                 self._drop()
             self._smtp = None
 
-    def send(self, msg: Rendered) -> str:
+    def send(self, msg: Rendered, before_data: Callable[[], None] | None = None) -> str:
         """Send one message over the open connection (opening or reopening it as needed).
 
+        `before_data` runs after the envelope was accepted and before the message data goes out
+        (the send stage waits there for the previous message's outcome to be committed).
         Returns the server's final reply ('250 ...'). Raises PermanentSendError (5xx),
         TemporaryRefusal (4xx), or SMTPUnavailable when the connection cannot be (re)established.
         """
@@ -97,7 +100,7 @@ class Mailer:
             try:
                 if self._smtp is None:
                     self._smtp = self._connect()
-                return self._transaction(self._smtp, msg)
+                return self._transaction(self._smtp, msg, before_data)
             except CONNECTION_ERRORS as exc:
                 self._drop()
                 failures += 1
@@ -112,7 +115,7 @@ class Mailer:
                             MAX_RECONNECTS)  # fmt: skip
                 time.sleep(wait)
 
-    def _transaction(self, smtp: smtplib.SMTP, msg: Rendered) -> str:
+    def _transaction(self, smtp: smtplib.SMTP, msg: Rendered, before_data: Callable[[], None] | None) -> str:
         recipient = msg.recipient
         try:
             code, reply = smtp.mail(self.settings.from_email)
@@ -121,6 +124,8 @@ class Mailer:
             code, reply = smtp.rcpt(recipient)
             if code not in (250, 251):
                 raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+            if before_data is not None:
+                before_data()
             code, reply = smtp.data(msg.data)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
             code, text = _reply_of(exc)

@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Any
 
-import jinja2
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -27,16 +24,11 @@ from include.backorder import KINDS, lease
 from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
-from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
-from include.backorder.mime import Rendered
-from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.mailer import Mailer
+from include.backorder.sending import Batch
 from include.backorder.shop import ShopTables, arrived_lines, inspect_shop, iter_backorder_lines, shop_engine
-from include.backorder.unsubscribe import Unsubscribe
 
 log = logging.getLogger(__name__)
-
-PROGRESS_EVERY = 1000
-TEMPORARY_WAITS = (1.0, 3.0)  # seconds before the 2nd and 3rd try of messages refused with a 4xx
 
 
 class ShopUnavailableError(RuntimeError):
@@ -65,10 +57,6 @@ def _stage(conn: sa.Connection, run_id: int, stage: str) -> Iterator[None]:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _as_aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC)
 
 
 # --- extract ---------------------------------------------------------------------------------
@@ -299,119 +287,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     return due
 
 
-# --- send ------------------------------------------------------------------------------------
-
-
-def _notice(row: sa.RowMapping, params: RunParams) -> Notice:
-    lines = tuple(
-        ListedLine(
-            products_name=item["products_name"] or "",
-            products_model=item["products_model"],
-            products_quantity=item["products_quantity"],
-            date_available=datetime.fromisoformat(item["date_available"]) if item["date_available"] else None,
-            previous_date=datetime.fromisoformat(item["previous_date"]) if item["previous_date"] else None,
-        )
-        for item in json.loads(row["listed_lines"])
-    )
-    return Notice(
-        orders_id=row["orders_id"],
-        kind=row["kind"],
-        language=row["language"],
-        customers_email_address=row["customers_email_address"],
-        customers_name=row["customers_name"] or "",
-        reference_time=_as_aware(row["reference_time"]),
-        lines=lines,
-        reminder_interval_days=params.reminder_interval_days,
-        customers_id=row["customers_id"],
-    )
-
-
-class _Batch:
-    """The due notifications of one kind in one run, and what became of each."""
-
-    def __init__(
-        self, state: Engine, run_id: int, kind: str, smtp: SmtpSettings, unsubscribe_secret: str | None
-    ) -> None:
-        n = st.notifications
-        self.state, self.kind, self.smtp = state, kind, smtp
-        self.counts: Counter[str] = Counter()
-        self.temporary: list[str] = []
-        self.started = time.perf_counter()
-        with state.connect() as conn:
-            lease.check(conn, run_id)
-            self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
-            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
-            self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
-        self.renderer = Renderer(self.params.branding())
-        if self.params.unsubscribe_url and not unsubscribe_secret:
-            raise ConfigError(
-                "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
-                " backorder_unsubscribe_secret"
-            )
-        self.unsubscribe = Unsubscribe(
-            mailto=self.params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
-            url=self.params.unsubscribe_url,
-            secret=unsubscribe_secret,
-        )
-
-    def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
-        """Commit one message's outcome at once (a retry must see it); count it."""
-        if outcome:
-            values["status"] = outcome
-            self.counts[f"{outcome}:{row['language']}"] += 1
-        with self.state.begin() as conn:
-            conn.execute(sa.update(st.notifications).where(st.notifications.c.id == row["id"]).values(**values))
-
-    def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
-        """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
-        for row in self.rows:
-            try:
-                msg = self.renderer.render(
-                    _notice(row, self.params), self.smtp.from_email, self.smtp.sender_domain, None, self.unsubscribe
-                )
-            except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
-                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
-                log.warning("send_%s: order %d cannot be rendered: %r", self.kind, row["orders_id"], exc)
-                continue
-            yield row, msg
-
-    def record_dry_run(self) -> None:
-        for row, msg in self.messages():
-            self.record(row, st.STATUS_DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
-
-    def send_all(self, mailer: Mailer) -> None:
-        """Send every message; those refused for now (4xx) get a few more tries after short waits."""
-        later = self._send_pass(mailer, self.messages())
-        for wait in TEMPORARY_WAITS:
-            if not later:
-                break
-            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", self.kind, len(later), wait)
-            time.sleep(wait)
-            later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
-        self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
-
-    def _send_pass(
-        self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, Rendered]]
-    ) -> list[tuple[sa.RowMapping, Rendered, str]]:
-        later = []
-        for i, (row, msg) in enumerate(items, start=1):
-            mid = msg.message_id
-            try:
-                reply = mailer.send(msg)
-            except PermanentSendError as exc:
-                self.record(row, st.STATUS_FAILED, message_id=mid, detail=str(exc), sent_at=_utcnow())
-                log.warning("send_%s: order %d to %s refused: %s", self.kind, row["orders_id"],
-                            row["customers_email_address"], exc)  # fmt: skip
-                continue
-            except TemporaryRefusal as exc:
-                self.record(row, None, message_id=mid, detail=f"temporary: {exc}")  # stays due
-                later.append((row, msg, str(exc)))
-                continue
-            self.record(row, st.STATUS_SENT, message_id=mid, detail=reply, sent_at=_utcnow())
-            if i % PROGRESS_EVERY == 0:
-                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
-                         i / (time.perf_counter() - self.started))  # fmt: skip
-        return later
+# --- send (the work is in sending.py) ------------------------------------------------------
 
 
 def send(
@@ -425,23 +301,31 @@ def send(
     if kind not in KINDS:
         raise ConfigError(f"unknown notification kind {kind!r}")
     with _engine(state_db) as state:
-        batch = _Batch(state, run_id, kind, smtp, unsubscribe_secret)
-        if batch.params.dry_run:
-            batch.record_dry_run()
-        elif batch.rows:
-            with Mailer(smtp) as mailer:
-                try:
-                    batch.send_all(mailer)
-                finally:
-                    if mailer.reconnects:
-                        log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind,
-                                    mailer.reconnects)  # fmt: skip
+        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret)
+        try:
+            if batch.params.dry_run:
+                batch.record_dry_run()
+            elif batch.rows:
+                with Mailer(smtp) as mailer:
+                    try:
+                        batch.send_all(mailer)
+                    finally:
+                        if mailer.reconnects:
+                            log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind,
+                                        mailer.reconnects)  # fmt: skip
+        except BaseException:
+            batch.close(raise_error=False)
+            raise
+        batch.close()
         seconds = time.perf_counter() - batch.started
         with state.begin() as conn:
             st.record_stage_time(conn, run_id, f"send_{kind}", seconds)
+            for part in ("render", "smtp", "commit", "commit_wait", "render_wait"):
+                st.record_stage_time(conn, run_id, f"send_{kind}.{part}", batch.seconds[part])
     result = dict(sorted(batch.counts.items()))
-    log.info("send_%s: %d due; %s; in %.2f s", kind, len(batch.rows),
-             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds)  # fmt: skip
+    parts = ", ".join(f"{part} {batch.seconds[part]:.2f} s" for part in ("render", "smtp", "commit", "render_wait"))
+    log.info("send_%s: %d due; %s; in %.2f s (%s)", kind, len(batch.rows),
+             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, parts)  # fmt: skip
     if batch.temporary:
         raise TemporarySendError(
             f"{len(batch.temporary)} message(s) got a temporary answer and stay due for the retry: "

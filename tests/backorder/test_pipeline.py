@@ -72,12 +72,9 @@ def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smt
     assert json.loads(run["skipped"]) == [{"orders_id": 2, "kind": "initial", "reason": "no email address"}]
     assert json.loads(run["params"])["order_status_ids"] == [1, 2]
     assert set(json.loads(run["stage_seconds"])) == {
-        "extract",
-        "previous_snapshot",
-        "classify",
-        "send_initial",
-        "finish",
-    }
+        "extract", "previous_snapshot", "classify", "send_initial", "finish",
+        *(f"send_initial.{part}" for part in ("render", "smtp", "commit", "commit_wait", "render_wait")),
+    }  # fmt: skip
     (snap,) = rows(state_db, st.snapshots)
     assert snap["reference_time"] == datetime(2026, 3, 2) and snap["line_count"] == 2
     assert not rows(state_db, st.staged_lines), "staged lines are cleaned up"

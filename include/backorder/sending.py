@@ -1,0 +1,281 @@
+"""The send stage: render a batch of due notifications, send them over one SMTP session, record each outcome.
+
+Three things run at once, so the SMTP session is the only thing the batch waits for:
+
+- a *renderer* thread renders messages ahead into a bounded queue (Jinja2 and MIME assembly are
+  CPU work; the session mostly waits on the socket, which releases the GIL);
+- the *session* (this thread) sends them one by one (mailer.py);
+- an *outcome writer* thread commits each message's outcome in its own transaction, right after
+  its SMTP transaction (the outbox contract: a retry sends only what is not recorded as sent).
+
+The writer may still be committing message i while message i+1 is prepared and its envelope
+(MAIL FROM, RCPT TO) is sent, but the session waits for that commit before it sends the data of
+i+1. So at any moment at most one message can be delivered without its outcome recorded: if the
+process dies there, the retry sends that one message again, with the same Message-ID.
+
+Seconds spent rendering, in SMTP, committing and waiting for a rendered message are kept per
+batch and written to the run record's `stage_seconds` (`send_initial.render`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from typing import Any
+
+import jinja2
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from include.backorder import lease
+from include.backorder import state as st
+from include.backorder.config import ConfigError, RunParams, SmtpSettings
+from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
+from include.backorder.mime import Rendered
+from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.unsubscribe import Unsubscribe
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 1000
+TEMPORARY_WAITS = (1.0, 3.0)  # seconds before the 2nd and 3rd try of messages refused with a 4xx
+RENDER_AHEAD = 64  # rendered messages waiting for the session at most
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def notice_of(row: sa.RowMapping, params: RunParams) -> Notice:
+    """A notification row of the outbox as the renderer's Notice."""
+    lines = tuple(
+        ListedLine(
+            products_name=item["products_name"] or "",
+            products_model=item["products_model"],
+            products_quantity=item["products_quantity"],
+            date_available=datetime.fromisoformat(item["date_available"]) if item["date_available"] else None,
+            previous_date=datetime.fromisoformat(item["previous_date"]) if item["previous_date"] else None,
+        )
+        for item in json.loads(row["listed_lines"])
+    )
+    return Notice(
+        orders_id=row["orders_id"],
+        kind=row["kind"],
+        language=row["language"],
+        customers_email_address=row["customers_email_address"],
+        customers_name=row["customers_name"] or "",
+        reference_time=row["reference_time"].replace(tzinfo=UTC),
+        lines=lines,
+        reminder_interval_days=params.reminder_interval_days,
+        customers_id=row["customers_id"],
+    )
+
+
+class OutcomeWriter:
+    """Commits each notification's outcome in its own transaction, on a thread of its own."""
+
+    def __init__(self, state: Engine) -> None:
+        self.state = state
+        self.seconds = 0.0
+        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._done = threading.Condition()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="outcome-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, notification_id: int, values: dict[str, Any]) -> None:
+        self._raise_error()
+        with self._done:
+            self._pending += 1
+        self._queue.put((notification_id, values))
+
+    def settled(self) -> None:
+        """Wait until every outcome handed over is committed; raise what the writer hit."""
+        with self._done:
+            while self._pending and self._error is None:
+                self._done.wait()
+        self._raise_error()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        n = st.notifications
+        with self.state.connect() as conn:
+            while (item := self._queue.get()) is not None:
+                notification_id, values = item
+                started = time.perf_counter()
+                try:
+                    if self._error is None:
+                        conn.execute(sa.update(n).where(n.c.id == notification_id).values(**values))
+                        conn.commit()
+                except BaseException as exc:
+                    self._error = exc
+                self.seconds += time.perf_counter() - started
+                with self._done:
+                    self._pending -= 1
+                    self._done.notify_all()
+
+
+class Batch:
+    """The due notifications of one kind in one run, and what became of each."""
+
+    def __init__(
+        self, state: Engine, run_id: int, kind: str, smtp: SmtpSettings, unsubscribe_secret: str | None
+    ) -> None:
+        n = st.notifications
+        self.state, self.kind, self.smtp = state, kind, smtp
+        self.counts: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.temporary: list[str] = []
+        self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        with state.connect() as conn:
+            lease.check(conn, run_id)
+            self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
+            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
+            self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
+        if self.params.unsubscribe_url and not unsubscribe_secret:
+            raise ConfigError(
+                "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
+                " backorder_unsubscribe_secret"
+            )
+        self.renderer = Renderer(self.params.branding())
+        self.unsubscribe = Unsubscribe(
+            mailto=self.params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
+            url=self.params.unsubscribe_url,
+            secret=unsubscribe_secret,
+        )
+        self.outcomes = OutcomeWriter(state)
+
+    def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
+        """Hand one message's outcome to the writer; count it."""
+        if outcome:
+            values["status"] = outcome
+            with self._lock:
+                self.counts[f"{outcome}:{row['language']}"] += 1
+        self.outcomes.put(row["id"], values)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait for every outcome to be committed (and raise what the writer hit, unless told not to)."""
+        try:
+            self.outcomes.close()
+        except BaseException:
+            if raise_error:
+                raise
+        finally:
+            self.seconds["commit"] = self.outcomes.seconds
+
+    def _previous_outcomes_committed(self) -> None:
+        """Before a message's data goes out: the outcomes of the messages before it are committed."""
+        started = time.perf_counter()
+        self.outcomes.settled()
+        self.seconds["commit_wait"] += time.perf_counter() - started
+
+    def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
+        """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
+        for row in self.rows:
+            started = time.perf_counter()
+            try:
+                msg = self.renderer.render(
+                    notice_of(row, self.params), self.smtp.from_email, self.smtp.sender_domain, None, self.unsubscribe
+                )
+            except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
+                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
+                log.warning("send_%s: order %d cannot be rendered: %r", self.kind, row["orders_id"], exc)
+                continue
+            finally:
+                self.seconds["render"] += time.perf_counter() - started
+            yield row, msg
+
+    def rendered_ahead(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
+        """`messages()`, rendered on a thread of its own up to RENDER_AHEAD messages ahead."""
+        ready: queue.Queue[Any] = queue.Queue(maxsize=RENDER_AHEAD)
+        stop = threading.Event()
+        end = object()
+
+        def produce() -> None:
+            try:
+                for item in self.messages():
+                    while not stop.is_set():
+                        try:
+                            ready.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                ready.put(end)
+            except BaseException as exc:
+                ready.put(exc)
+
+        thread = threading.Thread(target=produce, name="renderer", daemon=True)
+        thread.start()
+        try:
+            while True:
+                waited = time.perf_counter()
+                item = ready.get()
+                self.seconds["render_wait"] += time.perf_counter() - waited
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    def record_dry_run(self) -> None:
+        for row, msg in self.messages():
+            self.record(row, st.STATUS_DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
+
+    def send_all(self, mailer: Mailer) -> None:
+        """Send every message; those refused for now (4xx) get a few more tries after short waits."""
+        later = self._send_pass(mailer, self.rendered_ahead())
+        for wait in TEMPORARY_WAITS:
+            if not later:
+                break
+            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", self.kind, len(later), wait)
+            time.sleep(wait)
+            later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
+        self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
+
+    def _send_pass(
+        self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, Rendered]]
+    ) -> list[tuple[sa.RowMapping, Rendered, str]]:
+        later = []
+        for i, (row, msg) in enumerate(items, start=1):
+            started, waited_before = time.perf_counter(), self.seconds["commit_wait"]
+            try:
+                reply = mailer.send(msg, before_data=self._previous_outcomes_committed)
+            except PermanentSendError as exc:
+                self.record(row, st.STATUS_FAILED, message_id=msg.message_id, detail=str(exc), sent_at=utcnow())
+                log.warning("send_%s: order %d to %s refused: %s", self.kind, row["orders_id"],
+                            row["customers_email_address"], exc)  # fmt: skip
+                continue
+            except TemporaryRefusal as exc:
+                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {exc}")  # stays due
+                later.append((row, msg, str(exc)))
+                continue
+            finally:
+                waited = self.seconds["commit_wait"] - waited_before
+                self.seconds["smtp"] += time.perf_counter() - started - waited
+            self.record(row, st.STATUS_SENT, message_id=msg.message_id, detail=reply, sent_at=utcnow())
+            if i % PROGRESS_EVERY == 0:
+                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
+                         i / (time.perf_counter() - self.started))  # fmt: skip
+        return later
