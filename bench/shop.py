@@ -39,7 +39,7 @@ from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pymysql
 import sqlalchemy as sa
@@ -52,7 +52,7 @@ REFERENCE_TIME = datetime(2026, 11, 2)  # naive, as the shop writes its dates (s
 REFERENCE_TIME_UTC = REFERENCE_TIME.replace(tzinfo=UTC)  # the same instant, for a run's reference time
 DEFAULT_URL = "mysql+pymysql://root@127.0.0.1:3306"
 DEFAULT_DATABASE = "bench_shop"
-GENERATOR = "1"  # change it when the generated rows change: a shop of another generator is rebuilt
+GENERATOR = "2"  # change it when the generated rows change: a shop of another generator is rebuilt
 OPEN_STATUSES = (1, 2)
 DELIVERED = 3
 ZERO_DATE = "0000-00-00 00:00:00"
@@ -65,6 +65,7 @@ AVAILABLE_IN_DAYS = (1, 60)  # backordered products arrive this many days after 
 Progress = Callable[[str], None]
 LoadMethod = Literal["auto", "infile", "insert"]
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,41 @@ def _cursor(server: DbConnection, database: str | None = None, local_infile: boo
 # --- what the shop is made of ----------------------------------------------------------------------
 
 
+class _Dice:
+    """random.Random(seed) with quick draws (its randrange, randint and choice are slow in Python)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.random = self.rng.random
+
+    def below(self, n: int) -> int:
+        return int(self.random() * n)
+
+    def between(self, low: int, high: int) -> int:
+        return low + int(self.random() * (high - low + 1))
+
+    def pick(self, items: Sequence[T]) -> T:
+        return items[int(self.random() * len(items))]
+
+    def distinct(self, items: Sequence[int], k: int) -> list[int]:
+        """k different items (k items, some twice, when there are fewer); for small k."""
+        if k > len(items):
+            return [self.pick(items) for _ in range(k)]
+        picks: list[int] = []
+        while len(picks) < k:
+            item = items[int(self.random() * len(items))]
+            if item not in picks:
+                picks.append(item)
+        return picks
+
+    def spread(self, total: int, bins: int, floor: int) -> list[int]:
+        """`total` items over `bins` bins at random, each bin holding at least `floor`."""
+        counts = [floor] * bins
+        for _ in range(total - floor * bins):
+            counts[int(self.random() * bins)] += 1
+        return counts
+
+
 @dataclass(frozen=True)
 class _Catalogue:
     """The products as order lines need them, indexed by products_id (index 0 unused)."""
@@ -335,69 +371,63 @@ class _Catalogue:
     in_stock: list[int]
 
 
-def _products(rng: random.Random, sizes: Sizes) -> tuple[_Catalogue, list[Row], list[Row]]:
+def _product_date(dice: _Dice, backordered: bool) -> str | None:
+    if backordered:
+        return str(REFERENCE_TIME + timedelta(days=dice.between(*AVAILABLE_IN_DAYS)))
+    kind = dice.random()
+    if kind < 0.55:
+        return None
+    if kind < 0.85:
+        return ZERO_DATE
+    return str(REFERENCE_TIME - timedelta(days=dice.between(1, 700)))
+
+
+def _products(dice: _Dice, sizes: Sizes) -> tuple[_Catalogue, list[Row], list[Row]]:
     """The catalogue, the `products` rows and the `products_description` rows (English 1, German 2)."""
-    backordered = sorted(rng.sample(range(1, sizes.products + 1), sizes.backordered_products))
+    backordered = sorted(dice.rng.sample(range(1, sizes.products + 1), sizes.backordered_products))
     is_backordered = set(backordered)
     catalogue = _Catalogue([""], {"en": [""], "de": [""]}, [""], backordered, [])
     products: list[Row] = []
     descriptions: list[Row] = []
     for pid in range(1, sizes.products + 1):
-        model, en, de, price = rng.choice(demo_shop.CATALOGUE)
-        (colour_en, colour_de), (version_en, version_de) = rng.choice(COLOURS), rng.choice(VERSIONS)
+        model, en, de, price = dice.pick(demo_shop.CATALOGUE)
+        (colour_en, colour_de), (version_en, version_de) = dice.pick(COLOURS), dice.pick(VERSIONS)
         catalogue.models.append(f"{model.replace('-', '')[:6]}-{pid % 100_000:05d}")
         catalogue.names["en"].append(f"{en}, {colour_en}, {version_en}")
         catalogue.names["de"].append(f"{de}, {colour_de}, {version_de}")
-        catalogue.prices.append(f"{price * rng.choice((0.8, 0.9, 1.0, 1.0, 1.1, 1.25)):.4f}")
-        available: str | None
+        catalogue.prices.append(f"{price * dice.pick((0.8, 0.9, 1.0, 1.0, 1.1, 1.25)):.4f}")
         if pid in is_backordered:
-            quantity = rng.randint(-20, 0)
-            available = _fmt(REFERENCE_TIME + timedelta(days=rng.randint(*AVAILABLE_IN_DAYS)))
+            quantity = dice.between(-20, 0)
         else:
             catalogue.in_stock.append(pid)
-            quantity = rng.randint(1, 200)
-            kind = rng.random()
-            available = None if kind < 0.55 else ZERO_DATE if kind < 0.85 else _fmt(
-                REFERENCE_TIME - timedelta(days=rng.randint(1, 700))
-            )  # fmt: skip
-        added = REFERENCE_TIME - timedelta(days=rng.randint(30, 6 * 365), seconds=rng.randrange(86_400))
+            quantity = dice.between(1, 200)
+        available = _product_date(dice, pid in is_backordered)
+        added = REFERENCE_TIME - timedelta(days=dice.between(30, 6 * 365), seconds=dice.below(86_400))
         products.append(
-            (pid, quantity, catalogue.models[pid], f"products/{model.lower()}.jpg", catalogue.prices[pid], _fmt(added),
-             None, available, "1.50", 1, 1, None, rng.randint(0, 500))
+            (pid, quantity, catalogue.models[pid], f"products/{model.lower()}.jpg", catalogue.prices[pid], str(added),
+             None, available, "1.50", 1, 1, None, dice.between(0, 500))
         )  # fmt: skip
-        viewed = rng.randint(0, 5000)
+        viewed = dice.between(0, 5000)
         descriptions.append((pid, 1, catalogue.names["en"][pid], None, viewed))
         descriptions.append((pid, 2, catalogue.names["de"][pid], None, viewed))
     return catalogue, products, descriptions
 
 
-def _customers(rng: random.Random, count: int) -> list[tuple[str, Row, Row, list[str]]]:
+def _customers(dice: _Dice, count: int) -> list[tuple[str, Row, Row, list[str]]]:
     """Per customer (id = index + 1): language, the customers_* columns, an address, ways to pay."""
     customers = []
     for cid in range(1, count + 1):
-        language = "de" if rng.random() < 1 / 3 else "en"
-        first, last = (rng.choice(names) for names in NAMES[language])
-        city, postcode = rng.choice(PLACES[language])
-        street = f"{rng.choice(STREETS[language])} {rng.randint(1, 120)}"
+        language = "de" if dice.random() < 1 / 3 else "en"
+        first_names, last_names = NAMES[language]
+        name = f"{dice.pick(first_names)} {dice.pick(last_names)}"
+        city, postcode = dice.pick(PLACES[language])
+        street = f"{dice.pick(STREETS[language])} {dice.between(1, 120)}"
         country, address_format, _currency, _value = COUNTRY[language]
-        name = f"{first} {last}"
         address = (name, None, street, None, city, postcode, None, country)
-        phone = f"0{rng.randint(30, 9999)} {rng.randint(100_000, 9_999_999)}"
+        phone = f"0{dice.between(30, 9999)} {dice.between(100_000, 9_999_999)}"
         customer = (*address, phone, f"customer{cid}@example.com", address_format)
         customers.append((language, customer, (*address, address_format), PAYMENT[language]))
     return customers
-
-
-def _spread(rng: random.Random, total: int, bins: int, floor: int) -> list[int]:
-    """`total` items over `bins` bins at random, each bin holding at least `floor`."""
-    counts = [floor] * bins
-    for i in rng.choices(range(bins), k=total - floor * bins):
-        counts[i] += 1
-    return counts
-
-
-def _sample(rng: random.Random, population: Sequence[int], k: int) -> list[int]:
-    return rng.sample(population, k) if k <= len(population) else rng.choices(population, k=k)
 
 
 @dataclass
@@ -411,74 +441,79 @@ class _Plan:
     closed_counts: list[int]  # per closed order
 
 
-def _plan(rng: random.Random, sizes: Sizes) -> _Plan:
+def _plan(dice: _Dice, sizes: Sizes) -> _Plan:
     history, open_span = int(HISTORY.total_seconds()), int(OPEN_SPAN.total_seconds())
-    orders = [(rng.randrange(1, history), False) for _ in range(sizes.closed_orders)]
-    orders += [(rng.randrange(1, open_span), True) for _ in range(sizes.open_orders)]
-    orders.sort(reverse=True)
+    # age * 2 + 1 for an open order: one sort of plain ints puts every order in its place.
+    keys = [dice.between(1, history) * 2 for _ in range(sizes.closed_orders)]
+    keys += [dice.between(1, open_span) * 2 + 1 for _ in range(sizes.open_orders)]
+    keys.sort(reverse=True)
     in_stock = sizes.in_stock_lines_of_open_orders
     closed_lines = sizes.order_lines - sizes.backorder_lines - in_stock
     return _Plan(
-        ages=[age for age, _ in orders],
-        open=[is_open for _, is_open in orders],
-        backorder_counts=_spread(rng, sizes.backorder_lines, sizes.open_orders, 1),
-        in_stock_counts=_spread(rng, in_stock, sizes.open_orders, 0),
-        closed_counts=_spread(rng, closed_lines, sizes.closed_orders, 1) if sizes.closed_orders else [],
+        ages=[key >> 1 for key in keys],
+        open=[bool(key & 1) for key in keys],
+        backorder_counts=dice.spread(sizes.backorder_lines, sizes.open_orders, 1),
+        in_stock_counts=dice.spread(in_stock, sizes.open_orders, 0),
+        closed_counts=dice.spread(closed_lines, sizes.closed_orders, 1) if sizes.closed_orders else [],
     )
 
 
 class _Orders:
     """Makes the `orders` and `orders_products` rows, a range of orders at a time, in orders_id order."""
 
-    def __init__(self, rng: random.Random, sizes: Sizes, catalogue: _Catalogue) -> None:
-        self.rng, self.sizes, self.catalogue = rng, sizes, catalogue
-        self.customers = _customers(rng, max(1, sizes.orders * 2 // 5))
-        self.plan = _plan(rng, sizes)
+    def __init__(self, dice: _Dice, sizes: Sizes, catalogue: _Catalogue) -> None:
+        self.dice, self.sizes, self.catalogue = dice, sizes, catalogue
+        self.all_products = range(1, sizes.products + 1)
+        self.customers = _customers(dice, max(1, sizes.orders * 2 // 5))
+        self.plan = _plan(dice, sizes)
         self.next_open = self.next_closed = 0
         self.next_line = 1
 
     def _products_of(self, is_open: bool) -> list[int]:
-        rng, catalogue = self.rng, self.catalogue
+        dice, catalogue = self.dice, self.catalogue
         if not is_open:
             count = self.plan.closed_counts[self.next_closed]
             self.next_closed += 1
-            return _sample(rng, range(1, self.sizes.products + 1), count)
+            return dice.distinct(self.all_products, count)
         k = self.next_open
         self.next_open += 1
-        pids = _sample(rng, catalogue.backordered, self.plan.backorder_counts[k])
+        pids = dice.distinct(catalogue.backordered, self.plan.backorder_counts[k])
         if self.plan.in_stock_counts[k]:
-            pids += _sample(rng, catalogue.in_stock, self.plan.in_stock_counts[k])
-            rng.shuffle(pids)
+            pids += dice.distinct(catalogue.in_stock, self.plan.in_stock_counts[k])
+            dice.rng.shuffle(pids)
         return pids
+
+    def _order(self, oid: int, is_open: bool, purchased: datetime) -> tuple[str, Row]:
+        dice = self.dice
+        cid = dice.below(len(self.customers))
+        language, customer, address, payments = self.customers[cid]
+        if is_open:
+            status = OPEN_STATUSES[0] if dice.random() < 0.6 else OPEN_STATUSES[1]
+            modified = None if status == OPEN_STATUSES[0] else min(purchased + timedelta(hours=20), REFERENCE_TIME)
+        else:
+            status = DELIVERED
+            modified = min(purchased + timedelta(days=dice.between(1, 10)), REFERENCE_TIME)
+        _country, _format, currency, currency_value = COUNTRY[language]
+        return language, (
+            oid, cid + 1, *customer, *address, *address, dice.pick(payments),
+            None if modified is None else str(modified), str(purchased), status, currency, currency_value, language,
+        )  # fmt: skip
 
     def rows(self, start: int, stop: int) -> tuple[list[Row], list[Row]]:
         """The rows of orders start+1 .. stop."""
-        rng, catalogue = self.rng, self.catalogue
+        dice, catalogue = self.dice, self.catalogue
         orders: list[Row] = []
         lines: list[Row] = []
         for index in range(start, stop):
             oid, is_open = index + 1, self.plan.open[index]
-            purchased = REFERENCE_TIME - timedelta(seconds=self.plan.ages[index])
-            cid = rng.randrange(len(self.customers))
-            language, customer, address, payments = self.customers[cid]
-            if is_open:
-                status = OPEN_STATUSES[0] if rng.random() < 0.6 else OPEN_STATUSES[1]
-                modified = None if status == OPEN_STATUSES[0] else min(purchased + timedelta(hours=20), REFERENCE_TIME)
-            else:
-                status = DELIVERED
-                modified = min(purchased + timedelta(days=rng.randint(1, 10)), REFERENCE_TIME)
-            _country, _format, currency, currency_value = COUNTRY[language]
-            orders.append(
-                (oid, cid + 1, *customer, *address, *address, rng.choice(payments),
-                 None if modified is None else _fmt(modified), _fmt(purchased), status, currency, currency_value,
-                 language)
-            )  # fmt: skip
+            language, order = self._order(oid, is_open, REFERENCE_TIME - timedelta(seconds=self.plan.ages[index]))
+            orders.append(order)
             names = catalogue.names[language]
             for pid in self._products_of(is_open):
                 price = catalogue.prices[pid]
                 lines.append(
                     (self.next_line, oid, pid, catalogue.models[pid], names[pid], price, price, "19.0000",
-                     QUANTITIES[rng.randrange(len(QUANTITIES))])
+                     QUANTITIES[dice.below(len(QUANTITIES))])
                 )  # fmt: skip
                 self.next_line += 1
         return orders, lines
@@ -523,7 +558,7 @@ def _method(cursor: Any, load: LoadMethod) -> Literal["infile", "insert"]:
 
 def _build(server: DbConnection, name: str, sizes: Sizes, seed: int, load: LoadMethod, say: Progress) -> None:
     started = time.perf_counter()
-    rng = random.Random(seed)
+    dice = _Dice(seed)
     with _cursor(server, local_infile=load != "insert") as cur, tempfile.TemporaryDirectory() as scratch:
         method = _method(cur, load)
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -542,11 +577,11 @@ def _build(server: DbConnection, name: str, sizes: Sizes, seed: int, load: LoadM
              (3, 1, "Delivered"), (3, 2, "Versendet")],
         )  # fmt: skip
         loader = _Loader(cur, method, Path(scratch))
-        catalogue, products, descriptions = _products(rng, sizes)
+        catalogue, products, descriptions = _products(dice, sizes)
         loader.load("products", PRODUCT_COLUMNS, products)
         loader.load("products_description", DESCRIPTION_COLUMNS, descriptions)
         say(f"{name}: {sizes.products:,} products loaded by {method} ({time.perf_counter() - started:.1f} s)")
-        maker = _Orders(rng, sizes, catalogue)
+        maker = _Orders(dice, sizes, catalogue)
         step = max(1, round(PROGRESS_ROWS * sizes.orders / sizes.order_lines))
         for start in range(0, sizes.orders, step):
             stop = min(start + step, sizes.orders)
