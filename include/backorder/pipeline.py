@@ -25,7 +25,7 @@ from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
-from include.backorder.sending import Batch
+from include.backorder.sending import SEND_PARTS, Batch
 from include.backorder.shop import ShopTables, arrived_lines, inspect_shop, iter_backorder_lines, shop_engine
 
 log = logging.getLogger(__name__)
@@ -291,17 +291,28 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
 
 
 def send(
-    state_db: DbConnection, run_id: int, kind: str, smtp: SmtpSettings, unsubscribe_secret: str | None = None
+    state_db: DbConnection,
+    run_id: int,
+    kind: str,
+    smtp: SmtpSettings,
+    unsubscribe_secret: str | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> dict[str, int]:
     """Render and send this run's due notifications of one kind over one SMTP connection.
 
-    Each message's outcome is committed right after its SMTP transaction, so a retry sends only
-    what is still due. In a dry run, messages are rendered and recorded, not sent.
+    `part` (index, parts) takes the notifications whose id modulo `parts` is `index`, so that
+    `parts` senders can share a kind, each with its own connection. Each message's outcome is
+    committed right after its SMTP transaction, so a retry sends only what is still due. In a dry
+    run, messages are rendered and recorded, not sent.
     """
     if kind not in KINDS:
         raise ConfigError(f"unknown notification kind {kind!r}")
+    index, parts = part
+    if not 0 <= index < parts:
+        raise ConfigError(f"part must be (index, parts) with 0 <= index < parts, got {part!r}")
+    stage = f"send_{kind}" if parts == 1 else f"send_{kind}[{index}/{parts}]"
     with _engine(state_db) as state:
-        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret)
+        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret, part)
         try:
             if batch.params.dry_run:
                 batch.record_dry_run()
@@ -319,13 +330,12 @@ def send(
         batch.close()
         seconds = time.perf_counter() - batch.started
         with state.begin() as conn:
-            st.record_stage_time(conn, run_id, f"send_{kind}", seconds)
-            for part in ("render", "smtp", "commit", "commit_wait", "render_wait"):
-                st.record_stage_time(conn, run_id, f"send_{kind}.{part}", batch.seconds[part])
+            parts_seconds = {f"{stage}.{what}": batch.seconds[what] for what in SEND_PARTS}
+            st.record_stage_times(conn, run_id, {stage: seconds, **parts_seconds})
     result = dict(sorted(batch.counts.items()))
-    parts = ", ".join(f"{part} {batch.seconds[part]:.2f} s" for part in ("render", "smtp", "commit", "render_wait"))
-    log.info("send_%s: %d due; %s; in %.2f s (%s)", kind, len(batch.rows),
-             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, parts)  # fmt: skip
+    spent = ", ".join(f"{what} {batch.seconds[what]:.2f} s" for what in SEND_PARTS)
+    log.info("%s: %d due; %s; in %.2f s (%s)", stage, len(batch.rows),
+             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, spent)  # fmt: skip
     if batch.temporary:
         raise TemporarySendError(
             f"{len(batch.temporary)} message(s) got a temporary answer and stay due for the retry: "

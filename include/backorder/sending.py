@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 1000
 TEMPORARY_WAITS = (1.0, 3.0)  # seconds before the 2nd and 3rd try of messages refused with a 4xx
 RENDER_AHEAD = 64  # rendered messages waiting for the session at most
+SEND_PARTS = ("render", "smtp", "commit", "commit_wait", "render_wait")  # where a batch's seconds went
 
 
 def utcnow() -> datetime:
@@ -132,10 +133,17 @@ class OutcomeWriter:
 
 
 class Batch:
-    """The due notifications of one kind in one run, and what became of each."""
+    """The due notifications of one kind in one run (or one `part` of them: index, of how many),
+    and what became of each."""
 
     def __init__(
-        self, state: Engine, run_id: int, kind: str, smtp: SmtpSettings, unsubscribe_secret: str | None
+        self,
+        state: Engine,
+        run_id: int,
+        kind: str,
+        smtp: SmtpSettings,
+        unsubscribe_secret: str | None,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         n = st.notifications
         self.state, self.kind, self.smtp = state, kind, smtp
@@ -147,7 +155,8 @@ class Batch:
         with state.connect() as conn:
             lease.check(conn, run_id)
             self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
-            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE
+            index, parts = part
+            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE, n.c.id % parts == index
             self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
         if self.params.unsubscribe_url and not unsubscribe_secret:
             raise ConfigError(

@@ -208,8 +208,14 @@ def get_run(conn: Connection, run_id: int) -> sa.RowMapping:
 
 
 def record_stage_time(conn: Connection, run_id: int, stage: str, seconds: float) -> None:
-    current = json.loads(conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one())
-    current[stage] = round(seconds, 3)
+    record_stage_times(conn, run_id, {stage: seconds})
+
+
+def record_stage_times(conn: Connection, run_id: int, seconds: dict[str, float]) -> None:
+    """Add stage durations to the run record (the row is locked: parallel send tasks write it too)."""
+    query = sa.select(runs.c.stage_seconds).where(runs.c.id == run_id).with_for_update()
+    current = json.loads(conn.execute(query).scalar_one())
+    current.update({stage: round(value, 3) for stage, value in seconds.items()})
     conn.execute(sa.update(runs).where(runs.c.id == run_id).values(stage_seconds=json.dumps(current)))
 
 

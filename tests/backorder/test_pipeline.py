@@ -201,3 +201,22 @@ def test_catch_up_silently_brings_the_state_up_to_date_and_sends_nothing(shop, s
 def test_dry_run_and_catch_up_silently_exclude_each_other() -> None:
     with pytest.raises(ConfigError, match="choose one"):
         RunParams(dry_run=True, catch_up_silently=True)
+
+
+def test_a_kind_split_in_parts_sends_each_email_once_over_parallel_connections(shop, state_db, smtp, mail_sink) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    shop.product(1, datetime(2026, 3, 20))
+    for oid in range(1, 11):
+        shop.order(oid, [1], purchased=datetime(2026, 3, 1))
+    run_id = pipeline.extract(shop.conn, state_db, RunContext(T0), RunParams()).run_id
+    pipeline.load_previous_snapshot(state_db, run_id)
+    assert pipeline.classify_run(state_db, run_id)["initial"] == 10
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda i: pipeline.send(state_db, run_id, "initial", smtp, part=(i, 3)), range(3)))
+    assert sum(r.get("sent:en", 0) for r in results) == 10 and all(results)
+    assert sorted(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == list(range(1, 11))
+    (run,) = rows(state_db, st.runs)
+    assert {"send_initial[0/3]", "send_initial[1/3]", "send_initial[2/3]"} <= set(json.loads(run["stage_seconds"]))
+    with pytest.raises(ConfigError, match="0 <= index < parts"):
+        pipeline.send(state_db, run_id, "initial", smtp, part=(3, 3))
