@@ -12,6 +12,7 @@ from bench.smtp import (
     HOST,
     SinkProcess,
     main,
+    pipelined,
     rendered_samples,
     sample_messages,
     send_like_email_operator,
@@ -68,6 +69,9 @@ def test_pipelined_counts_every_message_and_byte(fresh: SinkProcess) -> None:
     assert fresh.messages == len(messages)
     assert fresh.bytes == sum(map(wire_size, messages))
     assert fresh.connections == 1
+    fresh.reset()
+    send_pipelined(HOST, fresh.port, pipelined(messages))  # encoded beforehand
+    assert (fresh.messages, fresh.bytes, fresh.connections) == (len(messages), sum(map(wire_size, messages)), 1)
 
 
 def test_several_recipients_are_one_message(fresh: SinkProcess) -> None:
