@@ -212,11 +212,13 @@ def record_stage_time(conn: Connection, run_id: int, stage: str, seconds: float)
 
 
 def record_stage_times(conn: Connection, run_id: int, seconds: dict[str, float]) -> None:
-    """Add stage durations to the run record (the row is locked: parallel send tasks write it too)."""
-    query = sa.select(runs.c.stage_seconds).where(runs.c.id == run_id).with_for_update()
-    current = json.loads(conn.execute(query).scalar_one())
+    """Add stage durations to the run record. Parallel send tasks write it too: the row is written
+    (locked) before it is read, which also serialises writers on SQLite, where FOR UPDATE is ignored."""
+    this_run = runs.c.id == run_id
+    conn.execute(sa.update(runs).where(this_run).values(stage_seconds=runs.c.stage_seconds))
+    current = json.loads(conn.execute(sa.select(runs.c.stage_seconds).where(this_run)).scalar_one())
     current.update({stage: round(value, 3) for stage, value in seconds.items()})
-    conn.execute(sa.update(runs).where(runs.c.id == run_id).values(stage_seconds=json.dumps(current)))
+    conn.execute(sa.update(runs).where(this_run).values(stage_seconds=json.dumps(current)))
 
 
 def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMapping | None:
