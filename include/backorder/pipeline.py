@@ -334,8 +334,9 @@ def send(
             st.record_stage_times(conn, run_id, {stage: seconds, **parts_seconds})
     result = dict(sorted(batch.counts.items()))
     spent = ", ".join(f"{what} {batch.seconds[what]:.2f} s" for what in SEND_PARTS)
-    log.info("%s: %d due; %s; in %.2f s (%s)", stage, len(batch.rows),
-             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, spent)  # fmt: skip
+    log.info("%s: %d due; %s; in %.2f s (%s; %d commits)", stage, len(batch.rows),
+             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, spent,
+             batch.outcomes.commits)  # fmt: skip
     if batch.temporary:
         raise TemporarySendError(
             f"{len(batch.temporary)} message(s) got a temporary answer and stay due for the retry: "

@@ -233,14 +233,14 @@ def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMappi
 
 
 def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
-    """Per order: emails sent (or silenced) before T, the time of the last one, how many periodic ones."""
+    """Per order: emails sent (or silenced) before T, the time of the last one, how many periodic ones.
+
+    `order_ids` (a select of one column) is joined as a derived table: as `IN (subquery)`,
+    MariaDB ran it once per notification row (3 s for 4,000 orders, quadratic).
+    """
     n = notifications
-    sent_before = sa.and_(
-        n.c.status.in_(TOLD),
-        n.c.dry_run.is_(False),
-        n.c.reference_time < reference_time,
-        n.c.orders_id.in_(order_ids),
-    )
+    orders = order_ids.subquery("run_orders")
+    sent_before = sa.and_(n.c.status.in_(TOLD), n.c.dry_run.is_(False), n.c.reference_time < reference_time)
     return (
         sa.select(
             n.c.orders_id,
@@ -248,6 +248,7 @@ def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
             sa.func.max(n.c.reference_time).label("last_sent_time"),
             sa.func.sum(sa.case((n.c.kind == "periodic", 1), else_=0)).label("periodic_sent"),
         )
+        .select_from(orders.join(n, n.c.orders_id == list(orders.c)[0]))
         .where(sent_before)
         .group_by(n.c.orders_id)
     )
