@@ -248,7 +248,7 @@ def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
             sa.func.max(n.c.reference_time).label("last_sent_time"),
             sa.func.sum(sa.case((n.c.kind == "periodic", 1), else_=0)).label("periodic_sent"),
         )
-        .select_from(orders.join(n, n.c.orders_id == list(orders.c)[0]))
+        .select_from(orders.join(n, n.c.orders_id == next(iter(orders.c))))
         .where(sent_before)
         .group_by(n.c.orders_id)
     )
