@@ -16,10 +16,11 @@ them with the previous snapshot (the latest one before T) and sends at most one 
   or cleared while the order is still in the statuses: the goods are on their way.
 
 Tasks: `extract_backorder_lines` -> `load_previous_snapshot` -> `classify` -> `choose_sends`
-(branch) -> `send_initial` / `send_changed` / `send_periodic` / `send_available` (skipped when nothing is due) ->
-`write_snapshot_and_audit`. Everything a run decided and sent is kept in the state database
-(`backorder_state_db`, else `shop_db`): the run record, every email with the server's answer,
-and the snapshot. A repeated run for the same T sends nothing twice.
+(branch) and `plan_<kind>` -> `send_initial` / `send_changed` / `send_periodic` /
+`send_available` (skipped when nothing is due; each mapped over `send_parallelism` batches, one
+SMTP connection each, at most 4 running at once) -> `write_snapshot_and_audit`. Everything a
+run decided and sent is kept in the state database (`backorder_state_db`, else `shop_db`): the
+run record, every email with the server's answer, and the snapshot. A repeated run for the same T sends nothing twice.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ STATE_CONN_ID = "backorder_state_db"
 SMTP_CONN_ID = "smtp_default"
 UNSUBSCRIBE_SECRET_VARIABLE = "backorder_unsubscribe_secret"
 KINDS = ("initial", "changed", "periodic", "available")
+MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG, at most (each holds an SMTP connection)
+MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
 # The languages are the template folders (include/backorder/__init__.py reads them the same way).
 TEMPLATES = Path(__file__).resolve().parents[1] / "include" / "templates"
 LANGUAGES = sorted(p.name for p in TEMPLATES.glob("*") if p.is_dir() and p.name[0] != "_")
@@ -146,6 +149,10 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "unsubscribe_url": Param("", type="string", pattern="^(https://.*)?$",
                                  description="https URL taking one-click opt-outs (?token=...); needs the Variable"
                                              " backorder_unsubscribe_secret."),
+        "send_parallelism": Param(1, type="integer", minimum=1, maximum=16,
+                                  description="Batches per kind, each sent by its own task over its own SMTP"
+                                              " connection (mapped tasks; at most 4 run at once, 500 emails"
+                                              " per batch at least)."),
         "send_available": Param(False, type="boolean",
                                 description="Also send `available`: an order's every date was reached or cleared"
                                             " while it is still in the statuses."),
@@ -198,14 +205,23 @@ def backorder_notifications() -> None:
         """Run only the send tasks that have something due; the others show as skipped."""
         return [f"send_{kind}" for kind in KINDS if due.get(kind)]
 
-    @task
-    def send_notifications(record_id: int, kind: str) -> dict[str, int]:
-        """Send this run's due emails of one kind over one SMTP connection."""
+    @task(retries=0)
+    def plan_batches(due: dict[str, int], kind: str) -> list[list[int]]:
+        """The batches the kind's send task is mapped over: [index, batches] each, one SMTP connection each."""
+        if not due.get(kind):
+            return []
+        wanted = int(get_current_context()["params"].get("send_parallelism", 1))
+        n = max(1, min(wanted, -(-due[kind] // MIN_BATCH)))
+        return [[i, n] for i in range(n)]
+
+    @task(max_active_tis_per_dag=MAX_PARALLEL_SENDS)
+    def send_notifications(record_id: int, kind: str, part: list[int]) -> dict[str, int]:
+        """Send one batch of this run's due emails of one kind over one SMTP connection."""
         from include.backorder import pipeline
 
         with _permanent_errors_fail_at_once():
             secret = Variable.get(UNSUBSCRIBE_SECRET_VARIABLE, default=None)
-            return pipeline.send(_state_db(), record_id, kind, _smtp(), secret)
+            return pipeline.send(_state_db(), record_id, kind, _smtp(), secret, (part[0], part[1]))
 
     @task(trigger_rule="none_failed")
     def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:
@@ -218,7 +234,12 @@ def backorder_notifications() -> None:
     record_id = extract_backorder_lines()
     due = classify(record_id)
     load_previous_snapshot(record_id) >> due
-    sends = [send_notifications.override(task_id=f"send_{kind}")(record_id, kind) for kind in KINDS]
+    sends = [
+        send_notifications.override(task_id=f"send_{kind}")
+        .partial(record_id=record_id, kind=kind)
+        .expand(part=plan_batches.override(task_id=f"plan_{kind}")(due, kind))
+        for kind in KINDS
+    ]
     choose_sends(due) >> sends
     sends >> write_snapshot_and_audit(record_id)
 

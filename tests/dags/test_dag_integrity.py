@@ -31,13 +31,15 @@ def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
     ids = {t.task_id for t in dag.tasks}
     assert ids == {
         "extract_backorder_lines", "load_previous_snapshot", "classify", "choose_sends",
+        "plan_initial", "plan_changed", "plan_periodic", "plan_available",
         "send_initial", "send_changed", "send_periodic", "send_available", "write_snapshot_and_audit",
     }  # fmt: skip
     assert dag.get_task("load_previous_snapshot").upstream_task_ids == {"extract_backorder_lines"}
     assert dag.get_task("classify").upstream_task_ids == {"extract_backorder_lines", "load_previous_snapshot"}
     assert dag.get_task("choose_sends").upstream_task_ids == {"classify"}
     for kind in ("initial", "changed", "periodic", "available"):
-        assert "choose_sends" in dag.get_task(f"send_{kind}").upstream_task_ids
+        assert {"choose_sends", f"plan_{kind}"} <= dag.get_task(f"send_{kind}").upstream_task_ids
+        assert dag.get_task(f"send_{kind}").max_active_tis_per_dag == 4
     final = dag.get_task("write_snapshot_and_audit")
     assert {"send_initial", "send_changed", "send_periodic", "send_available"} <= final.upstream_task_ids
     assert final.trigger_rule == "none_failed"
@@ -49,7 +51,7 @@ def test_params_and_retries(dag) -> None:
         "max_order_age_days": None, "table_prefix": "", "default_language": "en", "dry_run": False,
         "catch_up_silently": False,
         "shop_timezone": "UTC", "shop_name": "", "unsubscribe_mailto": "", "unsubscribe_url": "",
-        "send_available": False, "logo_url": "", "brand_color": "#1f4e79", "support_email": "", "postal_address": "",
+        "send_available": False, "send_parallelism": 1, "logo_url": "", "brand_color": "#1f4e79", "support_email": "", "postal_address": "",
         "order_url": "",
     }  # fmt: skip
     for task_id in ("extract_backorder_lines", "classify", "send_initial", "write_snapshot_and_audit"):

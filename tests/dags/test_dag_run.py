@@ -167,6 +167,16 @@ def test_available_and_branding_from_the_run_conf(dag, world, mail_sink) -> None
     assert 'href="https://trailhead.example/account_history_info.php?order_id=101"' in html
 
 
+def test_send_parallelism_maps_a_kind_over_batches_each_email_once(dag, world, mail_sink, monkeypatch) -> None:
+    plan = dag.get_task("plan_initial").python_callable
+    monkeypatch.setitem(plan.__globals__, "MIN_BATCH", 1)  # 3 emails make 3 batches here, not 1 per 500
+    dag_run, messages = run(dag, mail_sink, 0, send_parallelism=3)
+    assert sorted(o for o, _, _, _ in seen(messages)) == [101, 102, 107]
+    assert len(messages) == 3
+    batches = [ti for ti in dag_run.get_task_instances() if ti.task_id == "send_initial"]
+    assert sorted((ti.map_index, str(ti.state)) for ti in batches) == [(0, "success"), (1, "success"), (2, "success")]
+
+
 def test_a_run_without_logical_date_uses_run_after(dag, world, mail_sink) -> None:
     world.product(9, datetime(2099, 1, 1))
     world.order(108, [9], purchased=datetime(2026, 1, 1))
