@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo preview screenshots test lint typecheck pytest install install-dev clean
+.PHONY: demo preview screenshots bench test lint typecheck pytest install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ demo: install
 ## preview: every kind in every language from sample data, as .eml and .html under previews/
 preview: install
 	$(PY) -m include.backorder.preview
+
+## bench: the pipeline at shop scale against L_read and L_send (never part of `make test`);
+##        SIZE=quick (default, ~2 min) or SIZE=full (1,000,000 order lines; ~30 min); results in bench/results/
+SIZE ?= quick
+REPEATS ?= 3
+bench: install-dev
+	$(PY) -m bench.run --size $(SIZE) --repeats $(REPEATS)
 
 ## screenshots: every kind in English, 700 px (desktop) and 375 px (phone) wide, as PNGs in docs/screenshots/;
 ## needs Debian's chromium (.ci/run installs it) and fails if an email overflows either width
