@@ -89,23 +89,23 @@ def notice_of(row: sa.RowMapping, params: RunParams) -> Notice:
     )
 
 
-def group_update(group: list[tuple[int, dict[str, Any]]]) -> sa.Update:
-    """One UPDATE for several notifications' outcomes (one round trip): each column set by
-    `CASE id WHEN ... THEN ... ELSE <unchanged> END`. A later outcome of the same id wins."""
-    n = st.notifications
-    latest: dict[int, dict[str, Any]] = {}
-    for notification_id, values in group:
-        latest.setdefault(notification_id, {}).update(values)
-    columns = sorted({column for values in latest.values() for column in values})
-    assignments = {
-        column: sa.case(
-            {nid: sa.literal(values[column], n.c[column].type) for nid, values in latest.items() if column in values},
-            value=n.c.id,
-            else_=n.c[column],
-        )
-        for column in columns
-    }
-    return sa.update(n).where(n.c.id.in_(list(latest))).values(assignments)
+OUTCOME_COLUMNS = ("status", "detail", "message_id", "sent_at")
+# One statement for every outcome, compiled once and run for a group with executemany.
+_OUTCOME_UPDATE = (
+    sa.update(st.notifications)
+    .where(st.notifications.c.id == sa.bindparam("outcome_id"))
+    .values({column: sa.bindparam(f"outcome_{column}") for column in OUTCOME_COLUMNS})
+)
+
+
+def outcome_rows(group: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Executemany parameters for a group of outcomes. Every outcome sets status and detail; the
+    columns it leaves out are NULL in a due row, and so written as NULL."""
+    defaults: dict[str, Any] = {column: None for column in OUTCOME_COLUMNS} | {"status": st.STATUS_DUE}
+    return [
+        {"outcome_id": nid, **{f"outcome_{c}": value for c, value in (defaults | values).items()}}
+        for nid, values in group
+    ]
 
 
 class OutcomeWriter:
@@ -166,7 +166,7 @@ class OutcomeWriter:
                 started = time.perf_counter()
                 try:
                     if self._error is None:
-                        conn.execute(group_update(group))
+                        conn.execute(_OUTCOME_UPDATE, outcome_rows(group))
                         conn.commit()
                         self.commits += 1
                 except BaseException as exc:

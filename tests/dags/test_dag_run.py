@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -50,7 +51,7 @@ def world(shop, state_db, mail_sink, monkeypatch, dag):
     return shop
 
 
-def run(dag, mail_sink, day: float | None, **conf) -> tuple[object, list]:
+def run(dag, mail_sink, day: float | None, **conf) -> tuple[Any, list]:
     mail_sink.clear()
     logical = None if day is None else T0 + timedelta(days=day)
     dag_run = dag.test(logical_date=logical, run_conf=dag.default_conf | conf)
