@@ -136,8 +136,17 @@ def run_day(shop_url: str, state_url: str, port: int, at: datetime, parts: int =
         "stage_seconds": json.loads(run["stage_seconds"]),
         "send_wall": send_seconds,
         "total": total,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux keeps that across execve, so
+    a day started from a big parent would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_day_in_process(shop_url: str, state_url: str, port: int, at: datetime, parts: int = 1) -> dict[str, Any]:
