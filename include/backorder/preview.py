@@ -5,10 +5,11 @@ owner can look at the emails before going live.
 
 Usage:
   python -m include.backorder.preview [--kind initial|changed|periodic|available|all] [--language en|de|all]
-                                      [--shop-url URL --order ID [--at 2026-11-23T00:00]]
+                                      [--order ID [--shop-url URL] [--at 2026-11-23T00:00]]
                                       [--conf JSON|@FILE] [--shop-name NAME] [--sender ADDRESS] [--out DIR]
   URL is a SQLAlchemy URL of the shop, e.g. sqlite:////path/shop.sqlite or
-  mysql+pymysql://user:password@host/shop?charset=utf8mb4
+  mysql+pymysql://user:password@host/shop?charset=utf8mb4; without it, --order reads the shop of the
+  `shop_db` connection as the DAG does when it is given as AIRFLOW_CONN_SHOP_DB (JSON).
   --conf takes the DAG's params as you trigger it (branding, reminder_interval_days, order_status_ids,
   table_prefix, ...), as JSON or as @path of a JSON file; the preview looks as the run's emails will.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
@@ -24,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES
-from include.backorder.config import ConfigError, RunParams
+from include.backorder.config import ConfigError, DbConnection, RunParams
 from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import backorder_lines_query, inspect_shop
 from include.backorder.unsubscribe import Unsubscribe
@@ -33,6 +35,18 @@ SAMPLE_LINES = (
     ListedLine("Trekking tent for two", "TENT-2P", 1, datetime(2026, 12, 17), datetime(2026, 12, 3)),
     ListedLine("Down sleeping bag -10\u00a0°C", "BAG-800", 2, datetime(2027, 1, 8), None),
 )
+
+
+def configured_shop_url() -> str | None:
+    """The shop of the `shop_db` connection, when it is given as AIRFLOW_CONN_SHOP_DB in JSON."""
+    raw = os.environ.get("AIRFLOW_CONN_SHOP_DB")
+    if not raw:
+        return None
+    c = json.loads(raw)
+    db = DbConnection("shop_db", c.get("conn_type", ""), host=c.get("host") or "", port=c.get("port"),
+                      login=c.get("login") or "", password=c.get("password") or "", schema=c.get("schema") or "",
+                      extra=c.get("extra") or {})  # fmt: skip
+    return str(db.url(read_only=True).render_as_string(hide_password=False))
 
 
 def shop_lines(url: str, order_id: int, at: datetime, params: RunParams) -> tuple[str, str, list[ListedLine]]:
@@ -61,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", default="all", choices=[*KINDS, "all"])
     parser.add_argument("--language", default="all", choices=[*LANGUAGES, "all"])
-    parser.add_argument("--shop-url", help="SQLAlchemy URL of the shop (with --order)")
-    parser.add_argument("--order", type=int, help="orders_id to preview (with --shop-url)")
+    parser.add_argument("--shop-url", help="SQLAlchemy URL of the shop (default: AIRFLOW_CONN_SHOP_DB)")
+    parser.add_argument("--order", type=int, help="orders_id to preview, read from the shop")
     parser.add_argument("--at", default=None, help="reference time (default: now)")
     parser.add_argument("--conf", default="{}", help="the DAG params as JSON, or @path of a JSON file")
     parser.add_argument("--shop-name", default=None, help="shortcut for the shop_name param")
@@ -82,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
     at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     if args.shop_url or args.order is not None:
-        if not (args.shop_url and args.order is not None):
-            parser.error("--shop-url and --order go together")
-        name, address, lines = shop_lines(args.shop_url, args.order, at, params)
+        if args.order is None:
+            parser.error("--shop-url needs --order")
+        url = args.shop_url or configured_shop_url()
+        if url is None:
+            parser.error("--order needs --shop-url, or the shop_db connection as AIRFLOW_CONN_SHOP_DB (JSON)")
+        name, address, lines = shop_lines(str(url), args.order, at, params)
         order_id = args.order
     else:
         name, address, lines, order_id = "Jürgen Müller", "juergen.mueller@example.com", list(SAMPLE_LINES), 4711

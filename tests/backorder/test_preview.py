@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from email import message_from_bytes, policy
 
@@ -47,3 +48,14 @@ def test_preview_of_one_order_of_a_shop(shop, tmp_path) -> None:
     body = msg.get_body(("plain",))
     assert body is not None
     assert "  - 1 x Product 1 (M-1)\n    expected Dec 1, 2026\n" in body.get_content().replace("\r\n", "\n")
+
+
+def test_preview_reads_the_order_from_the_configured_shop_db_connection(shop, tmp_path, monkeypatch) -> None:
+    shop.product(1, datetime(2026, 12, 1))
+    shop.order(8, [1], purchased=datetime(2026, 11, 1), name="Bea Jones")
+    monkeypatch.setenv("AIRFLOW_CONN_SHOP_DB", json.dumps({"conn_type": "sqlite", "host": str(shop.path)}))
+    out = tmp_path / "out"
+    argv = ["--order", "8", "--at", "2026-11-23T00:00", "--kind", "periodic", "--language", "en", "--out", str(out)]
+    assert main(argv) == 0
+    msg = message_from_bytes((out / "periodic-en.eml").read_bytes(), policy=policy.default)
+    assert msg["To"] == "Bea Jones <customer8@example.com>"
