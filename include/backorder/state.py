@@ -55,45 +55,33 @@ runs = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-staged_lines = sa.Table(
-    "bo_staged_line",
-    metadata,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
-    sa.Column("orders_products_id", sa.Integer, primary_key=True),
-    sa.Column("orders_id", sa.Integer, nullable=False),
-    sa.Column("products_id", sa.Integer, nullable=False),
-    sa.Column("products_name", sa.String(255)),
-    sa.Column("products_model", sa.String(64)),
-    sa.Column("products_quantity", sa.Float),
-    sa.Column("date_available", Timestamp, nullable=False),
-    sa.Column("customers_name", sa.String(255)),
-    sa.Column("customers_email_address", sa.String(255)),
-    sa.Column("order_language", sa.String(32)),
-    sa.Column("customers_id", sa.Integer),
-    sa.Column("date_purchased", Timestamp),
-    **MYSQL_TABLE_OPTIONS,
-)
+
+def _order_line_columns(date_nullable: bool) -> list[sa.Column[Any]]:
+    """A staged order line as the shop query returns it (shop.LINE_COLUMNS), keyed by run."""
+    return [
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
+        sa.Column("orders_products_id", sa.Integer, primary_key=True),
+        sa.Column("orders_id", sa.Integer, nullable=False),
+        sa.Column("products_id", sa.Integer, nullable=False),
+        sa.Column("products_name", sa.String(255)),
+        sa.Column("products_model", sa.String(64)),
+        sa.Column("products_quantity", sa.Float),
+        sa.Column("date_available", Timestamp, nullable=date_nullable),
+        sa.Column("customers_name", sa.String(255)),
+        sa.Column("customers_email_address", sa.String(255)),
+        sa.Column("order_language", sa.String(32)),
+        sa.Column("customers_id", sa.Integer),
+        sa.Column("date_purchased", Timestamp),
+    ]
+
+
+staged_lines = sa.Table("bo_staged_line", metadata, *_order_line_columns(date_nullable=False), **MYSQL_TABLE_OPTIONS)
 
 # The lines of orders that waited at the previous snapshot and wait no more (every date reached or
-# cleared) while the order is still in the statuses: what an `available` email lists. Staged only
-# when the run's params say send_available.
+# cleared: date_available None) while the order is still in the statuses: what an `available`
+# email lists. Staged only when the run's params say send_available.
 staged_arrivals = sa.Table(
-    "bo_staged_arrival",
-    metadata,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
-    sa.Column("orders_products_id", sa.Integer, primary_key=True),
-    sa.Column("orders_id", sa.Integer, nullable=False),
-    sa.Column("products_id", sa.Integer, nullable=False),
-    sa.Column("products_name", sa.String(255)),
-    sa.Column("products_model", sa.String(64)),
-    sa.Column("products_quantity", sa.Float),
-    sa.Column("date_available", Timestamp),  # None: the shop cleared the date
-    sa.Column("customers_name", sa.String(255)),
-    sa.Column("customers_email_address", sa.String(255)),
-    sa.Column("order_language", sa.String(32)),
-    sa.Column("customers_id", sa.Integer),
-    sa.Column("date_purchased", Timestamp),
-    **MYSQL_TABLE_OPTIONS,
+    "bo_staged_arrival", metadata, *_order_line_columns(date_nullable=True), **MYSQL_TABLE_OPTIONS
 )
 
 snapshots = sa.Table(
