@@ -145,36 +145,50 @@ class OutcomeWriter:
         if self._error is not None:
             raise self._error
 
+    def _next_group(self) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+        """What has arrived since the last commit (waiting for the first), and whether close() was called."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        group = [first]
+        while len(group) < GROUP_COMMIT_MAX:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return group, True
+            group.append(item)
+        return group, False
+
     def _run(self) -> None:
-        with self.state.connect() as conn:
-            closing = False
-            while not closing:
-                first = self._queue.get()
-                group = [] if first is None else [first]
-                closing = first is None
-                while not closing and len(group) < GROUP_COMMIT_MAX:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        closing = True
-                    else:
-                        group.append(item)
-                if not group:
-                    continue
-                started = time.perf_counter()
-                try:
-                    if self._error is None:
-                        conn.execute(_OUTCOME_UPDATE, outcome_rows(group))
-                        conn.commit()
-                        self.commits += 1
-                except BaseException as exc:
-                    self._error = exc
-                self.seconds += time.perf_counter() - started
-                with self._done:
-                    self._pending -= len(group)
-                    self._done.notify_all()
+        conn = None
+        try:
+            conn = self.state.connect()
+        except BaseException as exc:  # the database is unreachable: settled() and put() raise it
+            self._fail(exc)
+        closing = False
+        while not closing:
+            group, closing = self._next_group()
+            started = time.perf_counter()
+            try:
+                if conn is not None and self._error is None and group:
+                    conn.execute(_OUTCOME_UPDATE, outcome_rows(group))
+                    conn.commit()
+                    self.commits += 1
+            except BaseException as exc:
+                self._fail(exc)
+            self.seconds += time.perf_counter() - started
+            with self._done:
+                self._pending -= len(group)
+                self._done.notify_all()
+        if conn is not None:
+            conn.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._done:
+            self._error = exc
+            self._done.notify_all()
 
 
 class Batch:
