@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
-import jinja2
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -44,7 +43,7 @@ from include.backorder.config import ConfigError, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.mime import Rendered
 from include.backorder.render import ListedLine, Notice, Renderer
-from include.backorder.render_worker import RenderWorker, Setup
+from include.backorder.render_worker import Outcome, RenderWorker, Setup, render_chunk
 from include.backorder.unsubscribe import Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -222,12 +221,12 @@ class Batch:
                 "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
                 " backorder_unsubscribe_secret"
             )
-        self.renderer = Renderer(self.params.branding())
-        self.unsubscribe = Unsubscribe(
+        unsubscribe = Unsubscribe(
             mailto=self.params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
             url=self.params.unsubscribe_url,
             secret=unsubscribe_secret,
         )
+        self.setup = Setup(self.params.branding(), smtp.from_email, smtp.sender_domain, unsubscribe)
         self.outcomes = OutcomeWriter(state)
 
     def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
@@ -255,42 +254,32 @@ class Batch:
         self.outcomes.settled(UNRECORDED_AT_MOST - 1)
         self.seconds["commit_wait"] += time.perf_counter() - started
 
-    def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
-        """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
-        for row in self.rows:
-            started = time.perf_counter()
-            try:
-                msg = self.renderer.render(
-                    notice_of(row, self.params), self.smtp.from_email, self.smtp.sender_domain, None, self.unsubscribe
-                )
-            except (ValueError, TypeError, LookupError, jinja2.TemplateError) as exc:
-                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {exc!r}")
-                log.warning("send_%s: order %d cannot be rendered: %r", self.kind, row["orders_id"], exc)
-                continue
-            finally:
-                self.seconds["render"] += time.perf_counter() - started
-            yield row, msg
-
-    def rendered_ahead(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
-        """`messages()`, for a big batch rendered ahead by a worker process (render_worker.py)."""
+    def _outcomes(self) -> Iterator[Outcome]:
+        """Every row rendered: in line for a small batch, ahead by a worker process for a big one."""
+        items = ((row["id"], notice_of(row, self.params)) for row in self.rows)
         if len(self.rows) < RENDER_PROCESS_MIN:
-            yield from self.messages()
+            renderer = Renderer(self.setup.branding)
+            for item in items:
+                yield from render_chunk(renderer, self.setup, [item])
             return
-        setup = Setup(self.params.branding(), self.smtp.from_email, self.smtp.sender_domain, self.unsubscribe)
-        by_id = {row["id"]: row for row in self.rows}
-        with RenderWorker(setup) as worker:
-            items = ((row["id"], notice_of(row, self.params)) for row in self.rows)
+        with RenderWorker(self.setup) as worker:
             waited = time.perf_counter()
             for outcome in worker.render(items):
                 self.seconds["render_wait"] += time.perf_counter() - waited
-                self.seconds["render"] += outcome.seconds
-                row = by_id[outcome.key]
-                if outcome.message is None:
-                    self.record(row, st.STATUS_FAILED, detail=f"cannot render: {outcome.error}")
-                    log.warning("send_%s: order %d cannot be rendered: %s", self.kind, row["orders_id"], outcome.error)
-                else:
-                    yield row, outcome.message
+                yield outcome
                 waited = time.perf_counter()
+
+    def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
+        """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
+        by_id = {row["id"]: row for row in self.rows}
+        for outcome in self._outcomes():
+            self.seconds["render"] += outcome.seconds
+            row = by_id[outcome.key]
+            if outcome.message is None:
+                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {outcome.error}")
+                log.warning("send_%s: order %d cannot be rendered: %s", self.kind, row["orders_id"], outcome.error)
+            else:
+                yield row, outcome.message
 
     def record_dry_run(self) -> None:
         for row, msg in self.messages():
@@ -298,7 +287,7 @@ class Batch:
 
     def send_all(self, mailer: Mailer) -> None:
         """Send every message; those refused for now (4xx) get a few more tries after short waits."""
-        later = self._send_pass(mailer, self.rendered_ahead())
+        later = self._send_pass(mailer, self.messages())
         for wait in TEMPORARY_WAITS:
             if not later:
                 break

@@ -220,3 +220,19 @@ def test_a_kind_split_in_parts_sends_each_email_once_over_parallel_connections(s
     assert {"send_initial[0/3]", "send_initial[1/3]", "send_initial[2/3]"} <= set(json.loads(run["stage_seconds"]))
     with pytest.raises(ConfigError, match="0 <= index < parts"):
         pipeline.send(state_db, run_id, "initial", smtp, part=(3, 3))
+
+
+def test_a_big_batch_is_rendered_by_the_worker_process_and_sent_once(
+    shop, state_db, smtp, mail_sink, monkeypatch
+) -> None:
+    from include.backorder import sending
+
+    monkeypatch.setattr(sending, "RENDER_PROCESS_MIN", 2)  # 5 emails count as big here
+    shop.product(1, datetime(2026, 3, 20))
+    for oid in range(1, 6):
+        shop.order(oid, [1], purchased=datetime(2026, 3, 1), language="de" if oid % 2 else "en")
+    summary = run_day(shop, state_db, smtp, T0)
+    assert summary["counts"]["sent"] == {"initial": {"de": 3, "en": 2}}
+    assert sorted(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == [1, 2, 3, 4, 5]
+    (run,) = rows(state_db, st.runs)
+    assert json.loads(run["stage_seconds"])["send_initial.render"] > 0
