@@ -32,7 +32,7 @@ preview: install
 	$(PY) -m include.backorder.preview
 
 ## bench: the pipeline at shop scale against L_read and L_send (never part of `make test`);
-##        SIZE=quick (default, ~2 min) or SIZE=full (1,000,000 order lines; ~30 min); results in bench/results/
+##        SIZE=quick (default, ~2 min) or SIZE=full (1,000,000 order lines; ~15 min a repeat); results in bench/results/
 SIZE ?= quick
 REPEATS ?= 3
 bench: install-dev
