@@ -47,6 +47,9 @@ class Rendered:
 def encoded_words(text: str) -> list[str]:
     """`text` as RFC 2047 encoded words (`=?utf-8?b?...?=`, at most 64 characters each), split
     between characters, never inside one; decoders join adjacent words without the space between."""
+    whole = text.encode("utf-8")
+    if len(whole) <= 39:  # the common case: one word
+        return [f"=?utf-8?b?{base64.b64encode(whole).decode('ascii')}?="] if whole else []
     words, chunk = [], b""
     for char in text:
         data = char.encode("utf-8")
@@ -89,7 +92,7 @@ def address_header(name: str, display_name: str, addr_spec: str) -> str:
 def _base64(text: str) -> str:
     """A text body in canonical form (CRLF line ends), base64 in lines of 76."""
     encoded = base64.b64encode(text.replace("\r\n", "\n").replace("\n", CRLF).encode("utf-8")).decode("ascii")
-    return "".join(f"{encoded[i : i + 76]}{CRLF}" for i in range(0, len(encoded), 76))
+    return CRLF.join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + CRLF
 
 
 def assemble(headers: list[str], text: str, html: str, content_language: str) -> bytes:

@@ -32,6 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,22 +90,43 @@ def notice_of(row: sa.RowMapping, params: RunParams) -> Notice:
 
 
 OUTCOME_COLUMNS = ("status", "detail", "message_id", "sent_at")
-# One statement for every outcome, compiled once and run for a group with executemany.
-_OUTCOME_UPDATE = (
-    sa.update(st.notifications)
-    .where(st.notifications.c.id == sa.bindparam("outcome_id"))
-    .values({column: sa.bindparam(f"outcome_{column}") for column in OUTCOME_COLUMNS})
-)
 
 
-def outcome_rows(group: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Executemany parameters for a group of outcomes. Every outcome sets status and detail; the
+@lru_cache(maxsize=GROUP_COMMIT_MAX)
+def outcome_update(size: int) -> sa.Update:
+    """One UPDATE for a group of `size` outcomes, each column set by a CASE over the ids: one
+    statement and one round trip for the group (executemany sends an UPDATE per row), built once
+    per group size."""
+    n = st.notifications
+    ids = [sa.bindparam(f"id{i}", type_=n.c.id.type) for i in range(size)]
+    return (
+        sa.update(n)
+        .where(n.c.id.in_(ids))
+        .values({
+            column: sa.case(*((n.c.id == ids[i], sa.bindparam(f"{column}{i}", type_=n.c[column].type))
+                              for i in range(size)), else_=n.c[column])  # the column's type for all-NULL groups
+            for column in OUTCOME_COLUMNS
+        })
+    )  # fmt: skip
+
+
+def outcome_params(group: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """The parameters of `outcome_update(len(group))`. Every outcome sets status and detail; the
     columns it leaves out are NULL in a due row, and so written as NULL."""
     defaults: dict[str, Any] = {column: None for column in OUTCOME_COLUMNS} | {"status": st.STATUS_DUE}
-    return [
-        {"outcome_id": nid, **{f"outcome_{c}": value for c, value in (defaults | values).items()}}
-        for nid, values in group
-    ]
+    params: dict[str, Any] = {}
+    for i, (nid, values) in enumerate(group):
+        params[f"id{i}"] = nid
+        for column, value in (defaults | values).items():
+            params[f"{column}{i}"] = value
+    return params
+
+
+def write_outcomes(conn: sa.Connection, group: list[tuple[int, dict[str, Any]]]) -> None:
+    """Write a group of outcomes in one statement (not committed). A message tried twice in the
+    group (refused for now, then sent) gets its last outcome."""
+    latest = list(dict(group).items())
+    conn.execute(outcome_update(len(latest)), outcome_params(latest))
 
 
 class OutcomeWriter:
@@ -172,7 +194,7 @@ class OutcomeWriter:
             started = time.perf_counter()
             try:
                 if conn is not None and self._error is None and group:
-                    conn.execute(_OUTCOME_UPDATE, outcome_rows(group))
+                    write_outcomes(conn, group)
                     conn.commit()
                     self.commits += 1
             except BaseException as exc:

@@ -5,7 +5,9 @@ file under `<folder>/<reference date>/<kind>-<order id>-<language>.eml`.
 
 For the tests it can also misbehave on purpose, the way real servers do (`sink.faults`): refuse
 recipients for good (550) or for a while (451), close the connection after the n-th message (with
-or without answering it first), answer 421 "service not available" for a while, or stall.
+or without answering it first), answer 421 "service not available" for a while, stall, or refuse a
+message at the end of its data.
+It offers PIPELINING as most real servers do (`pipelining=False`: a server that does not).
 """
 
 from __future__ import annotations
@@ -41,11 +43,22 @@ class Faults:
     busy: int = 0  # how many more MAIL commands get "421" and a closed connection
     stall: dict[str, float] = field(default_factory=dict)  # recipient -> seconds to wait once before answering
     slow: float = 0.0  # seconds to think before answering each message's data
+    reject_data: set[str] = field(default_factory=set)  # recipients whose message is refused (554) at its end
 
 
 class _Handler:
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self.sink.pipelining:
+            return responses
+        # aiosmtpd reads commands one after the other from the stream, so it takes pipelined ones;
+        # it just does not say so. Like Postfix and Exim, this sink does.
+        return [*responses[:-1], responses[-1].replace("250 ", "250-", 1), "250 PIPELINING"]
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         faults = self.sink.faults
@@ -71,6 +84,8 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.sink.faults.slow:
             await asyncio.sleep(self.sink.faults.slow)
+        if self.sink.faults.reject_data & set(envelope.rcpt_tos):
+            return "554 5.6.0 Message content rejected"
         raw = envelope.original_content or envelope.content
         msg = message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
@@ -88,8 +103,9 @@ class _Handler:
 class MailSink:
     """`with MailSink(folder) as sink:` an SMTP server on 127.0.0.1:`sink.port`."""
 
-    def __init__(self, folder: Path | None = None, port: int = 0) -> None:
+    def __init__(self, folder: Path | None = None, port: int = 0, pipelining: bool = True) -> None:
         self.folder = folder
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920) in the EHLO reply
         self.faults = Faults()
         self.accepted = 0  # messages taken since start, whatever clear() did
         self.messages: list[Received] = []

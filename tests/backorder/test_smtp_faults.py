@@ -1,12 +1,14 @@
 """SMTP servers misbehaving on purpose: every due email is delivered exactly once, refusals are recorded.
 
 A scripted aiosmtpd server drops the connection after some messages, cuts one off before answering,
-answers 421 or 451 for a while, refuses recipients for good, or stalls. The send stage runs like its
+answers 421 or 451 for a while, refuses recipients or a message's data for good, or stalls; each
+with a server that offers PIPELINING and one that does not. The send stage runs like its
 task does: when it fails, it is run again (the task's retry), until it succeeds or three tries fail.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,6 +40,13 @@ def due_run(shop, tmp_path) -> tuple[DbConnection, int]:
     pipeline.load_previous_snapshot(state, run.run_id)
     assert pipeline.classify_run(state, run.run_id)["initial"] == len(ORDERS)
     return state, run.run_id
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["pipelining", "lockstep"])
+def server_pipelining(request, mail_sink) -> bool:
+    """Every fault with a server that offers PIPELINING (one write for MAIL, RCPT and DATA) and one that does not."""
+    mail_sink.pipelining = request.param
+    return bool(request.param)
 
 
 def send_with_retries(state: DbConnection, run_id: int, smtp, tries: int = 3) -> list[str]:
@@ -77,7 +86,7 @@ def received(mail_sink) -> Counter[int]:
 )
 def test_every_due_email_is_delivered_exactly_once(due_run, mail_sink, smtp, no_waits, faults, failed_tries) -> None:
     state, run_id = due_run
-    mail_sink.faults = faults
+    mail_sink.faults = copy.deepcopy(faults)  # its counters go down; each parametrisation gets its own
     errors = send_with_retries(state, run_id, replace(smtp, timeout=1.0))
     assert len(errors) == failed_tries, errors
     assert received(mail_sink) == Counter(ORDERS)
@@ -95,6 +104,16 @@ def test_permanent_refusals_are_recorded_and_never_retried(due_run, mail_sink, s
     assert got[2] == got[5] == ("failed", "550 5.1.1 Mailbox unavailable")
     assert pipeline.send(state, run_id, "initial", smtp) == {}  # a re-run does not try them again
     assert received(mail_sink) == Counter({1: 1, 3: 1, 4: 1, 6: 1})
+
+
+def test_a_message_refused_at_the_end_of_its_data_is_failed_not_sent(due_run, mail_sink, smtp, no_waits) -> None:
+    state, run_id = due_run
+    mail_sink.faults = Faults(reject_data={address(4)})
+    assert send_with_retries(state, run_id, smtp) == []
+    assert received(mail_sink) == Counter({1: 1, 2: 1, 3: 1, 5: 1, 6: 1})
+    got = statuses(state)
+    assert got[4] == ("failed", "554 5.6.0 Message content rejected")
+    assert {status for oid, (status, _) in got.items() if oid != 4} == {"sent"}
 
 
 def test_a_message_cut_off_before_the_answer_is_sent_again_with_the_same_message_id(
