@@ -60,6 +60,8 @@ SCENARIOS: dict[str, timedelta] = {
     "changed": timedelta(days=2, hours=12),
 }
 PARTS = (1, 2, 4)
+RENDER_TARGET = 2000  # finished messages per CPU second
+RSS_TARGET_MB = 600
 TARGETS = {
     "first run total / (L_read + L_send)": 1.25,
     "quiet run / L_read": 1.5,
@@ -207,8 +209,9 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     }  # fmt: skip
 
 
-def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], list[tuple[str, str]]]:
-    """The first day's emails rendered again as bytes (for L_send) and as (subject, html) (for the peer)."""
+def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], list[tuple[str, str]], float]:
+    """The first day's emails rendered again as bytes (for L_send) and as (subject, html) (for the peer),
+    and the CPU seconds rendering the bytes took (one thread: one core's work)."""
     from include.backorder import state as st
     from include.backorder.render import Renderer
     from include.backorder.sending import notice_of
@@ -220,13 +223,12 @@ def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], l
                                                n.c.status == st.STATUS_SENT)).mappings().all()  # fmt: skip
     engine.dispose()
     renderer, params = Renderer(), RunParams()
-    whole, parts = [], []
-    for row in rows:
-        notice = notice_of(row, params)
-        whole.append(renderer.render(notice, SENDER, "trailhead.example").data)
-        subject, _, html = renderer.render_parts(notice)
-        parts.append((subject, html))
-    return whole, parts
+    notices = [notice_of(row, params) for row in rows]
+    started = time.process_time()
+    whole = [renderer.render(notice, SENDER, "trailhead.example").data for notice in notices]
+    render_cpu = time.process_time() - started
+    parts = [(subject, html) for subject, _, html in map(renderer.render_parts, notices)]
+    return whole, parts, render_cpu
 
 
 # --- a repeat ------------------------------------------------------------------------------------
@@ -254,6 +256,7 @@ class Repeat:
     l_send_bytes: int = 0
     peer_seconds: float = 0.0
     peer_messages: int = 0
+    render_cpu: float = 0.0  # CPU seconds to render the first day's messages (L_send's) in one thread
 
 
 def one_repeat(number: int, shop_url: str, state_url: str, sink: bench_smtp.SinkProcess, peer_sample: int) -> Repeat:
@@ -277,7 +280,7 @@ def one_repeat(number: int, shop_url: str, state_url: str, sink: bench_smtp.Sink
         say(f"  {name}: {day['lines']} lines, {day['sent']} sent in {day['total']:.2f} s"
             f" (peak RSS {day['peak_rss_mb']:.0f} MB)")  # fmt: skip
         if name == "first":
-            whole, parts = first_day_messages(state_url, T0)
+            whole, parts, result.render_cpu = first_day_messages(state_url, T0)
             sink.reset()
             result.l_send = bench_smtp.send_one_connection("127.0.0.1", sink.port, whole, "shop@trailhead.example")
             result.l_send_messages, result.l_send_bytes = len(whole), sum(len(m) for m in whole)
@@ -323,6 +326,7 @@ def stage_split(day: dict[str, Any]) -> dict[str, float]:
         "extract": s.get("extract", 0.0) + s.get("previous_snapshot", 0.0),
         "classify": s.get("classify", 0.0),
         "render": total(".render"),
+        "render_wait": total(".render_wait"),  # the SMTP session waiting for a rendered message
         "send": total(".smtp"),
         "commit": total(".commit") + s.get("finish", 0.0),
         "total": day["total"],
@@ -360,6 +364,8 @@ def report(size: str, sizes: bench_shop.Sizes, repeats: list[Repeat], parts: dic
         "quiet run / L_read": spread([r.days["quiet"]["total"] / r.l_read["seconds"] for r in repeats]),
         "our send rate / peer rate": spread([o / p for o, p in zip(ours, peer, strict=True)]),
     }
+    rendering = spread([r.l_send_messages / r.render_cpu for r in repeats])
+    peak_rss = max(d["peak_rss_mb"]["max"] for d in days.values())
     return {
         "size": size,
         "sizes": asdict(sizes),
@@ -377,9 +383,19 @@ def report(size: str, sizes: bench_shop.Sizes, repeats: list[Repeat], parts: dic
         "peer": {"sample": repeats[0].peer_messages, "rate": spread(peer)},
         "our_send_rate": spread(ours),
         "ratios": ratios,
+        "rendering_per_cpu_second": rendering,
+        "peak_rss_mb": peak_rss,
         "targets": {
             name: {"target": limit, "median": ratios[name]["median"], "met": ratios[name]["median"] <= limit}
             for name, limit in TARGETS.items()
+        }
+        | {
+            "rendering per CPU second": {
+                "target": RENDER_TARGET,
+                "median": rendering["median"],
+                "met": rendering["median"] >= RENDER_TARGET,
+            },
+            "peak RSS MB": {"target": RSS_TARGET_MB, "median": peak_rss, "met": peak_rss <= RSS_TARGET_MB},
         },
         "parts": parts,
     }
@@ -396,13 +412,15 @@ def markdown(result: dict[str, Any]) -> str:
         f" seconds. {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, MariaDB"
         f" {m['mariadb']}; {result['measured_at']}.",
         "",
-        "| day | lines | emails | extract | classify | render | send | commit | total | peak RSS MB | emails/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| day | lines | emails | extract | classify | render | render wait | send | commit | total | peak RSS MB"
+        " | emails/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, d in result["days"].items():
         lines.append(
             f"| {name} | {d['lines']:,} | {d['sent']:,} | {d['extract']['median']:.2f} | {d['classify']['median']:.2f}"
-            f" | {d['render']['median']:.2f} | {d['send']['median']:.2f} | {d['commit']['median']:.2f}"
+            f" | {d['render']['median']:.2f} | {d['render_wait']['median']:.2f} | {d['send']['median']:.2f}"
+            f" | {d['commit']['median']:.2f}"
             f" | {mmm(d['total'])} | {d['peak_rss_mb']['median']:.0f} | {d['emails_per_s']['median']:.0f} |"
         )
     lim = result["limits"]
@@ -419,6 +437,14 @@ def markdown(result: dict[str, Any]) -> str:
         target = result["targets"].get(name)
         verdict = f" (target <= {target['target']}: {'met' if target['met'] else 'NOT met'})" if target else ""
         lines.append(f"- {name}: {mmm(r)}{verdict}")
+    target = result["targets"]["rendering per CPU second"]
+    lines.append(
+        f"- rendering on one core: {mmm(result['rendering_per_cpu_second'], '{:,.0f}')} finished messages"
+        f" per CPU second (target >= {target['target']:,}: {'met' if target['met'] else 'NOT met'})"
+    )
+    target = result["targets"]["peak RSS MB"]
+    lines.append(f"- peak RSS, the most of any day: {result['peak_rss_mb']:.0f} MB (target <= {target['target']} MB:"
+                 f" {'met' if target['met'] else 'NOT met'})")  # fmt: skip
     lines.append("- first day's sending in parts sent at once: " + ", ".join(
         f"{k} part{'s' if k > 1 else ''} {v['rate']:.0f}/s" for k, v in result["parts"].items()))  # fmt: skip
     return "\n".join(lines) + "\n"
