@@ -9,13 +9,16 @@ transaction so it can be audited, and sorts what can go wrong:
   error): reconnect and send the same message again, at most `MAX_RECONNECTS` times in a row,
   then `SMTPUnavailable`.
 
-When the server offers PIPELINING (RFC 2920; Postfix, Exim and the big sending services do), a
-message takes two round trips instead of four: MAIL, RCPT and DATA go out together and their
-three replies are read together, then the data. Without it, each command waits for its reply.
+`send_many` sends a stream of messages. When the server offers PIPELINING (RFC 2920; Postfix,
+Exim and the big sending services do), each message takes one round trip instead of four: the
+data of one message, and MAIL, RCPT and DATA of the next, go out in one write, and the four
+replies come back together (DATA's 354 is the one reply a client must wait for before the data).
+Without PIPELINING, each command waits for its reply, as smtplib does.
 
 The one case SMTP cannot settle: the connection breaks after the message data went out but before
 the server's answer came back. The server may have taken the message or not; it is sent again on
-the new connection with the same Message-ID, so a receiving side can recognise the repeat.
+the new connection with the same Message-ID, so a receiving side can recognise the repeat. (With
+pipelining, the next message's envelope may be out too; it is simply sent again, it has no data.)
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import re
 import smtplib
 import ssl
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import TypeVar
 
 from include.backorder.config import SmtpSettings
 from include.backorder.mime import Rendered
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_RECONNECTS = 3
 RECONNECT_WAITS = (0.5, 2.0, 5.0)  # seconds before the 1st, 2nd, 3rd reconnect in a row
 CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
+
+
+Item = TypeVar("Item")
 
 
 class PermanentSendError(Exception):
@@ -108,34 +116,126 @@ class Mailer:
                     self._smtp = self._connect()
                 return self._transaction(self._smtp, msg, before_data)
             except CONNECTION_ERRORS as exc:
-                self._drop()
                 failures += 1
-                if failures > MAX_RECONNECTS:
-                    raise SMTPUnavailable(
-                        f"{self.settings.host}:{self.settings.port}: {failures} connection attempts in a row failed;"
-                        f" last: {exc!r}"
-                    ) from None
-                self.reconnects += 1
-                wait = RECONNECT_WAITS[failures - 1]
-                log.warning("SMTP connection lost (%r); reconnecting in %.1f s (%d/%d)", exc, wait, failures,
-                            MAX_RECONNECTS)  # fmt: skip
-                time.sleep(wait)
+                self._lost(exc, failures)
+
+    def _lost(self, exc: BaseException, failures: int) -> None:
+        """The connection broke (`failures` times in a row): wait before reconnecting, or give up."""
+        self._drop()
+        if failures > MAX_RECONNECTS:
+            raise SMTPUnavailable(
+                f"{self.settings.host}:{self.settings.port}: {failures} connection attempts in a row failed;"
+                f" last: {exc!r}"
+            ) from None
+        self.reconnects += 1
+        wait = RECONNECT_WAITS[failures - 1]
+        log.warning("SMTP connection lost (%r); reconnecting in %.1f s (%d/%d)", exc, wait, failures,
+                    MAX_RECONNECTS)  # fmt: skip
+        time.sleep(wait)
+
+    def send_many(
+        self, items: Iterable[tuple[Item, Rendered]], before_data: Callable[[], None] | None = None
+    ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
+        """Send a stream of messages, in order; yield each with the server's final reply ('250 ...')
+        or its refusal, as soon as the reply is in. Pipelined when the server offers PIPELINING.
+
+        `before_data` runs before each message's data goes out. Raises SMTPUnavailable when the
+        connection cannot be (re)established; the messages not yielded then were not delivered,
+        except the one whose data went out unanswered (see the module's docstring).
+        """
+        stream, again = iter(items), deque[tuple[Item, Rendered]]()  # again: unanswered when a connection broke
+        failures = 0
+        while True:
+            try:
+                if self._smtp is None:
+                    self._smtp = self._connect()
+                smtp = self._smtp
+                if not smtp.has_extn("pipelining"):
+                    yield from self._lockstep(again, stream, before_data)
+                    return
+                for done in self._pipelined(smtp, again, stream, before_data):
+                    failures = 0
+                    yield done
+                return
+            except CONNECTION_ERRORS as exc:
+                failures += 1
+                self._lost(exc, failures)
+
+    def _lockstep(
+        self,
+        again: deque[tuple[Item, Rendered]],
+        stream: Iterator[tuple[Item, Rendered]],
+        before_data: Callable[[], None] | None,
+    ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
+        while (item := again.popleft() if again else next(stream, None)) is not None:
+            key, msg = item
+            try:
+                yield key, msg, self.send(msg, before_data)
+            except (PermanentSendError, TemporaryRefusal) as refusal:
+                yield key, msg, refusal
+
+    def _next_write(self, ready: tuple[Item, Rendered] | None, upcoming: tuple[Item, Rendered] | None) -> bytes:
+        """The data of the message whose DATA was answered (dots at line starts doubled), then the
+        envelope and DATA of the next one."""
+        out = []
+        if ready is not None:
+            out.append(_LINE_START_DOT.sub(b"..", ready[1].data) + b".\r\n")
+        if upcoming is not None:
+            out.append(f"MAIL FROM:{_quoted(self.settings.from_email)}\r\nRCPT TO:<{upcoming[1].recipient}>"
+                       "\r\nDATA\r\n".encode("ascii"))  # fmt: skip
+        return b"".join(out)
+
+    def _pipelined(
+        self,
+        smtp: smtplib.SMTP,
+        again: deque[tuple[Item, Rendered]],
+        stream: Iterator[tuple[Item, Rendered]],
+        before_data: Callable[[], None] | None,
+    ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
+        """The pipelined loop over one connection. What is in flight when it breaks goes back to `again`."""
+        ready: tuple[Item, Rendered] | None = None  # DATA answered 354: its data goes out with the next write
+        upcoming: tuple[Item, Rendered] | None = None
+        try:
+            while True:
+                upcoming = again.popleft() if again else next(stream, None)
+                if ready is None and upcoming is None:
+                    return
+                if ready is not None and before_data is not None:
+                    before_data()
+                smtp.send(self._next_write(ready, upcoming))
+                if ready is not None:
+                    code, reply = smtp.getreply()
+                    if code == 421:
+                        raise smtplib.SMTPServerDisconnected(f"421 {reply.decode('utf-8', 'replace')}")
+                    key, msg = ready
+                    ready = None
+                    yield key, msg, _final(code, reply)
+                if upcoming is not None:
+                    replies = [smtp.getreply(), smtp.getreply(), smtp.getreply()]  # MAIL, RCPT, DATA
+                    refusal = _envelope_refusal(smtp, replies)
+                    if refusal is None:
+                        ready = upcoming
+                    else:
+                        yield upcoming[0], upcoming[1], refusal
+                    upcoming = None
+        except BaseException:
+            for item in (upcoming, ready):  # the next envelope, then the unanswered data, go first next time
+                if item is not None:
+                    again.appendleft(item)
+            raise
 
     def _transaction(self, smtp: smtplib.SMTP, msg: Rendered, before_data: Callable[[], None] | None) -> str:
         recipient = msg.recipient
         try:
-            if smtp.has_extn("pipelining"):
-                code, reply = _pipelined(smtp, self.settings.from_email, msg, before_data)
-            else:
-                code, reply = smtp.mail(self.settings.from_email)
-                if code != 250:
-                    raise smtplib.SMTPSenderRefused(code, reply, self.settings.from_email)
-                code, reply = smtp.rcpt(recipient)
-                if code not in (250, 251):
-                    raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
-                if before_data is not None:
-                    before_data()
-                code, reply = smtp.data(msg.data)
+            code, reply = smtp.mail(self.settings.from_email)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, reply, self.settings.from_email)
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+            if before_data is not None:
+                before_data()
+            code, reply = smtp.data(msg.data)
             if code != 250:  # the server refused the message at the end of its data
                 raise smtplib.SMTPDataError(code, reply)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
@@ -158,28 +258,35 @@ def _quoted(address: str) -> str:
     return smtplib.quoteaddr(address)
 
 
-def _pipelined(
-    smtp: smtplib.SMTP, from_email: str, msg: Rendered, before_data: Callable[[], None] | None
-) -> tuple[int, bytes]:
-    """One transaction with PIPELINING: MAIL, RCPT and DATA in one write, their replies read in
-    order, then (if all three were accepted) the data. Returns the final reply, as `smtp.data`
-    does; raises for a refused envelope or DATA, and for a lost connection, what smtplib raises."""
-    smtp.send(f"MAIL FROM:{_quoted(from_email)}\r\nRCPT TO:<{msg.recipient}>\r\nDATA\r\n")  # recipient: an addr-spec
-    mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
-    if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
-        smtp.send(b".\r\n")  # a server that took DATA anyway gets an empty message, which it refuses
+def _refusal(code: int, reply: bytes) -> PermanentSendError | TemporaryRefusal:
+    text = f"{code} {reply.decode('utf-8', 'replace')}"
+    return PermanentSendError(text) if 500 <= code < 600 else TemporaryRefusal(text)
+
+
+def _final(code: int, reply: bytes) -> str | PermanentSendError | TemporaryRefusal:
+    """The outcome of a message's data: the reply, or its refusal."""
+    return f"{code} {reply.decode('utf-8', 'replace')}" if code == 250 else _refusal(code, reply)
+
+
+def _envelope_refusal(
+    smtp: smtplib.SMTP, replies: list[tuple[int, bytes]]
+) -> PermanentSendError | TemporaryRefusal | None:
+    """None when MAIL, RCPT and DATA were accepted (250, 250/251, 354); else the refusal, with the
+    transaction reset (RSET) so the next message starts clean."""
+    (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = replies
+    for code, text in replies:
+        if code == 421:  # "service not available, closing transmission channel"
+            raise smtplib.SMTPServerDisconnected(f"421 {text.decode('utf-8', 'replace')}")
+    if mail == 250 and rcpt in (250, 251) and data == 354:
+        return None
+    if data == 354:  # a server that took DATA anyway gets an empty message, which it refuses
+        smtp.send(b".\r\n")
         smtp.getreply()
-    if mail[0] != 250:
-        raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_email)
-    if rcpt[0] not in (250, 251):
-        raise smtplib.SMTPRecipientsRefused({msg.recipient: rcpt})
-    if data[0] != 354:
-        raise smtplib.SMTPDataError(*data)
-    if before_data is not None:
-        before_data()
-    # The data is CRLF-terminated lines already (mime.py); dots at line starts doubled (RFC 5321 4.5.2).
-    smtp.send(_LINE_START_DOT.sub(b"..", msg.data) + b".\r\n")
-    return smtp.getreply()
+    smtp.rset()
+    code, text = (
+        (mail, mail_text) if mail != 250 else (rcpt, rcpt_text) if rcpt not in (250, 251) else (data, data_text)
+    )
+    return _refusal(code, text)
 
 
 def _reply_of(exc: smtplib.SMTPException) -> tuple[int, str]:

@@ -6,9 +6,9 @@ Three things run at once, so the SMTP session is the only thing the batch waits 
   rendering is CPU work, and a thread holding the GIL delays every reply the session waits for;
   a small batch is rendered in line);
 - the *session* (this thread) sends them one by one (mailer.py);
-- an *outcome writer* thread commits each message's outcome right after its SMTP transaction
-  (the outbox contract: a retry sends only what is not recorded as sent), several in one
-  transaction when they come faster than the disk flushes (group commit).
+- an *outcome writer* thread commits the messages' outcomes shortly after their SMTP
+  transactions (the outbox contract: a retry sends only what is not recorded as sent), four or
+  so in one transaction and one UPDATE (group commit).
 
 Before the data of a message goes out, the session waits until at most UNRECORDED_AT_MOST - 1
 earlier messages lack a committed outcome. So at any moment at most UNRECORDED_AT_MOST (8)
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import Counter, defaultdict
@@ -56,8 +55,14 @@ TEMPORARY_WAITS = (1.0, 3.0)  # seconds before the 2nd and 3rd try of messages r
 # commit in groups while a crash can still resend no more than 8 messages, same Message-IDs.
 UNRECORDED_AT_MOST = 8
 GROUP_COMMIT_MAX = 256  # outcomes per transaction at most
+COMMIT_EVERY = 4  # outcomes gathered before a commit, unless the session waits or the batch ends
+COMMIT_DELAY = 0.2  # seconds an outcome may wait for others at most
 RENDER_PROCESS_MIN = 200  # a batch this big is rendered by a worker process; a smaller one in line
 SEND_PARTS = ("render", "smtp", "commit", "commit_wait", "render_wait")  # where a batch's seconds went
+
+
+Message = tuple[sa.RowMapping, Rendered]
+Sent = tuple[sa.RowMapping, Rendered, str | PermanentSendError | TemporaryRefusal]
 
 
 def utcnow() -> datetime:
@@ -130,35 +135,49 @@ def write_outcomes(conn: sa.Connection, group: list[tuple[int, dict[str, Any]]])
 
 
 class OutcomeWriter:
-    """Commits notifications' outcomes on a thread of its own: whatever has arrived since the last
-    commit goes into the next transaction (group commit: one flush to disk for several outcomes)."""
+    """Commits notifications' outcomes on a thread of its own, several in one transaction (group
+    commit: one flush to disk for several outcomes).
+
+    A group is committed once COMMIT_EVERY outcomes have gathered, at once when the session has to
+    wait for it (the UNRECORDED_AT_MOST barrier) or the batch ends, and at the latest COMMIT_DELAY
+    seconds after its first outcome arrived. Committing every outcome as soon as it arrives would
+    spend a commit on each message whenever the session is slower than the disk.
+    """
 
     def __init__(self, state: Engine) -> None:
         self.state = state
         self.seconds = 0.0
         self.commits = 0
-        self._queue: queue.SimpleQueue[tuple[int, dict[str, Any]] | None] = queue.SimpleQueue()
-        self._pending = 0
-        self._done = threading.Condition()
+        self._buffer: list[tuple[int, dict[str, Any]]] = []
+        self._pending = 0  # handed over, not committed yet (buffered or being committed)
+        self._urgent = False  # the session waits in settled()
+        self._closing = False
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="outcome-writer", daemon=True)
         self._thread.start()
 
     def put(self, notification_id: int, values: dict[str, Any]) -> None:
         self._raise_error()
-        with self._done:
+        with self._changed:
+            self._buffer.append((notification_id, values))
             self._pending += 1
-        self._queue.put((notification_id, values))
+            if len(self._buffer) in (1, COMMIT_EVERY):  # the writer starts the clock, or has a group
+                self._changed.notify_all()
 
     def settled(self, at_most: int = 0) -> None:
         """Wait until at most `at_most` outcomes handed over are not committed yet; raise what the writer hit."""
-        with self._done:
+        with self._changed:
             while self._pending > at_most and self._error is None:
-                self._done.wait()
+                self._urgent = True
+                self._changed.notify_all()
+                self._changed.wait()
         self._raise_error()
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
         self._thread.join()
         self._raise_error()
 
@@ -167,20 +186,19 @@ class OutcomeWriter:
             raise self._error
 
     def _next_group(self) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
-        """What has arrived since the last commit (waiting for the first), and whether close() was called."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        group = [first]
-        while len(group) < GROUP_COMMIT_MAX:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return group, True
-            group.append(item)
-        return group, False
+        """The next group to commit (waiting until one is due), and whether close() was called."""
+        with self._changed:
+            while not self._buffer and not self._closing:
+                self._changed.wait()
+            deadline = time.monotonic() + COMMIT_DELAY
+            while len(self._buffer) < COMMIT_EVERY and not (self._urgent or self._closing):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            group, self._buffer = self._buffer[:GROUP_COMMIT_MAX], self._buffer[GROUP_COMMIT_MAX:]
+            self._urgent = False
+            return group, self._closing and not self._buffer
 
     def _run(self) -> None:
         conn = None
@@ -200,16 +218,16 @@ class OutcomeWriter:
             except BaseException as exc:
                 self._fail(exc)
             self.seconds += time.perf_counter() - started
-            with self._done:
+            with self._changed:
                 self._pending -= len(group)
-                self._done.notify_all()
+                self._changed.notify_all()
         if conn is not None:
             conn.close()
 
     def _fail(self, exc: BaseException) -> None:
-        with self._done:
+        with self._changed:
             self._error = exc
-            self._done.notify_all()
+            self._changed.notify_all()
 
 
 class Batch:
@@ -321,25 +339,41 @@ class Batch:
     def _send_pass(
         self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, Rendered]]
     ) -> list[tuple[sa.RowMapping, Rendered, str]]:
-        later = []
-        for i, (row, msg) in enumerate(items, start=1):
-            started, waited_before = time.perf_counter(), self.seconds["commit_wait"]
-            try:
-                reply = mailer.send(msg, before_data=self._previous_outcomes_committed)
-            except PermanentSendError as exc:
-                self.record(row, st.STATUS_FAILED, message_id=msg.message_id, detail=str(exc), sent_at=utcnow())
+        later: list[tuple[sa.RowMapping, Rendered, str]] = []
+        outcomes = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
+        for i, (row, msg, outcome) in enumerate(self._timed_smtp(outcomes), start=1):
+            if isinstance(outcome, PermanentSendError):
+                self.record(row, st.STATUS_FAILED, message_id=msg.message_id, detail=str(outcome), sent_at=utcnow())
                 log.warning("send_%s: order %d to %s refused: %s", self.kind, row["orders_id"],
-                            row["customers_email_address"], exc)  # fmt: skip
-                continue
-            except TemporaryRefusal as exc:
-                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {exc}")  # stays due
-                later.append((row, msg, str(exc)))
-                continue
-            finally:
-                waited = self.seconds["commit_wait"] - waited_before
-                self.seconds["smtp"] += time.perf_counter() - started - waited
-            self.record(row, st.STATUS_SENT, message_id=msg.message_id, detail=reply, sent_at=utcnow())
+                            row["customers_email_address"], outcome)  # fmt: skip
+            elif isinstance(outcome, TemporaryRefusal):
+                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {outcome}")  # stays due
+                later.append((row, msg, str(outcome)))
+            else:
+                self.record(row, st.STATUS_SENT, message_id=msg.message_id, detail=outcome, sent_at=utcnow())
             if i % PROGRESS_EVERY == 0:
                 log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
                          i / (time.perf_counter() - self.started))  # fmt: skip
         return later
+
+    def _timed_input(self, items: Iterator[Message]) -> Iterator[Message]:
+        """`items`, the seconds spent getting each (rendering, waiting for the worker) kept apart."""
+        while True:
+            started = time.perf_counter()
+            item = next(items, None)
+            self.seconds["input"] += time.perf_counter() - started
+            if item is None:
+                return
+            yield item
+
+    def _timed_smtp(self, outcomes: Iterator[Sent]) -> Iterator[Sent]:
+        """`outcomes`, the seconds the session spent on each added to `smtp` (net of getting the
+        messages and of waiting for commits, which happen meanwhile)."""
+        while True:
+            started, elsewhere = time.perf_counter(), self.seconds["input"] + self.seconds["commit_wait"]
+            outcome = next(outcomes, None)
+            spent = time.perf_counter() - started
+            self.seconds["smtp"] += spent - (self.seconds["input"] + self.seconds["commit_wait"] - elsewhere)
+            if outcome is None:
+                return
+            yield outcome
