@@ -12,6 +12,7 @@ daemonic worker processes (Celery's prefork pool), which may not start multiproc
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import struct
@@ -89,6 +90,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     (answered with END) after the chunks of one `render` call; None ends it."""
     setup: Setup = read_frame(stdin)
     renderer = Renderer(setup.branding)
+    gc.freeze()  # the templates, Babel's and ftfy's data live as long as the worker: no collector passes over them
     write_frame(stdout, "ready")
     while (chunk := read_frame(stdin)) is not None:
         write_frame(stdout, END if chunk == END else render_chunk(renderer, setup, chunk))
