@@ -27,6 +27,7 @@ from include.backorder.config import Branding
 
 STYLESHEET = "_email.css"
 
+_STATIC_INCLUDE_RE = re.compile(r"\{%\s*include\s+\"([^\"]+)\"\s*%\}")
 _JINJA_RE = re.compile(r"\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\}", re.DOTALL)
 
 
@@ -66,7 +67,9 @@ def inline_template(source: str, css: str, name: str) -> str:
 
 
 class InliningLoader(BaseLoader):
-    """A FileSystemLoader whose `.html` templates come with the layout's CSS inlined."""
+    """A FileSystemLoader whose `.html` templates come with the layout's CSS inlined, and whose
+    includes of a fixed name (`{% include "en/_lines.txt" %}`) are put in place as the template
+    loads: rendered, such an include costs a new context per message, a fifth of Jinja2's time."""
 
     def __init__(self, templates_dir: Path, branding: Branding) -> None:
         self.files = FileSystemLoader(templates_dir)
@@ -74,6 +77,19 @@ class InliningLoader(BaseLoader):
 
     def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, Callable[[], bool] | None]:
         source, filename, uptodate = self.files.get_source(environment, template)
+        source = self._with_includes(environment, source, (template,))
         if template.endswith(".html"):
             source = inline_template(source, self.css, template)
         return source, filename, uptodate
+
+    def _with_includes(self, environment: Environment, source: str, chain: tuple[str, ...]) -> str:
+        def include(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in chain:
+                raise TemplateError(f"{' -> '.join(chain)} -> {name}: a template includes itself")
+            inner, _, _ = self.files.get_source(environment, name)
+            # Without its last newline: the one after the include tag takes its place, and
+            # trim_blocks treats it as it treated the include's output.
+            return self._with_includes(environment, inner.removesuffix("\n"), (*chain, name))
+
+        return _STATIC_INCLUDE_RE.sub(include, source)

@@ -10,6 +10,7 @@ header-safe here (no CR/LF, mojibake repaired) and HTML-escaped by Jinja2.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
@@ -77,10 +78,21 @@ def _quantity(value: float, locale: str) -> str:
     return format_decimal(value, locale=locale)
 
 
+@lru_cache(maxsize=64)
+def _stamps(reference_time: datetime) -> tuple[str, str]:
+    """T as the Message-ID's stamp and as the X-Backorder-Reference-Time header (one T per run)."""
+    utc = reference_time.astimezone(UTC)
+    return utc.strftime("%Y%m%dT%H%M%SZ"), utc.isoformat()
+
+
+@lru_cache(maxsize=8)
+def _date_header(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def message_id(orders_id: int, kind: str, reference_time: datetime, domain: str) -> str:
     """The same Message-ID for the same order, kind and T, so a repeat is recognisable."""
-    stamp = reference_time.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"<backorder.{orders_id}.{kind}.{stamp}@{domain}>"
+    return f"<backorder.{orders_id}.{kind}.{_stamps(reference_time)[0]}@{domain}>"
 
 
 class Renderer:
@@ -151,11 +163,11 @@ class Renderer:
             _from_header(from_email),
             mime.address_header("To", header_safe(notice.customers_name or ""), recipient),
             mime.header("Subject", subject),
-            f"Date: {format_datetime(sent_at or datetime.now(UTC))}",
+            f"Date: {format_datetime(sent_at) if sent_at else _date_header(int(time.time()))}",
             f"Message-ID: {mid}",
             f"X-Backorder-Notification: {notice.kind}",
             f"X-Backorder-Order-Id: {notice.orders_id}",
-            f"X-Backorder-Reference-Time: {notice.reference_time.astimezone(UTC).isoformat()}",
+            f"X-Backorder-Reference-Time: {_stamps(notice.reference_time)[1]}",
         ]
         if unsubscribe is not None:
             for name, value in unsubscribe.headers(notice.customers_id, notice.customers_email_address).items():

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jinja2 import Environment
 
 from include.backorder import KINDS, LANGUAGES
 from include.backorder.config import Branding
@@ -180,7 +181,29 @@ def test_css_is_inlined_once_per_renderer_not_per_message(monkeypatch: pytest.Mo
             for language in LANGUAGES:
                 fresh.render(notice(kind, language), "s@example.com", "example.com")
     assert sorted(calls) == sorted(set(calls)), "each template inlined once"
-    assert len(calls) == 1 + len(LANGUAGES) * (len(KINDS) + 2)  # layout; per language: kinds, lines, footer
+    # The layout; per language the kinds (the lines put in place as they load) and the footer,
+    # which the layout includes by a name made of the language.
+    assert len(calls) == 1 + len(LANGUAGES) * (len(KINDS) + 1)
+    assert not [name for name in calls if name.endswith("_lines.html")]
+
+
+def test_an_include_of_a_fixed_name_is_put_in_place_when_the_template_loads(tmp_path: Path) -> None:
+    from jinja2 import TemplateError
+
+    for name, text in {"a.txt": 'A\n{% include "b.txt" %}\nC\n', "b.txt": "{% for x in xs %}\n- {{ x }}\n{% endfor %}\n",
+                       "loop.txt": '{% include "loop.txt" %}\n'}.items():  # fmt: skip
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    from include.backorder.config import Branding
+    from include.backorder.layout import InliningLoader
+
+    (tmp_path / "_email.css").write_text("p { color: red; }\n", encoding="utf-8")
+    loader = InliningLoader(tmp_path, Branding())
+    env = Environment(loader=loader, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    source, _, _ = loader.get_source(env, "a.txt")
+    assert "include" not in source
+    assert env.get_template("a.txt").render(xs=[1, 2]) == "A\n- 1\n- 2\nC\n"
+    with pytest.raises(TemplateError, match="includes itself"):
+        loader.get_source(env, "loop.txt")
 
 
 def test_a_jinja_tag_inside_a_tag_is_refused_when_the_template_loads(tmp_path: Path) -> None:
