@@ -136,10 +136,8 @@ class RenderWorker:
             if not stop.is_set():  # unless the reader gave up: END, so that it stops reading
                 write_frame(self._stdin, END)
 
-    def render(self, items: Iterable[tuple[int, Notice]], ahead: int = 16) -> Iterator[Outcome]:
-        """Outcomes for the items, in order; at most `ahead` chunks are rendered before they are read
-        (16 x 128 messages, about 16 MB: enough that the session rarely waits when the worker gets
-        less CPU for a while; with 4 it waited 2.2 s over 50,000 messages on 2 busy cores)."""
+    def render(self, items: Iterable[tuple[int, Notice]], ahead: int = 4) -> Iterator[Outcome]:
+        """Outcomes for the items, in order; at most `ahead` chunks are rendered before they are read."""
         slots, stop = threading.Semaphore(ahead), threading.Event()
         feeder = threading.Thread(target=self._feed, args=(items, slots, stop), name="render-feeder", daemon=True)
         feeder.start()
