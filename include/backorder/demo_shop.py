@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -268,3 +268,36 @@ def apply_changes(engine: Engine, first_day: datetime, day: int) -> list[DateCha
                 .values(products_date_available=value)
             )
     return due
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m include.backorder.demo_shop --url URL`: the demo shop in any database SQLAlchemy
+    reaches (the compose stack's MariaDB `shop-db` is loaded this way); a database that already
+    holds an `orders` table is left as it is."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--url", required=True, help="SQLAlchemy URL, e.g. mysql+pymysql://shop:shop@shop-db/shop")
+    parser.add_argument("--first-day", default=None, help="the demo's first reference date (default: today, UTC)")
+    args = parser.parse_args(argv)
+    first_day = datetime.fromisoformat(args.first_day) if args.first_day else datetime.now(UTC)
+    first_day = first_day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    engine = sa.create_engine(args.url)
+    try:
+        if sa.inspect(engine).has_table("orders"):
+            print(f"demo shop: {engine.url.render_as_string(hide_password=True)} already holds a shop; left as it is")
+            return 0
+        create_demo_shop(engine, first_day)
+        with engine.connect() as conn:
+            counts = {
+                t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in md.sorted_tables
+            }
+    finally:
+        engine.dispose()
+    print(f"demo shop: created in {engine.url.render_as_string(hide_password=True)}, first day {first_day:%Y-%m-%d}: "
+          + ", ".join(f"{n} {name}" for name, n in counts.items()))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
