@@ -45,6 +45,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, syntax
 
+from include.backorder.smtp_sink import offer_pipelining
+
 HOST = "127.0.0.1"
 SENDER = "shop@example.com"
 RECIPIENT = "customer@example.com"
@@ -76,9 +78,9 @@ class _Counter:
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        """Offer PIPELINING, as Postfix and Exim do (aiosmtpd takes pipelined commands but does not say so)."""
+        """Offer PIPELINING, as Postfix and Exim do."""
         session.host_name = hostname
-        return [*responses[:-1], responses[-1].replace("250 ", "250-", 1), "250 PIPELINING"]
+        return offer_pipelining(responses)
 
 
 class LeanSMTP(SMTP):

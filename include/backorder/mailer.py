@@ -61,7 +61,8 @@ class SMTPUnavailable(Exception):
 
 
 class Mailer:
-    """`with Mailer(settings) as mailer: mailer.send(msg)`: one connection for every message."""
+    """`with Mailer(settings) as mailer: for key, msg, outcome in mailer.send_many(items): ...`: one
+    connection for every message (`mailer.send(msg)` sends one)."""
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -243,9 +244,7 @@ class Mailer:
             if code == 421:  # "service not available, closing transmission channel"
                 raise smtplib.SMTPServerDisconnected(f"{code} {text}") from None
             smtp.rset()  # a connection error here is handled like any other
-            if 500 <= code < 600:
-                raise PermanentSendError(f"{code} {text}") from exc
-            raise TemporaryRefusal(f"{code} {text}") from exc
+            raise _refusal(code, text) from exc
         return f"{code} {reply.decode('utf-8', 'replace')}"
 
 
@@ -258,14 +257,15 @@ def _quoted(address: str) -> str:
     return smtplib.quoteaddr(address)
 
 
-def _refusal(code: int, reply: bytes) -> PermanentSendError | TemporaryRefusal:
-    text = f"{code} {reply.decode('utf-8', 'replace')}"
-    return PermanentSendError(text) if 500 <= code < 600 else TemporaryRefusal(text)
+def _refusal(code: int, text: str) -> PermanentSendError | TemporaryRefusal:
+    """A 5xx refuses the message for good, anything else for now."""
+    return PermanentSendError(f"{code} {text}") if 500 <= code < 600 else TemporaryRefusal(f"{code} {text}")
 
 
 def _final(code: int, reply: bytes) -> str | PermanentSendError | TemporaryRefusal:
     """The outcome of a message's data: the reply, or its refusal."""
-    return f"{code} {reply.decode('utf-8', 'replace')}" if code == 250 else _refusal(code, reply)
+    text = reply.decode("utf-8", "replace")
+    return f"{code} {text}" if code == 250 else _refusal(code, text)
 
 
 def _envelope_refusal(
@@ -286,7 +286,7 @@ def _envelope_refusal(
     code, text = (
         (mail, mail_text) if mail != 250 else (rcpt, rcpt_text) if rcpt not in (250, 251) else (data, data_text)
     )
-    return _refusal(code, text)
+    return _refusal(code, text.decode("utf-8", "replace"))
 
 
 def _reply_of(exc: smtplib.SMTPException) -> tuple[int, str]:

@@ -336,9 +336,7 @@ class Batch:
             later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
         self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
 
-    def _send_pass(
-        self, mailer: Mailer, items: Iterator[tuple[sa.RowMapping, Rendered]]
-    ) -> list[tuple[sa.RowMapping, Rendered, str]]:
+    def _send_pass(self, mailer: Mailer, items: Iterator[Message]) -> list[tuple[sa.RowMapping, Rendered, str]]:
         later: list[tuple[sa.RowMapping, Rendered, str]] = []
         outcomes = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
         for i, (row, msg, outcome) in enumerate(self._timed_smtp(outcomes), start=1):

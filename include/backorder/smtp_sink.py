@@ -54,11 +54,7 @@ class _Handler:
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        if not self.sink.pipelining:
-            return responses
-        # aiosmtpd reads commands one after the other from the stream, so it takes pipelined ones;
-        # it just does not say so. Like Postfix and Exim, this sink does.
-        return [*responses[:-1], responses[-1].replace("250 ", "250-", 1), "250 PIPELINING"]
+        return offer_pipelining(responses) if self.sink.pipelining else responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         faults = self.sink.faults
@@ -139,6 +135,13 @@ class MailSink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._controller.stop()
+
+
+def offer_pipelining(responses: list[str]) -> list[str]:
+    """aiosmtpd's EHLO reply lines with PIPELINING added (for a `handle_EHLO` hook). aiosmtpd reads
+    commands one after the other from the stream, so it takes pipelined ones; it just does not say
+    so. Postfix and Exim do."""
+    return [*responses[:-1], responses[-1].replace("250 ", "250-", 1), "250 PIPELINING"]
 
 
 def eml_name(msg: EmailMessage, number: int) -> str:
