@@ -21,6 +21,11 @@ Tasks: `extract_backorder_lines` -> `load_previous_snapshot` -> `classify` -> `c
 SMTP connection each, at most 4 running at once) -> `write_snapshot_and_audit`. Everything a
 run decided and sent is kept in the state database (`backorder_state_db`, else `shop_db`): the
 run record, every email with the server's answer, and the snapshot. A repeated run for the same T sends nothing twice.
+
+**Operations** (the `[backorder]` section of the Airflow config, or `AIRFLOW__BACKORDER__<KEY>`):
+`schedule`, `start_date`, `catchup`; with `ops_email` set, a failed run and a run still unfinished
+`run_deadline_minutes` after it was queued are emailed there over `ops_smtp_conn_id`. The snapshot
+task emits the Asset `backorder_snapshot` (extra: the run's id, T and counts) for downstream DAGs.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseHook, Param, Variable, dag, get_current_context, task
+from airflow.sdk import Asset, BaseHook, Param, Variable, conf, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 SHOP_CONN_ID = "shop_db"
@@ -44,6 +49,62 @@ MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
 # The languages are the template folders (include/backorder/__init__.py reads them the same way).
 TEMPLATES = Path(__file__).resolve().parents[1] / "include" / "templates"
 LANGUAGES = sorted(p.name for p in TEMPLATES.glob("*") if p.is_dir() and p.name[0] != "_")
+
+
+def _setting(key: str, default: str) -> str:
+    return str(conf.get("backorder", key, fallback=default)).strip()
+
+
+def _start_date(value: str) -> datetime:
+    try:
+        start = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"[backorder] start_date: {value!r} is not an ISO date such as 2026-01-01") from None
+    return start if start.tzinfo else start.replace(tzinfo=UTC)
+
+
+SCHEDULE = _setting("schedule", "@daily")
+START_DATE = _start_date(_setting("start_date", "2026-01-01"))
+CATCHUP = conf.getboolean("backorder", "catchup", fallback=False)
+OPS_EMAIL = _setting("ops_email", "")
+OPS_SMTP_CONN_ID = _setting("ops_smtp_conn_id", SMTP_CONN_ID)
+RUN_DEADLINE = timedelta(minutes=conf.getfloat("backorder", "run_deadline_minutes", fallback=120.0))
+SNAPSHOT_ASSET = Asset(name="backorder_snapshot", uri="backorder://backorder_notifications/snapshot", group="backorder")
+
+# The failure callback runs in the dag-processor with the run's context (at least dag, run_id, reason);
+# the deadline callback runs in the triggerer with dag_run (the REST API's DAGRun fields) and deadline.
+FAILED_SUBJECT = "[backorder] {{ dag.dag_id }}: run {{ run_id }} failed"
+FAILED_BODY = """<p>The run <b>{{ run_id }}</b> of <b>{{ dag.dag_id }}</b> failed ({{ reason }})
+{%- if ti is defined %}; the last task was <b>{{ ti.task_id }}</b>{% endif %}.</p>
+<p>Open the run in the Airflow UI and read the failed task's log. Every email that went out is recorded in
+the state database (bo_notification); clearing the failed task sends only what is still due.</p>"""
+LATE_SUBJECT = "[backorder] {{ dag_run.dag_id }}: run {{ dag_run.dag_run_id }} is late"
+LATE_BODY = """<p>The run <b>{{ dag_run.dag_run_id }}</b> of <b>{{ dag_run.dag_id }}</b>, queued at
+{{ dag_run.queued_at }}, had not finished by {{ deadline.deadline_time }} ([backorder] run_deadline_minutes
+after it was queued).</p>
+<p>Read its running task's log in the Airflow UI: a slow shop database or SMTP server shows there.</p>"""
+
+
+def _ops_alerts() -> dict[str, Any]:
+    """With an ops address configured: an email when a run fails, and one when a run is late."""
+    if not OPS_EMAIL:
+        return {}
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    late = {"to": OPS_EMAIL, "smtp_conn_id": OPS_SMTP_CONN_ID, "subject": LATE_SUBJECT, "html_content": LATE_BODY}
+    return {
+        "on_failure_callback": SmtpNotifier(
+            to=OPS_EMAIL, smtp_conn_id=OPS_SMTP_CONN_ID, subject=FAILED_SUBJECT, html_content=FAILED_BODY
+        ),
+        "deadline": DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=RUN_DEADLINE,
+            callback=AsyncCallback(SmtpNotifier, kwargs=late),
+        ),
+    }
+
 
 default_args = {
     "owner": "data",
@@ -116,13 +177,14 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
 
 @dag(
     dag_id="backorder_notifications",
-    schedule="@daily",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
+    schedule=SCHEDULE,
+    start_date=START_DATE,
+    catchup=CATCHUP,
     max_active_runs=1,
     default_args=default_args,
     doc_md=__doc__,
     tags=["backorder", "email", "shop"],
+    **_ops_alerts(),
     params={
         "order_status_ids": Param([1, 2], type="array", items={"type": "integer"}, minItems=1,
                                   description="Only orders in these statuses (orders_status ids) are processed."),
@@ -223,13 +285,15 @@ def backorder_notifications() -> None:
             secret = Variable.get(UNSUBSCRIBE_SECRET_VARIABLE, default=None)
             return pipeline.send(_state_db(), record_id, kind, _smtp(), secret, (part[0], part[1]))
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", outlets=[SNAPSHOT_ASSET])
     def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:
-        """Keep the snapshot at T and complete the run's audit record."""
+        """Keep the snapshot at T and complete the run's audit record; tell the Asset's consumers."""
         from include.backorder import pipeline
 
         with _permanent_errors_fail_at_once():
-            return pipeline.finish(_state_db(), record_id)
+            summary = pipeline.finish(_state_db(), record_id)
+        get_current_context()["outlet_events"][SNAPSHOT_ASSET].extra = summary
+        return summary
 
     record_id = extract_backorder_lines()
     due = classify(record_id)

@@ -95,3 +95,45 @@ def test_top_level_imports_only_airflow_sdk() -> None:
     heavy = [m for m in result["new"] if m.split(".")[0] in HEAVY or m.startswith("include.backorder")]
     assert heavy == [], f"the DAG file imports heavy modules at its top level: {heavy}"
     print(f"DAG file import beyond airflow.sdk: {result['seconds']:.3f} s")
+
+
+def _parse(monkeypatch, **settings: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    for key, value in settings.items():
+        monkeypatch.setenv(f"AIRFLOW__BACKORDER__{key.upper()}", value)
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_operations_from_the_backorder_config_section(monkeypatch) -> None:
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    bag = _parse(monkeypatch, schedule="30 6 * * *", start_date="2026-11-01", catchup="true",
+                 ops_email="ops@shop.example", ops_smtp_conn_id="ops_smtp", run_deadline_minutes="45")  # fmt: skip
+    assert bag.import_errors == {}
+    dag = bag.dags["backorder_notifications"]
+    assert dag.schedule == "30 6 * * *"
+    assert dag.start_date.isoformat() == "2026-11-01T00:00:00+00:00"
+    assert dag.catchup is True
+    (notifier,) = dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]
+    assert isinstance(notifier, SmtpNotifier)
+    assert (notifier.to, notifier.smtp_conn_id) == ("ops@shop.example", "ops_smtp")
+    (deadline,) = dag.deadline
+    assert deadline.interval.total_seconds() == 45 * 60
+    assert deadline.callback.path == "airflow.providers.smtp.notifications.smtp.SmtpNotifier"
+    assert deadline.callback.kwargs["to"] == "ops@shop.example"
+    assert deadline.callback.kwargs["smtp_conn_id"] == "ops_smtp"
+    (asset,) = dag.get_task("write_snapshot_and_audit").outlets
+    assert (asset.name, asset.uri) == ("backorder_snapshot", "backorder://backorder_notifications/snapshot")
+
+
+def test_without_an_ops_address_no_alerts(dag) -> None:
+    assert not dag.on_failure_callback
+    assert not dag.deadline
+    assert dag.schedule == "@daily"
+
+
+def test_a_bad_start_date_is_an_import_error_that_says_so(monkeypatch) -> None:
+    bag = _parse(monkeypatch, start_date="first of May")
+    (error,) = bag.import_errors.values()
+    assert "[backorder] start_date: 'first of May' is not an ISO date such as 2026-01-01" in error
