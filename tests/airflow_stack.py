@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tests.conftest import ROOT
 
@@ -60,10 +60,6 @@ def cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
-def cli_succeeds(env: dict[str, str], *args: str, timeout: float = 120) -> bool:
-    return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, timeout=timeout, check=False).returncode == 0
-
-
 def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 2.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -104,3 +100,29 @@ def standalone(env: dict[str, str], log_file: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+class RestApi:
+    """Airflow's REST API (/api/v2) as the simple auth manager's admin: a bearer token from /auth/token."""
+
+    def __init__(self, home: Path, port: int | str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
+        body = json.dumps({"username": "admin", "password": passwords["admin"]}).encode()
+        request = urllib.request.Request(f"{self.base}/auth/token", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            self.token = json.load(r)["access_token"]
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
+                   "Accept": "application/json"}  # fmt: skip
+        request = urllib.request.Request(f"{self.base}{path}", data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return json.load(r)
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+    def post(self, path: str, body: object) -> Any:
+        return self.call("POST", path, body)

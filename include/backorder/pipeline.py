@@ -393,16 +393,15 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         stage_seconds = json.loads(
             conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one()
         )
+    t_utc = t.replace(tzinfo=UTC).isoformat()  # the state database keeps UTC without an offset
     summary = {
         "run_id": run_id,
-        "reference_time": t.isoformat(),
+        "reference_time": t_utc,
         "dry_run": bool(run["dry_run"]),
         "counts": summary_counts,
         "skipped": len(skipped),
     }
-    log.info(
-        "finish: run %d at T=%s%s", run_id, t.isoformat(), " (dry run: no snapshot written)" if run["dry_run"] else ""
-    )
+    log.info("finish: run %d at T=%s%s", run_id, t_utc, " (dry run: no snapshot written)" if run["dry_run"] else "")
     for status, kinds in sorted(counts.items()):
         for kind, langs in sorted(kinds.items()):
             log.info("  %-8s %-9s %s", status, kind, ", ".join(f"{lang} {c}" for lang, c in sorted(langs.items())))

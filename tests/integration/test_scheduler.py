@@ -1,0 +1,165 @@
+"""The DAG under a real scheduler: scheduled runs, the REST API, alerts to ops, a backfill and a clear.
+
+`airflow standalone` (api-server, scheduler, dag-processor, triggerer; LocalExecutor) runs the DAG
+from this repository on a fresh PostgreSQL metadata database, with the pipeline's state in another
+PostgreSQL database. The `[backorder]` settings make the schedule catch up the last three days at
+once (`catchup`, `start_date`), send ops alerts to a test address, and give runs a deadline short
+enough that every run misses it. The test checks, as a data engineer would in the UI:
+
+1. the schedule created the runs and each succeeded; the REST API lists their task instances, and
+   the final task's log holds the run's summary; the customers got the right email each day;
+   the snapshot task emitted the `backorder_snapshot` Asset with the run's counts;
+2. a run that fails (a table prefix the shop lacks) emails ops through the failure callback, and
+   runs past their deadline email ops through the deadline alert;
+3. `airflow backfill create` over the same days (reprocessing completed runs) finishes and sends
+   nothing twice, and neither does a cleared run.
+Everything it started is stopped by process group, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections import defaultdict
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from include.backorder import state as st
+from tests.airflow_stack import RestApi, airflow_env, cli, free_port, standalone, wait_for
+from tests.conftest import airflow_conn_json, server_database
+
+DAG_ID = "backorder_notifications"
+OPS = "ops@shop.example"
+RUNS = f"/api/v2/dags/{DAG_ID}/dagRuns"
+
+
+def test_scheduled_runs_alerts_and_a_backfill(shop, tmp_path: Path, mail_sink) -> None:
+    with ExitStack() as stack:
+        run_the_stack(stack, shop, tmp_path, mail_sink)
+
+
+def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [today - timedelta(days=2), today - timedelta(days=1), today]
+    shop.product(1, today + timedelta(days=20))
+    shop.order(1, [1], purchased=days[0] - timedelta(hours=14))
+    shop.order(2, [1], purchased=days[0] + timedelta(hours=12), language="de")
+    # reminder_interval_days is 2: order 1's first email on day 0, its reminder on day 2
+    expected = {days[0].date(): {(1, "initial")}, days[1].date(): {(2, "initial")}, days[2].date(): {(1, "periodic")}}
+
+    metadata = stack.enter_context(server_database("postgres", "airflow_db"))
+    state = stack.enter_context(server_database("postgres", "backorder_state_db"))
+    smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}
+    home, port = tmp_path / "airflow", free_port()
+    env = airflow_env(
+        home,
+        port,
+        f"postgresql+psycopg2://{metadata.login}@{metadata.host}:{metadata.port}/{metadata.schema}",
+        {
+            "shop_db": json.dumps({"conn_type": "sqlite", "host": str(shop.path)}),
+            "backorder_state_db": airflow_conn_json(state),
+            "smtp_default": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}),
+        },
+    )  # fmt: skip
+    env.update({
+        "AIRFLOW__BACKORDER__START_DATE": days[0].date().isoformat(),
+        "AIRFLOW__BACKORDER__CATCHUP": "True",
+        "AIRFLOW__BACKORDER__OPS_EMAIL": OPS,
+        "AIRFLOW__BACKORDER__RUN_DEADLINE_MINUTES": "0.05",  # 3 s: every run misses it
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    })  # fmt: skip
+
+    def customer_emails() -> dict[Any, set[tuple[int, str]]]:
+        got: dict[Any, set[tuple[int, str]]] = defaultdict(set)
+        for m in mail_sink.messages:
+            if m.message["X-Backorder-Notification"]:
+                day = datetime.fromisoformat(m.message["X-Backorder-Reference-Time"]).date()
+                got[day].add((int(m.message["X-Backorder-Order-Id"]), m.message["X-Backorder-Notification"]))
+        return dict(got)
+
+    def ops_subjects() -> list[str]:
+        return [str(m.message["Subject"]) for m in mail_sink.messages if m.rcpt_tos == (OPS,)]
+
+    def finished_runs() -> int:
+        """Pipeline runs finished, as the state database records them (a run that failed early has none)."""
+        engine = sa.create_engine(state.url())
+        try:
+            with engine.connect() as c:
+                return int(c.execute(sa.select(sa.func.count()).where(st.runs.c.status == "finished")).scalar_one())
+        finally:
+            engine.dispose()
+
+    stack.enter_context(standalone(env, tmp_path / "standalone.log"))
+    api = RestApi(home, port)
+
+    def runs(run_type: str) -> list[dict[str, Any]]:
+        return [r for r in api.get(f"{RUNS}?limit=100")["dag_runs"] if r["run_type"] == run_type]
+
+    def all_done(run_type: str, count: int) -> bool:
+        found = runs(run_type)
+        return len(found) >= count and all(r["state"] in ("success", "failed") for r in found)
+
+    # 1. The schedule catches up the three days, one run at a time.
+    wait_for("the three scheduled runs to end", lambda: all_done("scheduled", 3), timeout=600, every=3)
+    scheduled = sorted(runs("scheduled"), key=lambda r: r["logical_date"])
+    assert [r["state"] for r in scheduled] == ["success"] * 3, scheduled
+    assert [datetime.fromisoformat(r["logical_date"]) for r in scheduled] == days
+    assert customer_emails() == expected
+
+    for run in scheduled:
+        run_path = f"{RUNS}/{urllib.parse.quote(run['dag_run_id'])}"
+        tis = api.get(f"{run_path}/taskInstances?limit=100")["task_instances"]
+        states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in tis}
+        assert states[("write_snapshot_and_audit", -1)] == "success"
+        assert set(states.values()) <= {"success", "skipped"}, states
+        log = api.get(f"{run_path}/taskInstances/write_snapshot_and_audit/logs/1?full_content=true")
+        text = json.dumps(log)
+        t = datetime.fromisoformat(run["logical_date"])
+        assert re.search(rf"finish: run \d+ at T={re.escape(t.isoformat())}", text), text[:2000]
+        for _, kind in expected[t.date()]:
+            assert f"sent     {kind}" in text, "the summary counts the run's emails"
+
+    (asset,) = api.get("/api/v2/assets?name_pattern=backorder_snapshot")["assets"]
+    events = api.get(f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")["asset_events"]
+    assert len(events) == 3
+    assert sorted(e["extra"]["reference_time"] for e in events) == [d.isoformat() for d in days]
+    assert all(e["extra"]["dry_run"] is False for e in events)
+
+    # 2. Alerts: every run missed its 3 s deadline; a failing run emails ops.
+    wait_for("the deadline alerts", lambda: sum("is late" in s for s in ops_subjects()) >= 3, timeout=120)
+    for run in scheduled:
+        assert f"[backorder] {DAG_ID}: run {run['dag_run_id']} is late" in ops_subjects()
+    failing = api.post(RUNS, {"logical_date": None, "conf": {"table_prefix": "nosuch_"}})
+    wait_for("the failing run to end", lambda: api.get(f"{RUNS}/{failing['dag_run_id']}")["state"] == "failed",
+             timeout=180)  # fmt: skip
+    failed_alert = f"[backorder] {DAG_ID}: run {failing['dag_run_id']} failed"
+    wait_for("the failure alert", lambda: failed_alert in ops_subjects(), timeout=120)
+    (alert,) = [m for m in mail_sink.messages if m.message["Subject"] == failed_alert]
+    body = alert.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "extract_backorder_lines" in body
+
+    # 3. A backfill over the same days, reprocessing the completed runs, and a cleared run: no email twice.
+    cli(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0].date().isoformat(),
+        "--to-date", days[-1].date().isoformat(), "--reprocess-behavior", "completed", "--max-active-runs", "1")  # fmt: skip
+
+    def backfill_closed() -> bool:
+        (backfill,) = api.get(f"/api/v2/backfills?dag_id={DAG_ID}")["backfills"]
+        return backfill["completed_at"] is not None
+
+    wait_for("the backfill to complete", backfill_closed, timeout=600, every=3)
+    assert finished_runs() == 6
+    backfilled = runs("backfill")
+    assert sorted(datetime.fromisoformat(r["logical_date"]) for r in backfilled) == days
+    assert [r["state"] for r in backfilled] == ["success"] * 3, backfilled
+    cli(env, "tasks", "clear", DAG_ID, "--start-date", days[1].isoformat(), "--end-date",
+        (days[1] + timedelta(hours=1)).isoformat(), "--yes")  # fmt: skip
+    # The backfill took the scheduled runs over (their run_type is now backfill); the cleared one runs again.
+    wait_for("the cleared run to finish", lambda: finished_runs() == 7, timeout=300)
+    wait_for("the cleared run to end", lambda: all_done("backfill", 3), timeout=120)
+    assert [r["state"] for r in runs("backfill")] == ["success"] * 3
+    assert customer_emails() == expected, "the backfill and the cleared run sent nothing again"
