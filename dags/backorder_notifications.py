@@ -23,9 +23,10 @@ run decided and sent is kept in the state database (`backorder_state_db`, else `
 run record, every email with the server's answer, and the snapshot. A repeated run for the same T sends nothing twice.
 
 **Operations** (the `[backorder]` section of the Airflow config, or `AIRFLOW__BACKORDER__<KEY>`):
-`schedule`, `start_date`, `catchup`; with `ops_email` set, a failed run and a run still unfinished
-`run_deadline_minutes` after it was queued are emailed there over `ops_smtp_conn_id`. The snapshot
-task emits the Asset `backorder_snapshot` (extra: the run's id, T and counts) for downstream DAGs.
+`schedule` (cron, preset, or `none` for triggered runs only), `start_date`, `catchup`; with
+`ops_email` set, a failed run and a run still unfinished `run_deadline_minutes` after it was
+queued are emailed there over `ops_smtp_conn_id`. The snapshot task emits the Asset
+`backorder_snapshot` (extra: the run's id, T and counts) for downstream DAGs.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def _start_date(value: str) -> datetime:
 
 
 SCHEDULE = _setting("schedule", "@daily")
+SCHEDULE_OR_NONE = None if SCHEDULE.lower() == "none" else SCHEDULE  # none: only triggered runs
 START_DATE = _start_date(_setting("start_date", "2026-01-01"))
 CATCHUP = conf.getboolean("backorder", "catchup", fallback=False)
 OPS_EMAIL = _setting("ops_email", "")
@@ -177,7 +179,7 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
 
 @dag(
     dag_id="backorder_notifications",
-    schedule=SCHEDULE,
+    schedule=SCHEDULE_OR_NONE,
     start_date=START_DATE,
     catchup=CATCHUP,
     max_active_runs=1,

@@ -133,6 +133,10 @@ def test_without_an_ops_address_no_alerts(dag) -> None:
     assert dag.schedule == "@daily"
 
 
+def test_schedule_none_means_triggered_runs_only(monkeypatch) -> None:
+    assert _parse(monkeypatch, schedule="none").dags["backorder_notifications"].schedule is None
+
+
 def test_a_bad_start_date_is_an_import_error_that_says_so(monkeypatch) -> None:
     bag = _parse(monkeypatch, start_date="first of May")
     (error,) = bag.import_errors.values()
