@@ -60,7 +60,7 @@ def cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
-def wait_for(what: str, check: Callable[[], T], timeout: float, every: float = 2.0) -> T:
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 2.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = check()
