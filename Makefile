@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo preview screenshots bench test lint typecheck pytest install install-dev clean
+.PHONY: demo airflow preview screenshots bench test lint typecheck pytest install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ install-dev: $(VENV)/.installed-dev
 ## demo: the real DAG for a week of demo days on a SQLite shop; emails land in .demo/mail/
 demo: install
 	$(PY) -m include.backorder.demo
+
+## airflow: a local Airflow (api-server, scheduler, dag-processor, triggerer) with the demo shop and an SMTP sink;
+##          prints the URL and the login; everything in .airflow/ (ARGS="--fresh", "--port 8081", "--db URL")
+airflow: install
+	$(PY) -m include.backorder.local_airflow $(ARGS)
 
 ## preview: every kind in every language from sample data, as .eml and .html under previews/
 preview: install

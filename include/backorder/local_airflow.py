@@ -1,0 +1,405 @@
+"""`make airflow`: a local Airflow running this project's DAG on the demo shop, emails caught on loopback.
+
+It runs `airflow standalone` (api-server, scheduler, dag-processor, triggerer; LocalExecutor) from
+this venv as a subprocess in its own process group, with everything in one home folder (default
+`.airflow/`): the metadata database (SQLite, unless `--db` names another, e.g. PostgreSQL), the
+demo shop (`shop.sqlite`, created once), the pipeline's state database (`state.sqlite`), the emails
+(`mail/`, as `.eml` files from an SMTP sink running in this process) and standalone's output
+(`standalone.log`). The connections `shop_db`, `backorder_state_db` and `smtp_default` are given as
+`AIRFLOW_CONN_*` JSON. It waits until the scheduler is healthy and the DAG is parsed and unpaused,
+prints the URL and the login, and stops everything on Ctrl-C (SIGINT) or SIGTERM. The home is kept
+between starts (runs, state and emails survive a restart); `--fresh` wipes it first.
+
+It does not import Airflow: it runs the `airflow` command line next to this Python.
+
+Usage: python -m include.backorder.local_airflow [--port 8080] [--db URL] [--smtp-port 1025]
+                                                 [--home .airflow] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from include.backorder import demo
+from include.backorder import state as st
+from include.backorder.demo_shop import create_demo_shop
+from include.backorder.smtp_sink import MailSink
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "backorder_notifications"
+AIRFLOW = Path(sys.executable).with_name("airflow")
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+POSTGRES_EXAMPLE = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow_local"
+READY_TIMEOUT = 300.0  # seconds for standalone to become healthy and parse the DAG
+STOP_TIMEOUT = 30.0  # seconds for the process group to end after SIGINT, before SIGKILL
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Home:
+    """Where everything of the local Airflow lives."""
+
+    path: Path
+
+    @property
+    def shop(self) -> Path:
+        return self.path / "shop.sqlite"
+
+    @property
+    def state(self) -> Path:
+        return self.path / "state.sqlite"
+
+    @property
+    def mail(self) -> Path:
+        return self.path / "mail"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "standalone.log"
+
+    @property
+    def passwords(self) -> Path:
+        return self.path / PASSWORD_FILE
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def shown(path: Path) -> str:
+    """A path as the user best reads it: relative to the current folder when inside it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8080, help="the UI and REST API's port (default 8080)")
+    parser.add_argument("--db", default="", help=f"SQLAlchemy URL of Airflow's metadata database, e.g. "
+                        f"{POSTGRES_EXAMPLE} (created if missing); default: SQLite in the home")  # fmt: skip
+    parser.add_argument("--smtp-port", type=int, default=1025, help="the SMTP sink's port (default 1025)")
+    parser.add_argument("--home", type=Path, default=ROOT / ".airflow", help="AIRFLOW_HOME and everything else "
+                        "(default .airflow/ in the project); kept between starts")  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="wipe the home first (and reset --db's Airflow tables)")
+    return parser.parse_args(argv)
+
+
+def check_port_free(port: int, what: str) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a TIME_WAIT is no obstacle
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"port {port} is in use (another local Airflow?); pick another with {what}") from None
+
+
+def wipe_home(home: Home) -> None:
+    """--fresh: remove the home, but only one that this tool made (or an empty folder)."""
+    if not home.path.exists():
+        return
+    if any(home.path.iterdir()) and not home.shop.exists():
+        raise SystemExit(f"--fresh: {home.path} holds no shop.sqlite, so it is not a home made by this tool; not wiped")
+    shutil.rmtree(home.path)
+    say(f"home: {shown(home.path)} wiped (--fresh)")
+
+
+def ensure_demo_shop(home: Home) -> None:
+    """The demo shop, created once; its first day is today (UTC), so that today's run finds backorders."""
+    if home.shop.exists():
+        say(f"demo shop: {shown(home.shop)} kept from an earlier start")
+        return
+    first_day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    engine = sa.create_engine(f"sqlite:///{home.shop}")
+    try:
+        create_demo_shop(engine, first_day)
+    finally:
+        engine.dispose()
+    say(f"demo shop: {shown(home.shop)} created (300 orders in English and German, first day {first_day:%Y-%m-%d})")
+
+
+def ensure_state_db(home: Home) -> None:
+    """The pipeline's state database, its tables brought up to date (every run does this too)."""
+    engine = sa.create_engine(f"sqlite:///{home.state}")
+    try:
+        st.migrate(engine)
+    finally:
+        engine.dispose()
+    say(f"state database: {shown(home.state)} (tables bo_run, bo_notification, ...)")
+
+
+def metadata_db(url: str, home: Home) -> str:
+    """The metadata database's URL; a PostgreSQL database is created when missing."""
+    if not url:
+        url = f"sqlite:///{home.path / 'airflow.db'}"
+        say(f"metadata database: {url}")
+        return url
+    parsed = sa.engine.make_url(url)
+    found = ""
+    if parsed.get_backend_name() == "postgresql":
+        if importlib.util.find_spec("asyncpg") is None:
+            raise SystemExit("--db: Airflow needs the asyncpg package for a PostgreSQL metadata database; it is in "
+                             "requirements-dev.txt: run `make install-dev` first")  # fmt: skip
+        found = " (created)" if create_postgres_database(parsed) else " (exists)"
+    say(f"metadata database: {parsed.render_as_string(hide_password=True)}{found}")
+    return url
+
+
+def create_postgres_database(url: sa.URL) -> bool:
+    """Create the URL's database unless it exists; True if it was created."""
+    name = url.database
+    if not name:
+        raise SystemExit(f"--db {url.render_as_string()}: the URL names no database, e.g. {POSTGRES_EXAMPLE}")
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                return False
+            conn.exec_driver_sql(f"CREATE DATABASE {admin.dialect.identifier_preparer.quote(name)}")
+            return True
+    except sa.exc.OperationalError as exc:
+        raise SystemExit(f"--db: PostgreSQL not reachable: {str(exc.orig).strip().splitlines()[0]}") from None
+    finally:
+        admin.dispose()
+
+
+def airflow_env(home: Home, port: int, smtp_port: int, db_url: str) -> dict[str, str]:
+    """The demo's environment (this project's DAGs, the three connections as JSON) for standalone."""
+    env = demo.airflow_env(ROOT, home.path, smtp_port)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home.path),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",  # about 1 GB in all instead of 1.3 GB with 32 slots
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # standalone starts its components as `airflow ...` from PATH
+            "PATH": f"{AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+def reset_metadata_db(env: dict[str, str], home: Home) -> None:
+    """--fresh with --db: Airflow's tables in that database are dropped and created again."""
+    with home.log.open("a") as log:
+        done = subprocess.run([str(AIRFLOW), "db", "reset", "--yes"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              check=False, timeout=600)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"`airflow db reset` failed (exit {done.returncode}); see {home.log}")
+    say("metadata database: reset (--fresh)")
+
+
+def start_standalone(env: dict[str, str], home: Home) -> subprocess.Popen[bytes]:
+    with home.log.open("a") as log:
+        log.write(f"\n===== make airflow: airflow standalone started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+        log.flush()
+        proc = subprocess.Popen([str(AIRFLOW), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    say(f"airflow standalone: started (process group {proc.pid}), its output goes to {shown(home.log)}")
+    return proc
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT to standalone's whole process group, wait for it to end, SIGKILL what is left after a while."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+    if not group_alive(proc.pid):
+        return
+    say("stopping airflow standalone ...")
+    os.killpg(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, so that it no longer counts
+        if not group_alive(proc.pid):
+            return
+        time.sleep(0.2)
+    say(f"airflow standalone: still running after {STOP_TIMEOUT:.0f} s; killing its process group")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Api:
+    """The REST API as the simple auth manager's admin (a bearer token from POST /auth/token)."""
+
+    def __init__(self, port: int, password: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        body = {"username": "admin", "password": password}
+        self.token = self.call("POST", "/auth/token", body, auth=False)["access_token"]
+
+    def call(self, method: str, path: str, body: object = None, auth: bool = True) -> Any:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}{path}", data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+
+def wait_for(what: str, check: Callable[[], T | None], proc: subprocess.Popen[bytes], log: Path) -> T:
+    """Poll `check` until it gives a value; fail if standalone exits or READY_TIMEOUT passes."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"airflow standalone exited with {proc.returncode} while waiting for {what}; see {log}")
+        value = check()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {READY_TIMEOUT:.0f} s waiting for {what}; see {log}")
+        time.sleep(1)
+
+
+def scheduler_healthy(port: int, since: datetime) -> bool | None:
+    """True once the health check reports a healthy scheduler that beat after `since` (not one from before a
+    restart)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as r:
+            scheduler = json.load(r)["scheduler"]
+        beat = datetime.fromisoformat(scheduler["latest_scheduler_heartbeat"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return True if scheduler["status"] == "healthy" and beat > since else None
+
+
+def read_password(home: Home) -> str | None:
+    try:
+        return str(json.loads(home.passwords.read_text())["admin"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def dag_state(api: Api) -> dict[str, Any] | None:
+    """The DAG as the API lists it, once parsed; a DAG file that fails to import stops the start."""
+    try:
+        return dict(api.call("GET", f"/api/v2/dags/{DAG_ID}"))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+    for error in api.call("GET", "/api/v2/importErrors")["import_errors"]:
+        if "backorder_notifications" in error["filename"]:
+            raise SystemExit(f"the DAG file does not import:\n{error['stack_trace']}")
+    return None
+
+
+def wait_until_ready(proc: subprocess.Popen[bytes], home: Home, port: int, started: float) -> str:
+    """Wait for a healthy scheduler and the parsed DAG, unpause it if needed; return the admin's password."""
+    since = datetime.now(UTC)
+    wait_for("the scheduler to be healthy", lambda: scheduler_healthy(port, since), proc, home.log)
+    say(f"scheduler: healthy after {time.monotonic() - started:.0f} s")
+    password = wait_for(f"the admin's password in {home.passwords}", lambda: read_password(home), proc, home.log)
+    api = Api(port, password)
+    dag = wait_for(f"the DAG {DAG_ID} to be parsed", lambda: dag_state(api), proc, home.log)
+    if dag["is_paused"]:  # paused in the UI before a restart, or created paused in an existing --db
+        dag = api.call("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+    if dag["is_paused"]:
+        raise SystemExit(f"the DAG {DAG_ID} stays paused; see {home.log}")
+    say(f"DAG {DAG_ID}: parsed and unpaused after {time.monotonic() - started:.0f} s")
+    return password
+
+
+def cli_prefix(home: Home, db_arg: str) -> str:
+    """How to run the `airflow` CLI against this Airflow from another shell (the home's airflow.cfg knows
+    neither --db nor this project's DAGs folder; commands that read the metadata database need no more)."""
+    db = f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={db_arg} " if db_arg else ""
+    return f"AIRFLOW_HOME={home.path} {db}{AIRFLOW}"
+
+
+def ready_block(home: Home, port: int, smtp_port: int, password: str, db_arg: str) -> str:
+    cli = cli_prefix(home, db_arg)
+    lines = [
+        f"URL:       http://localhost:{port}/",
+        f"login:     admin / {password}",
+        f"           (the password is kept in {shown(home.passwords)})",
+        f"DAG:       {DAG_ID}, unpaused (@daily: the scheduler creates today's run if there is none)",
+        f"emails:    {shown(home.mail)}/<date>/*.eml (SMTP sink on 127.0.0.1:{smtp_port})",
+        f"log:       {shown(home.log)} (airflow standalone's output)",
+        f"CLI:       {cli} dags list-runs {DAG_ID}",
+        "Ctrl-C stops everything.",
+    ]
+    rule = "=" * max(len(line) for line in lines)
+    return "\n".join([rule, "Airflow is ready", *lines, rule])
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def prepare(args: argparse.Namespace, home: Home) -> str:
+    """Everything before standalone starts: ports, home, databases; returns the metadata database's URL."""
+    check_port_free(args.port, "--port")
+    check_port_free(args.smtp_port, "--smtp-port")
+    if args.fresh:
+        wipe_home(home)
+    home.path.mkdir(parents=True, exist_ok=True)
+    say(f"home: {shown(home.path)} (AIRFLOW_HOME; kept between starts, --fresh wipes it)")
+    db_url = metadata_db(args.db, home)
+    ensure_demo_shop(home)
+    ensure_state_db(home)
+    return db_url
+
+
+def run(args: argparse.Namespace) -> int:
+    home = Home(args.home.resolve())
+    db_url = prepare(args, home)
+    with MailSink(home.mail, port=args.smtp_port) as sink:
+        say(f"SMTP sink: 127.0.0.1:{sink.port}, emails kept as .eml files in {shown(home.mail)}/")
+        env = airflow_env(home, args.port, sink.port, db_url)
+        if args.fresh and args.db:
+            reset_metadata_db(env, home)
+        started = time.monotonic()
+        proc = start_standalone(env, home)
+        try:
+            password = wait_until_ready(proc, home, args.port, started)
+            say(ready_block(home, args.port, sink.port, password, args.db))
+            proc.wait()
+            say(f"airflow standalone exited by itself with {proc.returncode}; see {home.log}")
+            code = 1
+        except KeyboardInterrupt:
+            code = 0
+        finally:
+            stop_group(proc)
+    say("stopped: airflow standalone (its whole process group) and the SMTP sink")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Also when started with SIGINT ignored (a background job of a script): standalone would inherit that.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    try:
+        return run(parse_args(argv))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
