@@ -1,0 +1,160 @@
+"""`make airflow`'s launcher end to end, as a user meets it.
+
+`python -m include.backorder.local_airflow` starts `airflow standalone` (SQLite metadata database),
+the demo shop and the SMTP sink in a fresh home. The test waits for the block it prints, logs in
+with the printed password through POST /auth/token, finds the DAG unpaused and today's scheduled
+run successful, with every email the run records as sent kept as an .eml file, then types Ctrl-C
+(SIGINT to the launcher) and checks that nothing of it is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.airflow_stack import free_port, wait_for
+from tests.conftest import ROOT
+
+DAG_ID = "backorder_notifications"
+
+
+class Launcher:
+    """The launcher as a subprocess in a session of its own, its output collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "include.backorder.local_airflow", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)  # its last lines
+        return code
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def printed(self, pattern: str) -> re.Match[str] | None:
+        if self.proc.poll() is not None and not re.search(pattern, self.output, re.M):
+            raise AssertionError(f"the launcher exited with {self.proc.returncode}:\n{self.output}")
+        return re.search(pattern, self.output, re.M)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(pgid: int | None) -> None:
+    if pgid is not None and group_alive(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class Api:
+    """The REST API with a bearer token for the printed login."""
+
+    def __init__(self, base: str, password: str) -> None:
+        self.base = base
+        self.token = self.call("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
+
+    def call(self, method: str, path: str, body: object = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if method != "POST" or path != "/auth/token":
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        with urllib.request.urlopen(urllib.request.Request(self.base + path, data, headers, method=method)) as r:
+            return json.load(r)
+
+
+def test_make_airflow_runs_the_dag_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    home, port, smtp_port = tmp_path / "home", free_port(), free_port()
+    launcher = Launcher("--home", str(home), "--port", str(port), "--smtp-port", str(smtp_port))
+    standalone_group: int | None = None
+    try:
+        wait_for(
+            "the URL and login block", lambda: launcher.printed(r"^Ctrl-C stops everything\.$"), timeout=300, every=0.5
+        )
+        group = launcher.printed(r"process group (\d+)")
+        assert group is not None, launcher.output
+        standalone_group = int(group[1])
+        check_airflow(launcher, home, port, smtp_port)
+
+        launcher.proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
+        assert launcher.wait(timeout=120) == 0, launcher.output
+        assert "stopped: airflow standalone" in launcher.output
+        wait_for(
+            "standalone's process group to be gone", lambda: not group_alive(standalone_group), timeout=30, every=0.5
+        )
+        assert not group_alive(launcher.proc.pid), "nothing of the launcher's own process group is left"
+        wait_for("the port to be closed", lambda: not answers(f"http://127.0.0.1:{port}/"), timeout=30, every=0.5)
+    finally:
+        kill_group(launcher.proc.pid)
+        kill_group(standalone_group)
+        launcher.proc.wait(timeout=30)
+
+
+def check_airflow(launcher: Launcher, home: Path, port: int, smtp_port: int) -> None:
+    url = launcher.printed(r"^URL:\s+(\S+)$")
+    login = launcher.printed(r"^login:\s+admin / (\S+)$")
+    assert url is not None and login is not None, launcher.output
+    assert url[1] == f"http://localhost:{port}/"
+    assert f"SMTP sink on 127.0.0.1:{smtp_port}" in launcher.output
+    assert answers(f"http://127.0.0.1:{port}/"), "the UI's page answers"
+    api = Api(f"http://127.0.0.1:{port}", login[1])
+    assert api.call("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"] is False
+
+    # Unpausing the @daily DAG (catchup off) creates a run for today, 00:00 UTC; it ends in success.
+    runs = f"/api/v2/dags/{DAG_ID}/dagRuns"
+
+    def scheduled_run_ended() -> dict[str, Any] | None:
+        found = [r for r in api.call("GET", runs)["dag_runs"] if r["run_type"] == "scheduled"]
+        return found[0] if found and found[0]["state"] in ("success", "failed") else None
+
+    run = wait_for("the scheduled run to end", scheduled_run_ended, timeout=300, every=2)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert (datetime.fromisoformat(run["logical_date"]), run["state"]) == (today, "success"), run
+
+    # Every email the run recorded as sent (its summary, the final task's XCom) is an .eml file in <home>/mail/.
+    run_path = f"{runs}/{urllib.parse.quote(run['dag_run_id'])}"
+    xcom = api.call("GET", f"{run_path}/taskInstances/write_snapshot_and_audit/xcomEntries/return_value")
+    summary = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
+    sent = Counter(
+        {(kind, lang): n for kind, by_lang in summary["counts"]["sent"].items() for lang, n in by_lang.items()}
+    )
+    files = Counter(
+        (f.name.split("-")[0], f.stem.split("-")[-1]) for f in (home / "mail" / f"{today:%Y-%m-%d}").glob("*.eml")
+    )
+    assert sent and files == sent, (files, sent)
+    assert {kind for kind, _ in files} == {"initial"}, "the first run tells every waiting order for the first time"
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
