@@ -104,6 +104,12 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
         found = runs(run_type)
         return len(found) >= count and all(r["state"] in ("success", "failed") for r in found)
 
+    # What the UI shows of the DAG: its documentation, tags and owner.
+    details = api.get(f"/api/v2/dags/{DAG_ID}/details")
+    assert details["doc_md"].lstrip().startswith("### Backorder notifications")
+    assert {t["name"] for t in details["tags"]} == {"backorder", "email", "shop"}
+    assert details["owners"] == ["data"]
+
     # 1. The schedule catches up the three days, one run at a time.
     wait_for("the three scheduled runs to end", lambda: all_done("scheduled", 3), timeout=600, every=3)
     scheduled = sorted(runs("scheduled"), key=lambda r: r["logical_date"])
