@@ -4,11 +4,12 @@
 the demo shop and the SMTP sink in a fresh home. The test waits for the block it prints, logs in
 with the printed password through POST /auth/token, finds the DAG unpaused and today's scheduled
 run successful, with every email the run records as sent kept as an .eml file, then types Ctrl-C
-(SIGINT to the launcher) and checks that nothing of it is left running.
+(SIGINT to the launcher) and checks that no process of it or of standalone's session is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -61,17 +62,16 @@ class Launcher:
         return re.search(pattern, self.output, re.M)
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def session(sid: int) -> list[str]:
+    """`ps` lines of the processes in session `sid` (standalone's: it and all it started, tasks included)."""
+    ps = subprocess.run(["ps", "-e", "-o", "sid=,pid=,stat=,args="], capture_output=True, text=True, check=True)
+    return [line for line in ps.stdout.splitlines() if line.split()[0] == str(sid)]
 
 
-def kill_group(pgid: int | None) -> None:
-    if pgid is not None and group_alive(pgid):
-        os.killpg(pgid, signal.SIGKILL)
+def kill_session(sid: int | None) -> None:
+    for line in session(sid) if sid is not None else []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[1]), signal.SIGKILL)
 
 
 class Api:
@@ -93,27 +93,27 @@ class Api:
 def test_make_airflow_runs_the_dag_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     home, port, smtp_port = tmp_path / "home", free_port(), free_port()
     launcher = Launcher("--home", str(home), "--port", str(port), "--smtp-port", str(smtp_port))
-    standalone_group: int | None = None
+    standalone_session: int | None = None
     try:
         wait_for(
             "the URL and login block", lambda: launcher.printed(r"^Ctrl-C stops everything\.$"), timeout=300, every=0.5
         )
         group = launcher.printed(r"process group (\d+)")
         assert group is not None, launcher.output
-        standalone_group = int(group[1])
+        standalone_session = int(group[1])  # standalone leads its own session, and its process group
         check_airflow(launcher, home, port, smtp_port)
 
         launcher.proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
         assert launcher.wait(timeout=120) == 0, launcher.output
         assert "stopped: airflow standalone" in launcher.output
-        wait_for(
-            "standalone's process group to be gone", lambda: not group_alive(standalone_group), timeout=30, every=0.5
-        )
-        assert not group_alive(launcher.proc.pid), "nothing of the launcher's own process group is left"
+        assert "killing them" not in launcher.output, "standalone ended by itself, nothing had to be killed"
+        assert session(launcher.proc.pid) == [], "nothing of the launcher's own session is left"
+        # Processes that ended a moment ago may linger as zombies until init reaps them.
+        wait_for("standalone's processes to be gone", lambda: session(standalone_session) == [], timeout=30, every=0.5)
         wait_for("the port to be closed", lambda: not answers(f"http://127.0.0.1:{port}/"), timeout=30, every=0.5)
     finally:
-        kill_group(launcher.proc.pid)
-        kill_group(standalone_group)
+        kill_session(launcher.proc.pid)
+        kill_session(standalone_session)
         launcher.proc.wait(timeout=30)
 
 
