@@ -45,6 +45,9 @@ STATE_CONN_ID = "backorder_state_db"
 SMTP_CONN_ID = "smtp_default"
 UNSUBSCRIBE_SECRET_VARIABLE = "backorder_unsubscribe_secret"
 KINDS = ("initial", "changed", "periodic", "available")
+# Optional text params also take null: the UI's trigger form sends an empty text field as null, and a
+# plain "string" type would keep its Trigger button disabled until every such field is filled.
+TEXT = ["null", "string"]
 MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG, at most (each holds an SMTP connection)
 MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
 # The languages are the template folders (include/backorder/__init__.py reads them the same way).
@@ -196,7 +199,7 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
                                description="Periodic reminders per order at most; null for unlimited."),
         "max_order_age_days": Param(None, type=["null", "integer"], minimum=1,
                                     description="Ignore orders purchased longer ago than this at T; null: no limit."),
-        "table_prefix": Param("", type="string", pattern="^[A-Za-z0-9_]*$",
+        "table_prefix": Param("", type=TEXT, pattern="^[A-Za-z0-9_]*$",
                               description="Prefix of the shop's tables (Zen Cart DB_PREFIX), e.g. zen_."),
         "default_language": Param("en", type="string", enum=LANGUAGES,
                                   description="Language for orders whose language the shop does not store."),
@@ -207,10 +210,10 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
                                                " emails are recorded as silenced and count as told."),
         "shop_timezone": Param("UTC", type="string",
                                description="IANA time zone the shop writes its dates in, e.g. Europe/Berlin."),
-        "shop_name": Param("", type="string", description="Signature of the emails; empty: 'Your shop team'."),
-        "unsubscribe_mailto": Param("", type="string",
+        "shop_name": Param("", type=TEXT, description="Signature of the emails; empty: 'Your shop team'."),
+        "unsubscribe_mailto": Param("", type=TEXT,
                                     description="Address for List-Unsubscribe mailto opt-outs; empty: the sender."),
-        "unsubscribe_url": Param("", type="string", pattern="^(https://.*)?$",
+        "unsubscribe_url": Param("", type=TEXT, pattern="^(https://.*)?$",
                                  description="https URL taking one-click opt-outs (?token=...); needs the Variable"
                                              " backorder_unsubscribe_secret."),
         "send_parallelism": Param(1, type="integer", minimum=1, maximum=16,
@@ -220,15 +223,15 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "send_available": Param(False, type="boolean",
                                 description="Also send `available`: an order's every date was reached or cleared"
                                             " while it is still in the statuses."),
-        "logo_url": Param("", type="string", pattern="^(https://.*)?$", section="Branding",
+        "logo_url": Param("", type=TEXT, pattern="^(https://.*)?$", section="Branding",
                           description="https URL of the shop's logo (shown at most 200 x 48 px); empty: the name."),
         "brand_color": Param("#1f4e79", type="string", pattern="^#([0-9A-Fa-f]{3}){1,2}$", section="Branding",
                              description="Colour of the header band, links and button, e.g. #1f4e79."),
-        "support_email": Param("", type="string", section="Branding",
+        "support_email": Param("", type=TEXT, section="Branding",
                                description="Address the footer offers for questions; empty: none."),
-        "postal_address": Param("", type="string", format="multiline", section="Branding",
+        "postal_address": Param("", type=TEXT, format="multiline", section="Branding",
                                 description="The shop's postal address for the footer, lines separated by newlines."),
-        "order_url": Param("", type="string", pattern="^(https://.*\\{order_id\\}.*)?$", section="Branding",
+        "order_url": Param("", type=TEXT, pattern="^(https://.*\\{order_id\\}.*)?$", section="Branding",
                            description="The customer's order page with {order_id}, e.g."
                                        " https://shop.example/account_history_info.php?order_id={order_id}."),
     },

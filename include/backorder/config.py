@@ -115,7 +115,11 @@ class RunParams:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunParams:
         """Build from DAG params (a dict); unknown keys are ignored, missing ones take defaults."""
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        fields = cls.__dataclass_fields__
+        known = {k: v for k, v in values.items() if k in fields}
+        for key, value in known.items():  # an optional text left empty in the UI's form arrives as null
+            if value is None and isinstance(fields[key].default, str):
+                known[key] = fields[key].default
         if "order_status_ids" in known:
             known["order_status_ids"] = tuple(known["order_status_ids"])
         return cls(**known)

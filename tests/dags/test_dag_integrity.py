@@ -141,3 +141,16 @@ def test_a_bad_start_date_is_an_import_error_that_says_so(monkeypatch) -> None:
     bag = _parse(monkeypatch, start_date="first of May")
     (error,) = bag.import_errors.values()
     assert "[backorder] start_date: 'first of May' is not an ISO date such as 2026-01-01" in error
+
+
+def test_the_trigger_forms_empty_text_fields_are_valid(dag) -> None:
+    """The UI's form sends an empty optional text as null: the params take it, the run reads it as ''."""
+    from include.backorder.config import RunParams
+
+    texts = ["table_prefix", "shop_name", "unsubscribe_mailto", "unsubscribe_url", "logo_url", "support_email",
+             "postal_address", "order_url"]  # fmt: skip
+    resolved = {name: dag.params.get_param(name).resolve(None) for name in texts}
+    assert all(value is None for value in resolved.values())
+    params = RunParams.from_mapping(resolved)
+    assert all(getattr(params, name) == "" for name in texts)
+    assert params.brand_color == "#1f4e79"
