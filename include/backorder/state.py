@@ -52,6 +52,7 @@ runs = sa.Table(
     sa.Column("shop_schema", sa.Text),  # {"dialect": ..., "table_prefix": ..., "language_from": [...]}
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
+    sa.Index("ix_bo_run_dag_run", "dag_id", "dag_run_id"),  # the audit page's link from a DAG run
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -128,6 +129,12 @@ notifications = sa.Table(
     # The same order, kind and T is sent at most once (dry runs are kept apart).
     sa.UniqueConstraint("orders_id", "kind", "reference_time", "dry_run", name="uq_bo_notification_key"),
     sa.Index("ix_bo_notification_order", "orders_id", "status", "reference_time"),
+    # The audit page's search by address, exact or by prefix (LIKE 'ann@%' on PostgreSQL too).
+    sa.Index(
+        "ix_bo_notification_email",
+        "customers_email_address",
+        postgresql_ops={"customers_email_address": "varchar_pattern_ops"},
+    ),
     **MYSQL_TABLE_OPTIONS,
 )
 
