@@ -315,6 +315,12 @@ def run_detail(conn: Connection, run_id: int, page: Page = Page()) -> RunDetail 
     )
 
 
+def run_params(conn: Connection, run_id: int) -> dict[str, Any] | None:
+    """The params a run used; None if there is no such run."""
+    text = conn.execute(sa.select(st.runs.c.params).where(st.runs.c.id == run_id)).scalar_one_or_none()
+    return None if text is None else dict(_loads(text, {}))
+
+
 def runs_of_dag_run(conn: Connection, dag_id: str, dag_run_id: str) -> list[int]:
     """The run records of one Airflow DAG run, newest first (a retried or cleared run has several)."""
     r = st.runs

@@ -1,0 +1,261 @@
+"""The audit page as a FastAPI app: runs, a run's emails with previews, an order's history, search, CSV.
+
+Server-side HTML from the Jinja2 templates in `include/templates/_audit/` (autoescaped), small
+charts as inline SVG, no JavaScript. The app knows nothing of Airflow: whoever builds it passes
+a callable that gives the state database's engine and the dependencies that guard every route
+(the Airflow plugin passes Airflow's access checks). Customer addresses are personal data, so
+every response, errors included, says `Cache-Control: private, no-store`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.engine import Connection, Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from include.backorder import TEMPLATES_DIR
+from include.backorder import audit_queries as q
+from include.backorder.config import Branding, RunParams
+from include.backorder.render import ListedLine, Notice, Renderer
+
+NO_STORE = {
+    "Cache-Control": "private, no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+# An email preview is the shop's HTML: shown sandboxed, without scripts, forms or plugins.
+PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src https: data:"
+
+
+def connect(request: Request) -> Iterator[Connection]:
+    """A connection to the state database for one request."""
+    with request.app.state.engine().connect() as conn:
+        yield conn
+
+
+Conn = Annotated[Connection, Depends(connect)]
+Offset = Annotated[int, Query(ge=0)]
+Limit = Annotated[int, Query(ge=1, le=q.MAX_PAGE_SIZE)]
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a day chart, in SVG user units."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str
+
+
+def bars(values: Sequence[tuple[str, int]], width: float = 600, height: float = 80) -> list[Bar]:
+    """Bars for (label, value) pairs side by side, scaled to the largest value."""
+    if not values:
+        return []
+    top = max(value for _, value in values) or 1
+    step = width / len(values)
+    return [
+        Bar(i * step + 1, height - value / top * height, max(step - 2, 1), value / top * height, f"{label}: {value}")
+        for i, (label, value) in enumerate(values)
+    ]
+
+
+@lru_cache(maxsize=32)
+def _renderer(branding: Branding) -> Renderer:
+    return Renderer(branding)
+
+
+def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
+    """(subject, text, html) of a notification as its run rendered it (without the unsubscribe link,
+    whose secret the page does not have)."""
+    run_params = RunParams.from_mapping(params)
+    lines = tuple(
+        ListedLine(
+            products_name=item.get("products_name") or "",
+            products_model=item.get("products_model"),
+            products_quantity=float(item.get("products_quantity") or 0),
+            date_available=_datetime(item.get("date_available")),
+            previous_date=_datetime(item.get("previous_date")),
+        )
+        for item in email.listed_lines
+    )
+    notice = Notice(
+        orders_id=email.orders_id,
+        kind=email.kind,
+        language=email.language,
+        customers_email_address=email.customers_email_address or "",
+        customers_name=email.customers_name or "",
+        reference_time=email.reference_time.replace(tzinfo=UTC),
+        lines=lines,
+        reminder_interval_days=run_params.reminder_interval_days,
+        customers_id=email.customers_id,
+    )
+    return _renderer(run_params.branding()).render_parts(notice)
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: a leading =, +, -, @ would make it a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _url(request: Request) -> Callable[..., str]:
+    """`url(name, query=..., **path_params)` for the templates: a path under the app's mount point."""
+
+    def url(name: str, **params: Any) -> str:
+        query = params.pop("query", None)
+        path = request.url_for(name, **params).path
+        return f"{path}?{query}" if query else path
+
+    return url
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A template of `_audit/` rendered for this request."""
+    state = request.app.state
+    html = state.templates.get_template(template).render(title=state.title, url=_url(request), **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Errors as a page of the app (the guard's 401/403 keep their headers)."""
+    assert isinstance(exc, StarletteHTTPException)
+    response = page(request, "error.html", exc.status_code, status_code_=exc.status_code, detail=exc.detail)
+    response.headers.update(getattr(exc, "headers", None) or {})
+    return response
+
+
+async def no_store(request: Request, call_next: Callable[[Request], Any]) -> Any:
+    response = await call_next(request)
+    response.headers.update(NO_STORE)
+    return response
+
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, name="index")
+def index(request: Request, conn: Conn, offset: Offset = 0, products_offset: Offset = 0) -> HTMLResponse:
+    runs = q.runs_page(conn, q.Page(offset))
+    series = q.daily_series(conn)
+    return page(
+        request,
+        "index.html",
+        runs=runs,
+        series=series,
+        email_bars=bars([(f"{p.day:%Y-%m-%d}", p.emails) for p in series]),
+        line_bars=bars([(f"{p.day:%Y-%m-%d}", p.lines) for p in series]),
+        open_lines=q.open_lines(conn, q.Page(products_offset)),
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse, name="run")
+def run(request: Request, conn: Conn, run_id: int, offset: Offset = 0, limit: Limit = q.PAGE_SIZE) -> HTMLResponse:
+    detail = q.run_detail(conn, run_id, q.Page(offset, limit))
+    if detail is None:
+        raise HTTPException(404, f"No run record {run_id} in the state database")
+    others = [i for i in q.runs_of_dag_run(conn, detail.run.dag_id, detail.run.dag_run_id) if i != run_id]
+    return page(request, "run.html", detail=detail, others=others)
+
+
+@router.get("/dag-run", name="dag_run")
+def dag_run(conn: Conn, request: Request, dag_id: str, run_id: str) -> RedirectResponse:
+    """The link from a DAG run in Airflow's UI: its newest run record."""
+    records = q.runs_of_dag_run(conn, dag_id, run_id)
+    if not records:
+        raise HTTPException(404, f"No run record for DAG run {run_id!r} of {dag_id!r} (it may not have run yet)")
+    return RedirectResponse(request.url_for("run", run_id=records[0]).path, status_code=303)
+
+
+@router.get("/runs/{run_id}/emails.csv", name="run_csv")
+def run_csv(conn: Conn, run_id: int) -> StreamingResponse:
+    if q.run_params(conn, run_id) is None:
+        raise HTTPException(404, f"No run record {run_id} in the state database")
+    rows = [[csv_safe(value) for value in row] for row in q.csv_rows(conn, run_id)]
+
+    def lines() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for row in rows:
+            writer.writerow(row)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    disposition = f'attachment; filename="backorder-run-{run_id}-emails.csv"'
+    return StreamingResponse(
+        lines(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": disposition}
+    )
+
+
+@router.get("/emails/{notification_id}", response_class=HTMLResponse, name="email")
+def email(request: Request, conn: Conn, notification_id: int) -> HTMLResponse:
+    found = q.email(conn, notification_id)
+    if found is None:
+        raise HTTPException(404, f"No notification {notification_id} in the state database")
+    subject, text, _ = preview(found, q.run_params(conn, found.run_id) or {})
+    return page(request, "email.html", email=found, subject=subject, text=text)
+
+
+@router.get("/emails/{notification_id}/preview.html", response_class=HTMLResponse, name="email_preview")
+def email_preview(conn: Conn, notification_id: int) -> HTMLResponse:
+    found = q.email(conn, notification_id)
+    if found is None:
+        raise HTTPException(404, f"No notification {notification_id} in the state database")
+    _, _, html = preview(found, q.run_params(conn, found.run_id) or {})
+    return HTMLResponse(html, headers={"Content-Security-Policy": PREVIEW_CSP})
+
+
+@router.get("/orders/{orders_id}", response_class=HTMLResponse, name="order")
+def order(request: Request, conn: Conn, orders_id: int) -> HTMLResponse:
+    history = q.order_history(conn, orders_id)
+    if not history:
+        raise HTTPException(404, f"No notification for order {orders_id} in the state database")
+    return page(request, "order.html", orders_id=orders_id, history=history)
+
+
+@router.get("/search", response_class=HTMLResponse, name="search")
+def search(request: Request, conn: Conn, q_: Annotated[str, Query(alias="q", max_length=255)] = "",
+           offset: Offset = 0) -> HTMLResponse:  # fmt: skip
+    return page(request, "search.html", query=q_, result=q.search(conn, q_, q.Page(offset)))
+
+
+def create_app(
+    engine: Callable[[], Engine],
+    dependencies: Sequence[Callable[..., Any]] = (),
+    title: str = "Backorder notifications",
+) -> FastAPI:
+    """The audit app. `engine` gives the state database's engine (called per request; cache it);
+    `dependencies` guard every route."""
+    app = FastAPI(
+        title=title, dependencies=[Depends(d) for d in dependencies], docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.engine = engine
+    app.state.title = title
+    app.state.templates = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR / "_audit"),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    app.middleware("http")(no_store)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.include_router(router)
+    return app
