@@ -1,0 +1,114 @@
+"""The Airflow UI page "Backorder notifications": the audit app (include/backorder/audit_app.py) behind the login.
+
+A nav entry opens the runs overview; a tab on each DAG run of `backorder_notifications` opens that
+run's emails. The app is served by the api-server under /backorder. Every route requires a logged-in
+Airflow user who may read the DAG's runs (`requires_access_dag`), by the UI's cookie or a bearer
+token. The page reads the state database of the `backorder_state_db` connection (else `shop_db`),
+as the DAG does, and never Airflow's metadata database.
+
+Airflow imports this file in every component that loads plugins; the app (FastAPI, SQLAlchemy,
+the library under include/) is built only when the api-server asks for `fastapi_apps`. If include/
+is not importable (the project root not on PYTHONPATH), the page is left out with an error in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+
+log = logging.getLogger(__name__)
+
+DAG_ID = "backorder_notifications"
+STATE_CONN_ID = "backorder_state_db"
+SHOP_CONN_ID = "shop_db"
+URL_PREFIX = "/backorder"
+NAME = "Backorder notifications"
+
+
+def state_db() -> Any:
+    """The state database's Airflow connection (`backorder_state_db`, else `shop_db`) as a DbConnection."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from include.backorder.config import DbConnection
+
+    for conn_id in (STATE_CONN_ID, SHOP_CONN_ID):
+        try:
+            c = Connection.get_connection_from_secrets(conn_id)
+        except AirflowNotFoundException:
+            continue
+        return DbConnection(
+            conn_id=conn_id,
+            conn_type=c.conn_type or "",
+            host=c.host or "",
+            port=c.port,
+            login=c.login or "",
+            password=c.password or "",
+            schema=c.schema or "",
+            extra=c.extra_dejson,
+        )
+    from fastapi import HTTPException
+
+    raise HTTPException(503, f"Neither the {STATE_CONN_ID!r} nor the {SHOP_CONN_ID!r} connection is defined")
+
+
+@cache
+def state_engine() -> Any:
+    """One engine (connection pool) for the api-server process, made at the first request."""
+    import sqlalchemy as sa
+
+    return sa.create_engine(state_db().url(), pool_pre_ping=True, pool_recycle=3600)
+
+
+def access_checks() -> list[Any]:
+    """What every route requires: an authenticated user allowed to read the DAG's runs."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return [requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN, param_dag_id=DAG_ID)]
+
+
+@cache
+def audit_app() -> Any | None:
+    """The FastAPI app, or None (logged) when the library cannot be imported."""
+    try:
+        from include.backorder.audit_app import create_app
+    except ImportError as exc:
+        log.error(
+            "%s: the page is not served: cannot import include.backorder.audit_app (%s). Put the project root "
+            "on PYTHONPATH of the api-server.",
+            NAME,
+            exc,
+        )
+        return None
+    return create_app(state_engine, access_checks(), title=NAME)
+
+
+class BackorderAuditPlugin(AirflowPlugin):
+    """The audit page in Airflow's UI. Its app and views are properties, so that only the process that
+    asks for them (the api-server) builds the app."""
+
+    name = "backorder_audit"
+
+    @property
+    def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        app = audit_app()
+        return [] if app is None else [{"app": app, "url_prefix": URL_PREFIX, "name": NAME}]
+
+    @property
+    def external_views(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        if audit_app() is None:
+            return []
+        return [
+            {"name": NAME, "href": f"{URL_PREFIX}/", "destination": "nav", "url_route": "backorder-notifications"},
+            {
+                "name": NAME,
+                # The UI fills in {DAG_ID} and {RUN_ID} (URL-encoded) for a dag_run destination.
+                "href": f"{URL_PREFIX}/dag-run?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+                "destination": "dag_run",
+                "url_route": "backorder-notifications-run",
+            },
+        ]
