@@ -8,7 +8,8 @@ enough that every run misses it. The test checks, as a data engineer would in th
 
 1. the schedule created the runs and each succeeded; the REST API lists their task instances, and
    the final task's log holds the run's summary; the customers got the right email each day;
-   the snapshot task emitted the `backorder_snapshot` Asset with the run's counts;
+   the snapshot task emitted the `backorder_snapshot` Asset with the run's counts, and the README's
+   downstream DAG (docs/examples/backorder_report.py) ran on it;
 2. a run that fails (a table prefix the shop lacks) emails ops through the failure callback, and
    runs past their deadline email ops through the deadline alert;
 3. `airflow backfill create` over the same days (reprocessing completed runs) finishes and sends
@@ -31,9 +32,10 @@ import sqlalchemy as sa
 
 from include.backorder import state as st
 from tests.airflow_stack import RestApi, airflow_env, cli, free_port, standalone, wait_for
-from tests.conftest import airflow_conn_json, server_database
+from tests.conftest import ROOT, airflow_conn_json, server_database
 
 DAG_ID = "backorder_notifications"
+REPORT_DAG_ID = "backorder_report"  # docs/examples/backorder_report.py
 OPS = "ops@shop.example"
 RUNS = f"/api/v2/dags/{DAG_ID}/dagRuns"
 
@@ -66,7 +68,13 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
             "smtp_default": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}),
         },
     )  # fmt: skip
+    # The dags folder: the DAG itself and the README's example of a DAG scheduled on its Asset.
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "backorder_notifications.py").symlink_to(ROOT / "dags" / "backorder_notifications.py")
+    (dags / "backorder_report.py").symlink_to(ROOT / "docs" / "examples" / "backorder_report.py")
     env.update({
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__BACKORDER__START_DATE": days[0].date().isoformat(),
         "AIRFLOW__BACKORDER__CATCHUP": "True",
         "AIRFLOW__BACKORDER__OPS_EMAIL": OPS,
@@ -118,23 +126,16 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     assert customer_emails() == expected
 
     for run in scheduled:
-        run_path = f"{RUNS}/{urllib.parse.quote(run['dag_run_id'])}"
-        tis = api.get(f"{run_path}/taskInstances?limit=100")["task_instances"]
-        states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in tis}
-        assert states[("write_snapshot_and_audit", -1)] == "success"
-        assert set(states.values()) <= {"success", "skipped"}, states
-        log = api.get(f"{run_path}/taskInstances/write_snapshot_and_audit/logs/1?full_content=true")
-        text = json.dumps(log)
-        t = datetime.fromisoformat(run["logical_date"])
-        assert re.search(rf"finish: run \d+ at T={re.escape(t.isoformat())}", text), text[:2000]
-        for _, kind in expected[t.date()]:
-            assert f"sent     {kind}" in text, "the summary counts the run's emails"
+        check_run_in_the_api(api, run, expected)
 
     (asset,) = api.get("/api/v2/assets?name_pattern=backorder_snapshot")["assets"]
     events = api.get(f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")["asset_events"]
     assert len(events) == 3
     assert sorted(e["extra"]["reference_time"] for e in events) == [d.isoformat() for d in days]
     assert all(e["extra"]["dry_run"] is False for e in events)
+
+    # The example downstream DAG ran on the snapshots' Asset events and read their extra.
+    check_downstream_dag(api)
 
     # 2. Alerts: every run missed its 3 s deadline; a failing run emails ops.
     wait_for("the deadline alerts", lambda: sum("is late" in s for s in ops_subjects()) >= 3, timeout=120)
@@ -169,3 +170,35 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     wait_for("the cleared run to end", lambda: all_done("backfill", 3), timeout=120)
     assert [r["state"] for r in runs("backfill")] == ["success"] * 3
     assert customer_emails() == expected, "the backfill and the cleared run sent nothing again"
+
+
+def check_run_in_the_api(api: RestApi, run: dict[str, Any], expected: dict[Any, set[tuple[int, str]]]) -> None:
+    """A run's task instances succeeded (or were skipped); its last task's log holds the run's summary."""
+    run_path = f"{RUNS}/{urllib.parse.quote(run['dag_run_id'])}"
+    tis = api.get(f"{run_path}/taskInstances?limit=100")["task_instances"]
+    states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in tis}
+    assert states[("write_snapshot_and_audit", -1)] == "success"
+    assert set(states.values()) <= {"success", "skipped"}, states
+    log = api.get(f"{run_path}/taskInstances/write_snapshot_and_audit/logs/1?full_content=true")
+    text = json.dumps(log)
+    t = datetime.fromisoformat(run["logical_date"])
+    assert re.search(rf"finish: run \d+ at T={re.escape(t.isoformat())}", text), text[:2000]
+    for _, kind in expected[t.date()]:
+        assert f"sent     {kind}" in text, "the summary counts the run's emails"
+
+
+def check_downstream_dag(api: RestApi) -> None:
+    """docs/examples/backorder_report.py ran on the Asset events and logged their T and counts."""
+
+    def report_runs() -> list[dict[str, Any]]:
+        found = api.get(f"/api/v2/dags/{REPORT_DAG_ID}/dagRuns?limit=100")["dag_runs"]
+        return found if found and all(r["state"] in ("success", "failed") for r in found) else []
+
+    reports = wait_for("the downstream DAG to run", report_runs, timeout=180)
+    assert {r["state"] for r in reports} == {"success"} and {r["run_type"] for r in reports} == {"asset_triggered"}
+    runs = f"/api/v2/dags/{REPORT_DAG_ID}/dagRuns"
+    paths = [
+        f"{runs}/{urllib.parse.quote(r['dag_run_id'])}/taskInstances/report/logs/1?full_content=true" for r in reports
+    ]
+    logs = "".join(json.dumps(api.get(path)) for path in paths)
+    assert logs.count("backorder snapshot at T=") >= 3 and "'sent': {" in logs, logs[:3000]
