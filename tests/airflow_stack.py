@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from include.backorder.local_airflow import stop_session
 from tests.conftest import ROOT
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -92,14 +92,8 @@ def standalone(env: dict[str, str], log_file: Path) -> Iterator[None]:
         wait_for("airflow standalone to answer", healthy, timeout=180)
         yield
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass  # already gone
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        left = stop_session(proc)
+        assert left == 0, f"{left} processes of airflow standalone had to be killed; see {log_file}"
 
 
 class RestApi:

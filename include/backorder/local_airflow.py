@@ -221,33 +221,41 @@ def start_standalone(env: dict[str, str], home: Home) -> subprocess.Popen[bytes]
 
 
 def stop_standalone(proc: subprocess.Popen[bytes]) -> None:
-    """Stop standalone and everything it started: SIGTERM to its process group, then SIGKILL to whatever is
-    left in its session after STOP_TIMEOUT (task processes run in process groups of their own).
+    """Stop standalone and everything it started (see stop_session), ignoring further Ctrl-C meanwhile."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+    if not session_pids(proc.pid):
+        return
+    say("stopping airflow standalone ...")
+    left = stop_session(proc)
+    if left:
+        say(f"airflow standalone: {left} processes still running after {STOP_TIMEOUT:.0f} s; killed them")
+
+
+def stop_session(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int:
+    """SIGTERM to the process group of `proc` (started with start_new_session), then SIGKILL to whatever
+    is left in its session after `timeout` (task processes run in process groups of their own); returns
+    how many had to be killed.
 
     SIGTERM, not SIGINT: once the LocalExecutor had run tasks, SIGINT to the group mostly left the
     scheduler waiting forever for its idle workers (py-spy: they sat in their queue's lock) until killed;
     SIGINT to standalone alone did the same while a task ran. SIGTERM ended everything in 5 to 9 s in
     every try, with and without a running task.
     """
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
-    if not session_pids(proc.pid):
-        return
-    say("stopping airflow standalone ...")
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader, so that it no longer counts
         if not session_pids(proc.pid):
-            return
+            return 0
         time.sleep(0.2)
     left = session_pids(proc.pid)
-    say(f"airflow standalone: {len(left)} processes still running after {STOP_TIMEOUT:.0f} s; killing them")
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc.wait()
+    return len(left)
 
 
 def session_pids(sid: int) -> list[int]:
