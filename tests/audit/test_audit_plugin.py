@@ -40,7 +40,7 @@ def api_server(sqlite_history: History, metadata_db: None) -> Iterator[tuple[Tes
     from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-for-the-audit-page")
+        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "audit-page-test-secret-" + "0123456789abcdef" * 3)
         mp.setenv("AIRFLOW_CONN_BACKORDER_STATE_DB", airflow_conn_json(sqlite_history.state_db))
         mp.setattr(settings, "PLUGINS_FOLDER", str(ROOT / "plugins"))
         _clear_plugin_caches()
