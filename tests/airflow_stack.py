@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from include.backorder.config import DbConnection
 from include.backorder.local_airflow import stop_session
 from tests.conftest import ROOT
 
@@ -51,6 +52,21 @@ def airflow_env(home: Path, port: int, metadata_db: str, connections: dict[str, 
     )
     env.update({f"AIRFLOW_CONN_{name.upper()}": value for name, value in connections.items()})
     return env
+
+
+def postgres_url(db: DbConnection) -> str:
+    """A PostgreSQL database (tests.conftest.server_database) as Airflow's metadata database URL."""
+    return f"postgresql+psycopg2://{db.login}@{db.host}:{db.port}/{db.schema}"
+
+
+def pipeline_connections(shop: Path, state: str, smtp_port: int) -> dict[str, str]:
+    """The DAG's three connections: a SQLite shop, the state database (JSON), the SMTP sink on loopback."""
+    smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}
+    return {
+        "shop_db": json.dumps({"conn_type": "sqlite", "host": str(shop)}),
+        "backorder_state_db": state,
+        "smtp_default": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port, "extra": smtp}),
+    }
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:

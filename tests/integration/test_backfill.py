@@ -15,7 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from include.backorder import state as st
-from tests.airflow_stack import airflow_env, cli, free_port, standalone, wait_for
+from tests.airflow_stack import airflow_env, cli, free_port, pipeline_connections, postgres_url, standalone, wait_for
 from tests.conftest import server_database
 
 DAYS = [f"2026-03-0{d}" for d in range(2, 9)]
@@ -40,20 +40,10 @@ def run_the_week(stack: ExitStack, shop, tmp_path, mail_sink) -> None:
     shop.order(1, [1], purchased=datetime(2026, 3, 1, 10))
     shop.order(2, [1], purchased=datetime(2026, 3, 3, 12), language="de")
     state_path = tmp_path / "state.sqlite"
-    smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}
     metadata = stack.enter_context(server_database("postgres", "airflow_db"))
-    env = airflow_env(
-        tmp_path / "airflow",
-        free_port(),
-        f"postgresql+psycopg2://{metadata.login}@{metadata.host}:{metadata.port}/{metadata.schema}",
-        {
-            "shop_db": json.dumps({"conn_type": "sqlite", "host": str(shop.path)}),
-            "backorder_state_db": json.dumps({"conn_type": "sqlite", "host": str(state_path)}),
-            "smtp_default": json.dumps(
-                {"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}
-            ),
-        },
-    )
+    state_json = json.dumps({"conn_type": "sqlite", "host": str(state_path)})
+    connections = pipeline_connections(shop.path, state_json, mail_sink.port)
+    env = airflow_env(tmp_path / "airflow", free_port(), postgres_url(metadata), connections)
     state = sa.create_engine(f"sqlite:///{state_path}")
 
     def finished_runs_in_march() -> int:

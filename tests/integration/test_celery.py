@@ -11,7 +11,6 @@ the state database that every email went out exactly once.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -30,7 +29,16 @@ import sqlalchemy as sa
 from include.backorder import demo_shop
 from include.backorder import state as st
 from include.backorder.config import DbConnection
-from tests.airflow_stack import AIRFLOW, RestApi, airflow_env, cli, free_port, wait_for
+from tests.airflow_stack import (
+    AIRFLOW,
+    RestApi,
+    airflow_env,
+    cli,
+    free_port,
+    pipeline_connections,
+    postgres_url,
+    wait_for,
+)
 from tests.conftest import _unavailable, airflow_conn_json, server_database
 
 DAG_ID = "backorder_notifications"
@@ -50,17 +58,8 @@ def test_mapped_sends_run_on_both_workers_and_every_email_goes_once(shop, tmp_pa
         metadata = stack.enter_context(server_database("postgres", "airflow_db"))
         state = stack.enter_context(server_database("postgres", "backorder_state_db"))
         home, port, queue = tmp_path / "airflow", free_port(), f"backorder_test_{uuid.uuid4().hex[:8]}"
-        smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}
-        env = airflow_env(
-            home,
-            port,
-            f"postgresql+psycopg2://{metadata.login}@{metadata.host}:{metadata.port}/{metadata.schema}",
-            {
-                "shop_db": json.dumps({"conn_type": "sqlite", "host": str(shop.path)}),
-                "backorder_state_db": airflow_conn_json(state),
-                "smtp_default": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}),
-            },
-        )  # fmt: skip
+        connections = pipeline_connections(shop.path, airflow_conn_json(state), mail_sink.port)
+        env = airflow_env(home, port, postgres_url(metadata), connections)
         env.update({
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",

@@ -31,7 +31,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from include.backorder import state as st
-from tests.airflow_stack import RestApi, airflow_env, cli, free_port, standalone, wait_for
+from tests.airflow_stack import (
+    RestApi,
+    airflow_env,
+    cli,
+    free_port,
+    pipeline_connections,
+    postgres_url,
+    standalone,
+    wait_for,
+)
 from tests.conftest import ROOT, airflow_conn_json, server_database
 
 DAG_ID = "backorder_notifications"
@@ -56,18 +65,9 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
 
     metadata = stack.enter_context(server_database("postgres", "airflow_db"))
     state = stack.enter_context(server_database("postgres", "backorder_state_db"))
-    smtp = {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}
     home, port = tmp_path / "airflow", free_port()
-    env = airflow_env(
-        home,
-        port,
-        f"postgresql+psycopg2://{metadata.login}@{metadata.host}:{metadata.port}/{metadata.schema}",
-        {
-            "shop_db": json.dumps({"conn_type": "sqlite", "host": str(shop.path)}),
-            "backorder_state_db": airflow_conn_json(state),
-            "smtp_default": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port, "extra": smtp}),
-        },
-    )  # fmt: skip
+    connections = pipeline_connections(shop.path, airflow_conn_json(state), mail_sink.port)
+    env = airflow_env(home, port, postgres_url(metadata), connections)
     # The dags folder: the DAG itself and the README's example of a DAG scheduled on its Asset.
     dags = tmp_path / "dags"
     dags.mkdir()
