@@ -85,6 +85,7 @@ class OpenProduct:
     orders: int  # customers (orders) waiting for it
     date_available: datetime
     previous_date: datetime | None  # at the snapshot before; None: not backordered then
+    products_name: str = ""  # as the latest emails listed it ('' if none of them did)
 
 
 @dataclass(frozen=True)
@@ -254,13 +255,36 @@ def open_lines(conn: Connection, page: Page = Page()) -> OpenLines:
                 .group_by(sl.c.products_id)
             )
         }
+    names = product_names(conn, {row.products_id for row in rows})
     products = [
-        OpenProduct(row.products_id, int(row.lines), int(row.orders), row.date_available, previous.get(row.products_id))
+        OpenProduct(
+            row.products_id, int(row.lines), int(row.orders), row.date_available, previous.get(row.products_id),
+            names.get(row.products_id, ""),
+        )
         for row in rows
-    ]
+    ]  # fmt: skip
     return OpenLines(
         latest["id"], latest["reference_time"], before["reference_time"] if before else None, products, int(total), page
     )
+
+
+def product_names(conn: Connection, products: set[int], at_most: int = 5000) -> dict[int, str]:
+    """Product names as the latest emails listed them (snapshots keep ids only): notifications are
+    read newest first until every product is named or `at_most` were read."""
+    n = st.notifications
+    names: dict[int, str] = {}
+    before, read = None, 0
+    while products - names.keys() and read < at_most:
+        query = sa.select(n.c.id, n.c.listed_lines).order_by(n.c.id.desc()).limit(500)
+        rows = conn.execute(query if before is None else query.where(n.c.id < before)).all()
+        for row in rows:
+            for item in _loads(row.listed_lines, []):
+                if item.get("products_id") in products and item.get("products_name"):
+                    names.setdefault(item["products_id"], item["products_name"])
+        if len(rows) < 500:
+            break
+        before, read = rows[-1].id, read + len(rows)
+    return names
 
 
 def _email(row: sa.RowMapping) -> Email:

@@ -42,7 +42,7 @@ def test_index_lists_runs_charts_and_open_lines(client: TestClient, sqlite_histo
     assert f"2026-03-02 00:00 {dag_run_id(0)} finished 7 6 3 0 0 0 1 2 0" in page
     assert response.text.count("<rect ") == 6, "two charts of three days"
     assert "Emails sent per day" in page and "Backorder lines per day" in page
-    assert "1 5 5 2026-03-20 2026-03-20" in page and "2 2 2 2026-03-27 2026-03-27" in page
+    assert "1 Product 1 5 5 2026-03-20 2026-03-20" in page and "2 Product 2 2 2 2026-03-27 2026-03-27" in page
 
 
 def test_run_page_lists_every_email_with_its_reply_and_the_params(client: TestClient, sqlite_history: History) -> None:

@@ -42,6 +42,7 @@ def test_daily_series_and_open_lines_by_product(history: History) -> None:
         (1, 5, 5, datetime(2026, 3, 20), datetime(2026, 3, 20)),
         (2, 2, 2, datetime(2026, 3, 27), datetime(2026, 3, 27)),
     ]
+    assert [p.products_name for p in open_lines.products] == ["Product 1", "Product 2"]
 
 
 def test_run_detail_order_history_search_and_csv(history: History) -> None:
