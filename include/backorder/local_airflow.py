@@ -188,6 +188,7 @@ def airflow_env(home: Home, port: int, smtp_port: int, db_url: str) -> dict[str,
         {
             "AIRFLOW_HOME": str(home.path),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),  # the audit page (plugins/backorder_audit.py)
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",  # about 1 GB in all instead of 1.3 GB with 32 slots
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -366,6 +367,7 @@ def ready_block(home: Home, port: int, smtp_port: int, password: str, db_arg: st
         f"login:     admin / {password}",
         f"           (the password is kept in {shown(home.passwords)})",
         f"DAG:       {DAG_ID}, unpaused (@daily: the scheduler creates today's run if there is none)",
+        f"audit:     http://localhost:{port}/backorder/ (also under Backorder notifications in the UI's menu)",
         f"emails:    {shown(home.mail)}/<date>/*.eml (SMTP sink on 127.0.0.1:{smtp_port})",
         f"log:       {shown(home.log)} (airflow standalone's output)",
         f"CLI:       {cli} dags list-runs {DAG_ID}",

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -150,6 +151,21 @@ def check_airflow(launcher: Launcher, home: Path, port: int, smtp_port: int) -> 
     )
     assert sent and files == sent, (files, sent)
     assert {kind for kind, _ in files} == {"initial"}, "the first run tells every waiting order for the first time"
+
+    # The audit page (plugins/backorder_audit.py) shows the run to the logged-in user, and to no one else.
+    assert f"audit:     http://localhost:{port}/backorder/" in launcher.output
+    status, html = fetch(f"http://127.0.0.1:{port}/backorder/", api.token)
+    assert status == 200 and run["dag_run_id"] in html, html[:2000]
+    assert fetch(f"http://127.0.0.1:{port}/backorder/", None)[0] == 401
+
+
+def fetch(url: str, token: str | None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def answers(url: str) -> bool:
