@@ -124,17 +124,7 @@ def _db(conn_id: str) -> Any:
     """An Airflow connection as the library's DbConnection."""
     from include.backorder.config import DbConnection
 
-    c = BaseHook.get_connection(conn_id)
-    return DbConnection(
-        conn_id=conn_id,
-        conn_type=c.conn_type or "",
-        host=c.host or "",
-        port=c.port,
-        login=c.login or "",
-        password=c.password or "",
-        schema=c.schema or "",
-        extra=c.extra_dejson,
-    )
+    return DbConnection.from_airflow(conn_id, BaseHook.get_connection(conn_id))
 
 
 def _state_db() -> Any:

@@ -40,16 +40,7 @@ def state_db() -> Any:
             c = Connection.get_connection_from_secrets(conn_id)
         except AirflowNotFoundException:
             continue
-        return DbConnection(
-            conn_id=conn_id,
-            conn_type=c.conn_type or "",
-            host=c.host or "",
-            port=c.port,
-            login=c.login or "",
-            password=c.password or "",
-            schema=c.schema or "",
-            extra=c.extra_dejson,
-        )
+        return DbConnection.from_airflow(conn_id, c)
     from fastapi import HTTPException
 
     raise HTTPException(503, f"Neither the {STATE_CONN_ID!r} nor the {SHOP_CONN_ID!r} connection is defined")

@@ -149,6 +149,20 @@ class DbConnection:
     schema: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_airflow(cls, conn_id: str, c: Any) -> DbConnection:
+        """From an Airflow Connection (any object with its attributes; Airflow is not imported here)."""
+        return cls(
+            conn_id=conn_id,
+            conn_type=c.conn_type or "",
+            host=c.host or "",
+            port=c.port,
+            login=c.login or "",
+            password=c.password or "",
+            schema=c.schema or "",
+            extra=c.extra_dejson,
+        )
+
     def url(self, read_only: bool = False) -> Any:
         """The SQLAlchemy URL; raises ConfigError for a connection type we cannot read.
 
