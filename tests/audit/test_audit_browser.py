@@ -3,9 +3,10 @@ Chromium driven over the Chrome DevTools Protocol (the `websockets` package; no 
 
 The api-server runs alone on a fresh PostgreSQL metadata database (`airflow db migrate`), with the
 three days of tests/audit/conftest.py in a SQLite state database. The browser logs in as the simple
-auth manager's admin the way the UI's login does in the end: POST /auth/token, the token in the
-`_token` cookie. It opens the nav page in the UI (/plugin/backorder-notifications, the audit page in
-the UI's iframe), one run's page and one email's page, asserts on what they show, and saves screenshots:
+auth manager's admin through the login form (/auth/login/; the UI keeps the token in the `_token`
+cookie, which the plugin's pages accept). It opens the nav page in the UI
+(/plugin/backorder-notifications: the audit page in the UI's iframe), one run's page and one email's
+page, asserts on what they show, and saves screenshots:
 audit-runs.png, audit-run.png and audit-email.png, 1280 px wide, into the test's temporary folder,
 or, to refresh the README's pictures, into docs/screenshots/ with
 `BACKORDER_AUDIT_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/audit/test_audit_browser.py`
@@ -160,12 +161,19 @@ def page(chromium: str) -> Iterator[Page]:
 
 
 def log_in(page: Page, base: str, password: str) -> None:
-    """The simple auth manager's admin token as the UI's `_token` cookie, as after the UI's login."""
-    body = json.dumps({"username": "admin", "password": password}).encode()
-    request = urllib.request.Request(f"{base}/auth/token", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as r:
-        token = json.load(r)["access_token"]
-    page.call("Network.setCookie", name="_token", value=token, url=base, path="/")
+    """Through the simple auth manager's login form, typed into as a user would; it sets the `_token` cookie."""
+    page.open(f"{base}/auth/login/", "document.querySelector('input[type=password]') ? document.body.innerText : ''")
+    page.evaluate("document.querySelector('input[name=username], input[type=text]').focus()")
+    page.call("Input.insertText", text="admin")
+    page.evaluate("document.querySelector('input[type=password]').focus()")
+    page.call("Input.insertText", text=password)
+    page.evaluate("document.querySelector('button[type=submit]').click()")
+
+    def logged_in() -> bool:
+        cookies = page.call("Network.getCookies")["cookies"]
+        return "/auth/login" not in page.evaluate("location.href") and any(c["name"] == "_token" for c in cookies)
+
+    wait_for("the login to finish", logged_in, timeout=30, every=0.2)
 
 
 def table(page: Page, document: str, header: str) -> list[dict[str, str]]:
