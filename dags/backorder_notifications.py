@@ -67,8 +67,8 @@ def _start_date(value: str) -> datetime:
     return start if start.tzinfo else start.replace(tzinfo=UTC)
 
 
-SCHEDULE = _setting("schedule", "@daily")
-SCHEDULE_OR_NONE = None if SCHEDULE.lower() == "none" else SCHEDULE  # none: only triggered runs
+_SCHEDULE = _setting("schedule", "@daily")
+SCHEDULE = None if _SCHEDULE.lower() == "none" else _SCHEDULE  # none: only triggered runs
 START_DATE = _start_date(_setting("start_date", "2026-01-01"))
 CATCHUP = conf.getboolean("backorder", "catchup", fallback=False)
 OPS_EMAIL = _setting("ops_email", "")
@@ -172,7 +172,7 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
 
 @dag(
     dag_id="backorder_notifications",
-    schedule=SCHEDULE_OR_NONE,
+    schedule=SCHEDULE,
     start_date=START_DATE,
     catchup=CATCHUP,
     max_active_runs=1,
