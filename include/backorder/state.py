@@ -147,6 +147,7 @@ leases = sa.Table(
     sa.Column("run_id", sa.Integer),
     sa.Column("dag_run_id", sa.String(250)),
     sa.Column("acquired_at", Timestamp),
+    sa.Column("heartbeat_at", Timestamp),  # the holder's last sign of life (migration 0007)
     **MYSQL_TABLE_OPTIONS,
 )
 
