@@ -40,7 +40,7 @@ def test_upgrade_from_the_first_revision_keeps_the_rows(state_db) -> None:
         )  # fmt: skip
 
     st.migrate(engine)
-    assert st.current_revision(engine) == "0006"
+    assert st.current_revision(engine) == "0007"
     with engine.connect() as c:
         run = c.execute(sa.select(st.runs)).mappings().one()
         note = c.execute(sa.select(st.notifications)).mappings().one()
