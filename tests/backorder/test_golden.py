@@ -2,10 +2,14 @@
 
 Any change to an email shows as a diff of `tests/backorder/golden/<language>/<kind>.{txt,html}`
 in review. The text part (with the subject) must match exactly; the HTML part must match in
-structure: the same elements, attributes and text, while the formatting of inlined `style`
-attributes may differ (a css-inline upgrade reorders declarations). To accept a change on purpose:
+structure: the same elements, attributes (`style` ones too) and text, while the formatting of
+inlined `style` attributes may differ (a css-inline upgrade reorders declarations or spaces them
+differently; a changed colour or padding is a difference). To accept a change on purpose:
 
     BACKORDER_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/backorder/test_golden.py
+
+That rewrites the files and FAILS every case it rewrote, so the mode can never pass (in CI or
+anywhere): review the files with `git diff tests/backorder/golden`, then run again without it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -60,15 +64,26 @@ def text_of(msg: Any) -> str:
     return f"Subject: {msg['Subject']}\n\n{body}"
 
 
+def style(value: str | None) -> str:
+    """A `style` attribute in a canonical form: declarations sorted, property names lower-case,
+    whitespace collapsed, no empty declaration ('a:1;b: 2;' and 'b:2; a: 1' are the same)."""
+    declarations = []
+    for item in (value or "").split(";"):
+        name, colon, val = item.partition(":")
+        if name.strip() or val.strip():
+            declarations.append(f"{name.strip().lower()}{colon} {' '.join(val.split())}".rstrip())
+    return "; ".join(sorted(declarations))
+
+
 class _Structure(HTMLParser):
-    """Elements (with attributes, `style` left out) and text, whitespace collapsed."""
+    """Elements (with attributes, `style` in canonical form) and text, whitespace collapsed."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.items: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        kept = " ".join(f"{k}={v!r}" for k, v in sorted(attrs) if k != "style")
+        kept = " ".join(f"{k}={style(v) if k == 'style' else v!r}" for k, v in sorted(attrs))
         self.items.append(f"<{tag} {kept}>".replace(" >", ">"))
 
     def handle_endtag(self, tag: str) -> None:
@@ -86,6 +101,20 @@ def structure(html: str) -> list[str]:
     return parser.items
 
 
+def rewritten(path: Path, content: str) -> NoReturn:
+    """Update mode: write the golden file, then fail, so that the mode never passes a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8")
+    changed = not path.is_file() or path.read_bytes() != data
+    path.write_bytes(data)
+    name = path.relative_to(GOLDEN.parents[2]) if path.is_relative_to(GOLDEN) else path
+    pytest.fail(
+        f"BACKORDER_UPDATE_GOLDEN=1: {name} {'REWRITTEN' if changed else 'unchanged'};"
+        " review `git diff tests/backorder/golden`, then run the tests again without BACKORDER_UPDATE_GOLDEN",
+        pytrace=False,
+    )
+
+
 CASES = [pytest.param(kind, language, id=f"{kind}-{language}") for language in LANGUAGES for kind in KINDS]
 
 
@@ -94,8 +123,7 @@ def test_text_part_matches_the_golden_file(kind: str, language: str) -> None:
     path = GOLDEN / language / f"{kind}.txt"
     text = text_of(render(kind, language))
     if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        rewritten(path, text)
     assert text == path.read_text(encoding="utf-8")
 
 
@@ -104,16 +132,28 @@ def test_html_part_matches_the_golden_file_in_structure(kind: str, language: str
     path = GOLDEN / language / f"{kind}.html"
     html = render(kind, language).get_body(("html",)).get_content()
     if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(html, encoding="utf-8")
+        rewritten(path, html.rstrip("\r\n") + "\r\n")  # the file ends in a line end, as the part's lines do
     assert structure(html) == structure(path.read_text(encoding="utf-8"))
 
 
-def test_the_structure_comparison_sees_a_changed_word_and_ignores_style_formatting() -> None:
+def test_the_structure_comparison_sees_a_changed_word_or_style_and_ignores_style_formatting() -> None:
     html = '<p class="a" style="margin: 0;color: red;">Hello <b>world</b></p>'
-    assert structure(html) == structure('<p style="color:red; margin:0" class="a">Hello\n  <b>world</b></p>')
-    assert structure(html) != structure('<p class="a">Hello <b>World</b></p>')
-    assert structure(html) != structure('<p class="a">Hello <i>world</i></p>')
+    assert structure(html) == structure('<p style="color:red; MARGIN:  0" class="a">Hello\n  <b>world</b></p>')
+    assert structure(html) != structure('<p class="a" style="margin: 0;color: red;">Hello <b>World</b></p>')
+    assert structure(html) != structure('<p class="a" style="margin: 0;color: red;">Hello <i>world</i></p>')
+    assert structure(html) != structure('<p class="a" style="margin: 0;color: blue;">Hello <b>world</b></p>')
+    assert structure(html) != structure('<p class="a" style="margin: 0">Hello <b>world</b></p>')
+    assert structure(html) != structure('<p class="a">Hello <b>world</b></p>')
+
+
+def test_update_mode_rewrites_a_file_and_fails(tmp_path: Path) -> None:
+    """BACKORDER_UPDATE_GOLDEN=1 can never pass a run: each case it rewrites fails, naming the file."""
+    path = tmp_path / "en" / "initial.txt"
+    with pytest.raises(pytest.fail.Exception, match=r"en/initial.txt REWRITTEN; review `git diff"):
+        rewritten(path, "new")
+    assert path.read_text(encoding="utf-8") == "new"
+    with pytest.raises(pytest.fail.Exception, match=r"en/initial.txt unchanged; review"):
+        rewritten(path, "new")
 
 
 def test_every_golden_file_belongs_to_a_case() -> None:
