@@ -44,12 +44,18 @@ LINES = (
     ListedLine("Zelt „Berg & Tal“ für 2 Personen", "TENT-2P", 1.0, datetime(2026, 12, 17), datetime(2026, 12, 3)),
     ListedLine("Daunenschlafsack -10 °C", "BAG-800", 2.0, datetime(2027, 1, 8), None),
 )
+# An order with more lines than an email lists (MAX_LISTED_LINES): `<kind>-many` shows the end of the
+# list, "and 2 more items" with the order link.
+MANY = tuple(
+    ListedLine(f"Zelthering {i}", f"PEG-{i:02d}", 4.0, datetime(2026, 12, 17), datetime(2026, 12, 3)) for i in range(27)
+)
+VARIANTS = {"": LINES, "-many": MANY}
 
 
-def render(kind: str, language: str) -> Any:
+def render(kind: str, language: str, variant: str = "") -> Any:
     notice = Notice(
         orders_id=4711, kind=kind, language=language, customers_email_address="juergen.mueller@example.com",
-        customers_name="Jürgen Müller", reference_time=datetime(2026, 11, 23, tzinfo=UTC), lines=LINES,
+        customers_name="Jürgen Müller", reference_time=datetime(2026, 11, 23, tzinfo=UTC), lines=VARIANTS[variant],
         reminder_interval_days=3, customers_id=815,
     )  # fmt: skip
     msg = Renderer(BRANDING).render(
@@ -115,22 +121,26 @@ def rewritten(path: Path, content: str) -> NoReturn:
     )
 
 
-CASES = [pytest.param(kind, language, id=f"{kind}-{language}") for language in LANGUAGES for kind in KINDS]
+CASES = [
+    pytest.param(kind, language, variant, id=f"{kind}{variant}-{language}")
+    for language in LANGUAGES
+    for kind, variant in [*((kind, "") for kind in KINDS), ("changed", "-many"), ("available", "-many")]
+]
 
 
-@pytest.mark.parametrize(("kind", "language"), CASES)
-def test_text_part_matches_the_golden_file(kind: str, language: str) -> None:
-    path = GOLDEN / language / f"{kind}.txt"
-    text = text_of(render(kind, language))
+@pytest.mark.parametrize(("kind", "language", "variant"), CASES)
+def test_text_part_matches_the_golden_file(kind: str, language: str, variant: str) -> None:
+    path = GOLDEN / language / f"{kind}{variant}.txt"
+    text = text_of(render(kind, language, variant))
     if UPDATE:
         rewritten(path, text)
     assert text == path.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(("kind", "language"), CASES)
-def test_html_part_matches_the_golden_file_in_structure(kind: str, language: str) -> None:
-    path = GOLDEN / language / f"{kind}.html"
-    html = render(kind, language).get_body(("html",)).get_content()
+@pytest.mark.parametrize(("kind", "language", "variant"), CASES)
+def test_html_part_matches_the_golden_file_in_structure(kind: str, language: str, variant: str) -> None:
+    path = GOLDEN / language / f"{kind}{variant}.html"
+    html = render(kind, language, variant).get_body(("html",)).get_content()
     if UPDATE:
         rewritten(path, html.rstrip("\r\n") + "\r\n")  # the file ends in a line end, as the part's lines do
     assert structure(html) == structure(path.read_text(encoding="utf-8"))
@@ -157,5 +167,6 @@ def test_update_mode_rewrites_a_file_and_fails(tmp_path: Path) -> None:
 
 
 def test_every_golden_file_belongs_to_a_case() -> None:
-    expected = {f"{language}/{kind}.{ext}" for language in LANGUAGES for kind in KINDS for ext in ("txt", "html")}
+    expected = {f"{language}/{kind}{variant}.{ext}" for kind, language, variant in (c.values for c in CASES)
+                for ext in ("txt", "html")}  # fmt: skip
     assert {str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*.*")} == expected
