@@ -99,18 +99,18 @@ CASES = [
     *[
         Case(
             id=f"customer-name-{label}",
-            given=f"the order's customer name is {label.replace('-', ' ')} ({value!r})",
+            given=f"the order's customer name is {words}",
             expect="every kind in both languages greets without a name: 'Dear customer,' / 'Sehr geehrte Kundin,"
             " sehr geehrter Kunde,'; the To header is the bare address",
             finding="5",
             data={"name": value},
         )
-        for label, value in (
-            ("NULL", None),
-            ("empty", ""),
-            ("blank", "   "),
-            ("NaN", math.nan),
-            ("control-characters", "\r\n\t"),
+        for label, value, words in (
+            ("NULL", None, "NULL"),
+            ("empty", "", "empty"),
+            ("blank", "   ", "spaces only"),
+            ("NaN", math.nan, "NaN (a NULL read through a data frame)"),
+            ("control-characters", "\r\n\t", "control characters only (CR, LF, tab)"),
         )
     ],
     *[
@@ -119,21 +119,21 @@ CASES = [
             given=f"the order's language is stored as {value!r}",
             expect=f"the email is in {'German' if language == 'de' else 'English'}"
             + (" (the run's default_language)" if fallback else ""),
-            finding="" if fallback else "11",
+            finding=finding,
             # The run's default is the other language, unless the row is about falling back to it.
             data={"language": value, "expected": language, "default": language if fallback else OTHER[language]},
         )
-        for value, language, fallback in (
-            ("de-AT", "de", False),
-            ("de_DE", "de", False),
-            ("de-CH", "de", False),
-            ("DE", "de", False),
-            ("german", "de", False),
-            ("Deutsch", "de", False),
-            ("en-GB", "en", False),
-            ("en_US.UTF-8", "en", False),
-            ("fr-FR", "de", True),
-            ("xx-YY", "en", True),
+        for value, language, fallback, finding in (  # finding: the rows that got the default before
+            ("de-AT", "de", False, "11"),
+            ("de_DE", "de", False, "11"),
+            ("de-CH", "de", False, "11"),
+            ("en-GB", "en", False, "11"),
+            ("en_US.UTF-8", "en", False, "11"),
+            ("DE", "de", False, ""),
+            ("german", "de", False, ""),
+            ("Deutsch", "de", False, ""),
+            ("fr-FR", "de", True, ""),
+            ("xx-YY", "en", True, ""),
         )
     ],
 ]
