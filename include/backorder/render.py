@@ -48,6 +48,10 @@ an order of 1,000 backordered lines made one of 1.3 MB that Gmail clipped. Lines
 allows (255 characters of name and model, HTML-escaped or 4-byte emoji) list fewer: the renderer
 drops lines until the message fits MAX_EMAIL_BYTES."""
 
+HEADER_ALLOWANCE = 8_000
+"""What `render_parts` leaves of MAX_EMAIL_BYTES for the headers when it does not know them (the
+audit page's preview): a To of 255 emoji and both unsubscribe links take about 3,000 bytes."""
+
 
 @dataclass(frozen=True)
 class ListedLine:
@@ -182,32 +186,38 @@ class Renderer:
         return header_safe(self.env.get_template(f"{notice.language}/{notice.kind}.subject.txt").render(context))
 
     def _bodies(self, notice: Notice, context: dict[str, object], max_bytes: int) -> tuple[str, str]:
-        """(text, html) listing the lines of `context`, or fewer when the two would take more than
-        `max_bytes` in the message; with no line listed they are as small as they get."""
+        """(text, html) from `context` (made by `_context` with MAX_LISTED_LINES, and the subject), listing
+        fewer lines when the two would take more than `max_bytes` in the message; with no line listed
+        they are as small as they get."""
         base = f"{notice.language}/{notice.kind}"
         text_template, html_template = self.env.get_template(f"{base}.txt"), self.env.get_template(f"{base}.html")
         text, html = text_template.render(context), html_template.render(context)
         size = _encoded_size(text) + _encoded_size(html)
-        shown = len(context["lines"])  # type: ignore[arg-type]
-        if size > max_bytes and shown:
-            # Rare (lines near the longest a shop allows): estimate from the average line, then drop
-            # one line at a time; lines differ in length, so every count is measured.
-            fewer = self._context(notice, str(context["unsubscribe_link"]), 0) | {"subject": context["subject"]}
-            empty = _encoded_size(text_template.render(fewer)) + _encoded_size(html_template.render(fewer))
-            while size > max_bytes and shown:
-                per_line = max((size - empty) / shown, 1.0)
-                shown = max(0, min(shown - 1, int((max_bytes - empty) / per_line)))
-                fewer = self._context(notice, str(context["unsubscribe_link"]), shown) | {"subject": context["subject"]}
-                text, html = text_template.render(fewer), html_template.render(fewer)
-                size = _encoded_size(text) + _encoded_size(html)
+        shown = min(len(notice.lines), MAX_LISTED_LINES)
+        if size <= max_bytes or not shown:
+            return text, html
+        # Rare (lines near the longest a shop allows): estimate from the average line, then drop one
+        # line at a time; lines differ in length, so every count is measured.
+        link, subject = context["unsubscribe_link"], context["subject"]
+
+        def with_lines(count: int) -> tuple[str, str, int]:
+            fewer = self._context(notice, str(link), count) | {"subject": subject}
+            text, html = text_template.render(fewer), html_template.render(fewer)
+            return text, html, _encoded_size(text) + _encoded_size(html)
+
+        empty = with_lines(0)[2]
+        while size > max_bytes and shown:
+            per_line = max((size - empty) / shown, 1.0)
+            shown = max(0, min(shown - 1, int((max_bytes - empty) / per_line)))
+            text, html, size = with_lines(shown)
         return text, html
 
     def render_parts(
-        self, notice: Notice, unsubscribe_link: str = "", max_bytes: int = MAX_EMAIL_BYTES - 8_000
+        self, notice: Notice, unsubscribe_link: str = "", max_bytes: int = MAX_EMAIL_BYTES - HEADER_ALLOWANCE
     ) -> tuple[str, str, str]:
         """(subject, text, html) for a notice; the footer offers `unsubscribe_link` when given. The
         bodies list at most MAX_LISTED_LINES lines, and fewer when they would take more than
-        `max_bytes` in the message (by default, MAX_EMAIL_BYTES less a generous allowance for headers)."""
+        `max_bytes` in the message (`render` passes what its headers leave of MAX_EMAIL_BYTES)."""
         context = self._context(notice, unsubscribe_link, MAX_LISTED_LINES)
         context["subject"] = subject = self._subject(notice, context)
         return (subject, *self._bodies(notice, context, max_bytes))
