@@ -19,21 +19,24 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from babel import Locale
+from babel import Locale, UnknownLocaleError
+from babel.core import parse_locale
 
 from include.backorder import LANGUAGES
 from include.backorder.shop import PRODUCT_COLUMNS
 
 
 def _language_aliases() -> dict[str, str]:
-    """What shops store for each template language: the code, and its name in English and in itself
-    (xt:Commerce, modified and Gambio keep folder names such as 'german'; others 'Deutsch'), from Babel."""
+    """Language *names* shops store for each template language, in English and in the language itself
+    (xt:Commerce, modified and Gambio keep folder names such as 'german'; others 'Deutsch'), from Babel.
+    Codes and locales ('de', 'de-AT', 'en_US.UTF-8', 'ger') are not listed here: `template_language`
+    parses them with Babel."""
     aliases: dict[str, str] = {}
     for code in LANGUAGES:
         locale = Locale.parse(code)
-        for name in (code, locale.language, locale.get_language_name("en"), locale.get_language_name(code)):
+        for name in (locale.get_language_name("en"), locale.get_language_name(code)):
             if name:
-                aliases.setdefault(name.strip().lower().replace("-", "_"), code)
+                aliases.setdefault(name.strip().casefold(), code)
     return aliases
 
 
@@ -68,11 +71,50 @@ class Classification:
     waiting_orders: int  # orders with backorder lines, notified or not
 
 
+def _locale(value: str) -> Locale | None:
+    """What the shop stored as a Babel locale: a code or tag in either separator ('de', 'de-AT', 'de_CH',
+    'en_US.UTF-8', 'de_DE@euro', 'ger'), or, when the region is unknown to Babel ('de-XX'), its language;
+    None when it is no locale."""
+    tag = value.strip().replace("-", "_")  # BCP 47 tags and POSIX locales, one separator
+    if not tag:
+        return None
+    try:
+        return Locale.parse(tag, sep="_")
+    except (ValueError, UnknownLocaleError):
+        pass
+    try:
+        return Locale.parse(parse_locale(tag, sep="_")[0])
+    except (ValueError, UnknownLocaleError):
+        return None
+
+
+_TEMPLATE_LOCALES: dict[str, Locale] = {code: Locale.parse(code) for code in LANGUAGES}
+
+
+def _template_for(locale: Locale) -> str | None:
+    """The most specific template language that fits `locale`: same language, and the same script and
+    territory where the template folder names them (`pt_BR` for 'pt-BR', `pt` for 'pt-PT')."""
+    fitting = [
+        (bool(tmpl.territory) + bool(tmpl.script), code)
+        for code, tmpl in _TEMPLATE_LOCALES.items()
+        if tmpl.language == locale.language
+        and tmpl.territory in (None, locale.territory)
+        and tmpl.script in (None, locale.script)
+    ]
+    return max(fitting)[1] if fitting else None
+
+
 def template_language(value: object, default: str) -> str:
-    """The template language for what the shop stored ('de', 'german', 'Deutsch', ...)."""
+    """The template language for what the shop stored: a language name ('german', 'Deutsch', 'English')
+    or anything Babel parses as a locale ('de', 'DE', 'de-AT', 'de_CH', 'en-GB', 'en_US.UTF-8');
+    `default` for anything else, or for a language without templates."""
     if not isinstance(value, str):
         return default
-    return LANGUAGE_ALIASES.get(value.strip().lower().replace("-", "_"), default)
+    named = LANGUAGE_ALIASES.get(value.strip().casefold())
+    if named is not None:
+        return named
+    locale = _locale(value)
+    return (_template_for(locale) if locale is not None else None) or default
 
 
 def _suppression(suppressed: pd.DataFrame, email: object, customer: object) -> str | None:

@@ -4,7 +4,12 @@ Templates live in `include/templates/<language>/<kind>.{subject.txt,txt,html}`; 
 extend `_layout.html` and get `_email.css` inlined as they load (see layout.py). A Renderer
 compiles them once for one shop's branding and renders any number of notices. Dates are
 formatted by Babel in the customer's locale (medium format). Values from the shop are made
-header-safe here (no CR/LF, mojibake repaired) and HTML-escaped by Jinja2.
+header-safe here (no CR/LF, mojibake repaired) and HTML-escaped by Jinja2; a value that is not
+text (None, or a NaN a data frame made of a NULL) is shown as no value at all.
+
+An email lists at most MAX_LISTED_LINES product lines, and fewer when their length would take the
+message past MAX_EMAIL_BYTES; the rest are counted ("and 975 more items", with the order link when
+the shop has one). The audit keeps every line: only the email is bounded.
 """
 
 from __future__ import annotations
@@ -29,6 +34,23 @@ from include.backorder.mime import Rendered
 from include.backorder.unsubscribe import Unsubscribe
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
+
+MAX_EMAIL_BYTES = 100_000
+"""Every email stays below this size, as sent (headers, both parts, base64). Gmail clips a message
+over about 102 KB and hides what follows behind "[Message clipped]": the end of the list, the
+footer and the unsubscribe link among it. 100,000 bytes is below that whether a KB is 1,000 or 1,024."""
+
+MAX_LISTED_LINES = 25
+"""An email lists at most this many product lines; the others are counted ("and 975 more items")
+and, when the shop has an order page (`order_url`), linked. 25 ordinary lines make an email of
+about 50 KB, well under MAX_EMAIL_BYTES; a customer does not read a longer list in an email, and
+an order of 1,000 backordered lines made one of 1.3 MB that Gmail clipped. Lines as long as a shop
+allows (255 characters of name and model, HTML-escaped or 4-byte emoji) list fewer: the renderer
+drops lines until the message fits MAX_EMAIL_BYTES."""
+
+HEADER_ALLOWANCE = 8_000
+"""What `render_parts` leaves of MAX_EMAIL_BYTES for the headers when it does not know them (the
+audit page's preview): a To of 255 emoji and both unsubscribe links take about 3,000 bytes."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,25 @@ _FIXER = ftfy.TextFixerConfig(uncurl_quotes=False, fix_character_width=False, ex
 def header_safe(text: str) -> str:
     """One line of clean text: mojibake repaired, control characters (CR, LF, tabs) made single spaces."""
     return _CONTROL_RE.sub(" ", ftfy.fix_text(text, _FIXER)).strip()
+
+
+def _text(value: object) -> str:
+    """A shop value as one line of clean text; "" for anything that is not text (None, NaN), so a
+    missing name gives the greeting without a name, never "Dear NaN"."""
+    return header_safe(value) if isinstance(value, str) else ""
+
+
+@lru_cache(maxsize=64)
+def _mime_frame(language: str) -> int:
+    """Bytes of a message without its headers and bodies: the MIME lines around the two parts."""
+    return len(mime.assemble([], "", "", language))
+
+
+def _encoded_size(body: str) -> int:
+    """Bytes `body` takes in the message: UTF-8 with CRLF line ends, base64 in lines of 76 (mime.py)."""
+    raw = len(body.encode("utf-8")) + body.count("\n") - body.count("\r\n")
+    b64 = -(-raw // 3) * 4
+    return b64 + 2 * -(-b64 // 76)
 
 
 @lru_cache(maxsize=4096)
@@ -110,25 +151,29 @@ class Renderer:
             auto_reload=False,  # compiled once; no stat() of the files per message
         )
 
-    def _context(self, notice: Notice, unsubscribe_link: str) -> dict[str, object]:
+    def _context(self, notice: Notice, unsubscribe_link: str, shown: int) -> dict[str, object]:
+        """What the templates see, listing the first `shown` lines of the notice."""
         locale = notice.language
         lines = [
             {
-                "name": header_safe(line.products_name or ""),
-                "model": header_safe(line.products_model or ""),
+                "name": _text(line.products_name),
+                "model": _text(line.products_model),
                 "quantity": _quantity(line.products_quantity, locale),
                 "date": _day(line.date_available, locale),
                 "previous_date": _day(line.previous_date, locale),
             }
-            for line in notice.lines
+            for line in notice.lines[:shown]
         ]
+        more = len(notice.lines) - len(lines)
         brand = self.branding
         return {
             "kind": notice.kind,
             "order_id": notice.orders_id,
-            "customer_name": header_safe(notice.customers_name or ""),
+            "customer_name": _text(notice.customers_name),
             "interval_days": notice.reminder_interval_days,
             "lines": lines,
+            "more_lines": more,  # lines of the order not listed (MAX_LISTED_LINES, MAX_EMAIL_BYTES)
+            "more_lines_text": _quantity(more, locale) if more else "",
             "shop_name": header_safe(brand.shop_name),
             "logo_url": brand.logo_url,
             "support_email": brand.support_email,
@@ -137,14 +182,45 @@ class Renderer:
             "unsubscribe_link": unsubscribe_link,
         }
 
-    def render_parts(self, notice: Notice, unsubscribe_link: str = "") -> tuple[str, str, str]:
-        """(subject, text, html) for a notice; the footer offers `unsubscribe_link` when given."""
-        context = self._context(notice, unsubscribe_link)
+    def _subject(self, notice: Notice, context: dict[str, object]) -> str:
+        return header_safe(self.env.get_template(f"{notice.language}/{notice.kind}.subject.txt").render(context))
+
+    def _bodies(self, notice: Notice, context: dict[str, object], max_bytes: int) -> tuple[str, str]:
+        """(text, html) from `context` (made by `_context` with MAX_LISTED_LINES, and the subject), listing
+        fewer lines when the two would take more than `max_bytes` in the message; with no line listed
+        they are as small as they get."""
         base = f"{notice.language}/{notice.kind}"
-        subject = header_safe(self.env.get_template(f"{base}.subject.txt").render(context))
-        text = self.env.get_template(f"{base}.txt").render(context)
-        html = self.env.get_template(f"{base}.html").render(context, subject=subject)
-        return subject, text, html
+        text_template, html_template = self.env.get_template(f"{base}.txt"), self.env.get_template(f"{base}.html")
+        text, html = text_template.render(context), html_template.render(context)
+        size = _encoded_size(text) + _encoded_size(html)
+        shown = min(len(notice.lines), MAX_LISTED_LINES)
+        if size <= max_bytes or not shown:
+            return text, html
+        # Rare (lines near the longest a shop allows): estimate from the average line, then drop one
+        # line at a time; lines differ in length, so every count is measured.
+        link, subject = context["unsubscribe_link"], context["subject"]
+
+        def with_lines(count: int) -> tuple[str, str, int]:
+            fewer = self._context(notice, str(link), count) | {"subject": subject}
+            text, html = text_template.render(fewer), html_template.render(fewer)
+            return text, html, _encoded_size(text) + _encoded_size(html)
+
+        empty = with_lines(0)[2]
+        while size > max_bytes and shown:
+            per_line = max((size - empty) / shown, 1.0)
+            shown = max(0, min(shown - 1, int((max_bytes - empty) / per_line)))
+            text, html, size = with_lines(shown)
+        return text, html
+
+    def render_parts(
+        self, notice: Notice, unsubscribe_link: str = "", max_bytes: int = MAX_EMAIL_BYTES - HEADER_ALLOWANCE
+    ) -> tuple[str, str, str]:
+        """(subject, text, html) for a notice; the footer offers `unsubscribe_link` when given. The
+        bodies list at most MAX_LISTED_LINES lines, and fewer when they would take more than
+        `max_bytes` in the message (`render` passes what its headers leave of MAX_EMAIL_BYTES)."""
+        context = self._context(notice, unsubscribe_link, MAX_LISTED_LINES)
+        context["subject"] = subject = self._subject(notice, context)
+        return (subject, *self._bodies(notice, context, max_bytes))
 
     def render(
         self,
@@ -156,12 +232,13 @@ class Renderer:
     ) -> Rendered:
         """The finished message (see mime.py for how it is assembled)."""
         link = unsubscribe.link(notice.customers_id, notice.customers_email_address) if unsubscribe else ""
-        subject, text, html = self.render_parts(notice, link)
+        context = self._context(notice, link, MAX_LISTED_LINES)
+        context["subject"] = subject = self._subject(notice, context)
         recipient = notice.customers_email_address.strip()
         mid = message_id(notice.orders_id, notice.kind, notice.reference_time, sender_domain)
         headers = [
             _from_header(from_email),
-            mime.address_header("To", header_safe(notice.customers_name or ""), recipient),
+            mime.address_header("To", _text(notice.customers_name), recipient),
             mime.header("Subject", subject),
             f"Date: {format_datetime(sent_at) if sent_at else _date_header(int(time.time()))}",
             f"Message-ID: {mid}",
@@ -172,6 +249,8 @@ class Renderer:
         if unsubscribe is not None:
             for name, value in unsubscribe.headers(notice.customers_id, notice.customers_email_address).items():
                 headers.append(mime.header(name, value))
+        frame = len(mime.CRLF.join(headers)) + len(mime.CRLF) + _mime_frame(notice.language)
+        text, html = self._bodies(notice, context, MAX_EMAIL_BYTES - 1 - frame)
         return Rendered(mid, recipient, mime.assemble(headers, text, html, notice.language))
 
 

@@ -22,10 +22,23 @@ def test_the_languages_are_the_template_folders() -> None:
 @pytest.mark.parametrize(
     ("stored", "language"),
     [("de", "de"), ("DE", "de"), ("german", "de"), ("Deutsch", "de"), ("en", "en"), ("english", "en"),
-     ("English ", "en"), ("fr", "en"), ("", "en"), (None, "en"), ("de-DE", "en")],
+     ("English ", "en"), ("fr", "en"), ("", "en"), (None, "en"), ("zz", "en"), ("C", "en"), ("1", "en")],
 )  # fmt: skip
 def test_what_shops_store_maps_to_a_template_language(stored: object, language: str) -> None:
     assert template_language(stored, "en") == language
+
+
+@pytest.mark.parametrize(
+    ("stored", "language"),
+    [("de-AT", "de"), ("de_DE", "de"), ("de-CH", "de"), ("de-DE", "de"), ("en-GB", "en"), ("en_US.UTF-8", "en"),
+     ("de_DE.ISO-8859-1", "de"), ("de_DE@euro", "de"), ("de-Latn-DE", "de"), ("ger", "de"), ("deu", "de"),
+     ("de-XX", "de"), ("EN-us", "en"), ("fr-CH", None), ("zz-DE", None), ("de__DE", None)],
+)  # fmt: skip
+def test_regional_locales_map_to_their_language_by_babel(stored: str, language: str | None) -> None:
+    """Finding 11: 'de-AT' or 'en-GB' got the default language. Asked with either default, a locale
+    of a language with templates gives that language, any other value the default."""
+    for default in LANGUAGES:
+        assert template_language(stored, default) == (language or default)
 
 
 def test_adding_a_language_is_adding_a_template_folder(tmp_path: Path) -> None:
@@ -73,3 +86,15 @@ def test_every_language_has_every_template() -> None:
         for kind in KINDS:
             assert {f"{kind}.subject.txt", f"{kind}.txt", f"{kind}.html"} <= names, language
         assert {"_lines.txt", "_lines.html", "_footer.txt", "_footer.html"} <= names, language
+
+
+def test_a_regional_template_folder_wins_over_its_language(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With folders `pt` and `pt_BR`, 'pt-BR' gets pt_BR and 'pt-PT' gets pt (no list of regions)."""
+    from babel import Locale
+
+    from include.backorder import classify
+
+    monkeypatch.setattr(classify, "_TEMPLATE_LOCALES", {c: Locale.parse(c) for c in ("en", "pt", "pt_BR")})
+    assert [template_language(v, "en") for v in ("pt-BR", "pt_BR.UTF-8", "pt-PT", "pt", "PT")] == [
+        "pt_BR", "pt_BR", "pt", "pt", "pt",
+    ]  # fmt: skip

@@ -295,3 +295,42 @@ def test_the_check_every_received_email_gets_refuses_an_extra_header_and_passes_
         assert_well_formed(received(b"Bcc: victim@example.com\r\n" + raw))
     with pytest.raises(AssertionError, match="a header appears twice"):
         assert_well_formed(received(b"Subject: again\r\n" + raw))
+
+
+def test_an_email_lists_at_most_max_listed_lines_and_counts_the_rest() -> None:
+    from include.backorder.render import MAX_LISTED_LINES
+
+    many = tuple(ListedLine(f"Tent {i}", f"T-{i}", 1.0, datetime(2013, 12, 17)) for i in range(1000))
+    branded = Renderer(Branding(order_url="https://t.example/order?id={order_id}"))
+    for language, more in (
+        ("en", "and 975 more items, all listed on"),
+        ("de", "und 975 weitere Artikel, alle auf der"),
+    ):
+        _, text, html = branded.render_parts(notice("periodic", language, lines=many))  # as the audit page shows it
+        assert f"Tent {MAX_LISTED_LINES - 1} " in text and f"Tent {MAX_LISTED_LINES} " not in text
+        assert more in text and more in html
+        assert "https://t.example/order?id=4711" in html.split('class="more"', 1)[1]
+    _, text, html = renderer.render_parts(notice("periodic", "en", lines=many))  # no order page
+    assert "  ... and 975 more items.\n" in text and "and 975 more items." in html
+
+
+def test_a_line_too_long_for_any_email_is_counted_not_listed() -> None:
+    """The size bound holds whatever the lines: one of 300,000 characters is not listed at all."""
+    from include.backorder.render import MAX_EMAIL_BYTES
+
+    huge = ListedLine("&" * 300_000, None, 1.0, datetime(2013, 12, 17))
+    raw = renderer.render(notice("initial", "de", lines=(huge, *LINES)), "s@example.com", "example.com").as_bytes()
+    assert len(raw) < MAX_EMAIL_BYTES
+    msg: Any = message_from_bytes(raw, policy=policy.default)
+    text = msg.get_body(("plain",)).get_content()
+    assert "und 3 weitere Artikel." in text and "&&&" not in text
+
+
+def test_values_that_are_not_text_show_as_nothing() -> None:
+    """A NaN (a NULL that went through a data frame) is no name and no model, never "nan"."""
+    line = ListedLine("Head torch", float("nan"), 1.0, datetime(2013, 12, 17))  # type: ignore[arg-type]
+    msg = parsed(notice("initial", "en", customers_name=float("nan"), lines=(line,)))
+    assert msg["To"] == "ann@example.com"
+    for part in ("plain", "html"):
+        body = msg.get_body((part,)).get_content()
+        assert "Dear customer," in body and not re.search(r"\bnan\b", body, re.IGNORECASE)
