@@ -133,10 +133,14 @@ class Mailer:
                 smtp.ehlo_or_helo_if_needed()
                 if not smtp.has_extn("starttls"):
                     raise self._refused("STARTTLS", 0, "the server does not offer STARTTLS (use_starttls is set)")
-                code, reply = smtp.starttls(context=ssl.create_default_context())
+                reply: bytes | str
+                try:
+                    code, reply = smtp.starttls(context=ssl.create_default_context())
+                except smtplib.SMTPResponseException as exc:  # "454 TLS not available"
+                    code, reply = exc.smtp_code, exc.smtp_error
                 if code == 421:
-                    raise smtplib.SMTPServerDisconnected(f"421 {reply.decode('utf-8', 'replace')}")
-                if code != 220:  # smtplib would go on in clear text
+                    raise smtplib.SMTPServerDisconnected(f"421 {_text(reply)}")
+                if code != 220:  # never on in clear text
                     raise self._refused("STARTTLS", code, reply)
             smtp.ehlo_or_helo_if_needed()
         except smtplib.SMTPHeloError as exc:
@@ -161,8 +165,8 @@ class Mailer:
         except smtplib.SMTPNotSupportedError:
             raise self._refused("login", 0, "the server offers no AUTH, but a login is set") from None
         except smtplib.SMTPException as exc:  # "No suitable authentication method found."
-            if isinstance(exc, CONNECTION_ERRORS):
-                raise
+            if isinstance(exc, (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException)):
+                raise  # the connection broke (smtplib's errors are OSErrors: CONNECTION_ERRORS)
             raise self._refused(f"login as {s.login!r}", 0, str(exc)) from None
 
     def _drop(self) -> None:
