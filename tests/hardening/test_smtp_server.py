@@ -29,6 +29,8 @@ import sqlalchemy as sa
 from include.backorder import demo_shop, pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.mailer import Mailer
+from include.backorder.mime import Rendered
 from include.backorder.smtp_sink import Faults
 from tests.conftest import ROOT, Shop
 from tests.hardening.matrix import Case, params
@@ -217,7 +219,18 @@ OTHER = [
     ),
 ]
 
-CASES = DELIVERED + PER_MESSAGE + SESSION + OTHER
+DOTS = [
+    Case(
+        id="dot-lines",
+        given='Lines ".", "..", ".x" at a line\'s start anywhere in a message (first line, header block, a '
+        "quoted-printable and an 8-bit body, last line), and in customer and product names; pipelined and lockstep",
+        expect="The server stores each message byte for byte as meant, none cut short; the next message arrives "
+        "intact; all `sent`",
+        finding="2",
+    ),
+]
+
+CASES = DOTS + DELIVERED + PER_MESSAGE + SESSION + OTHER
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -310,6 +323,61 @@ def received(mail_sink) -> dict[int, int]:
 
 def settings(smtp: SmtpSettings, case: Case) -> SmtpSettings:
     return replace(smtp, timeout=1.0, **case.data.get("smtp", {}))
+
+
+DOT_LINES = [b".", b"..", b".x", b"...", b". "]
+
+
+def dotted(n: int) -> Rendered:
+    """A message with lines starting with "." in every position the mailer cannot rule out."""
+    lines = [
+        b".x-first: the data's first line",
+        f"Message-ID: <dots{n}@example.com>".encode(),
+        *DOT_LINES,  # header block: what a CR/LF in a header value would make of a value starting with "."
+        b'Content-Type: multipart/alternative; boundary="b"',
+        b"",
+        b"--b",
+        b"Content-Transfer-Encoding: quoted-printable",  # keeps a dot at a line's start
+        b"",
+        *DOT_LINES,
+        b"--b",
+        b"Content-Transfer-Encoding: 8bit",
+        b"",
+        *DOT_LINES,
+        b"--b--",
+        b".",  # the last line: exactly the end-of-data marker
+    ]
+    return Rendered(f"<dots{n}@example.com>", address(n), b"\r\n".join(lines) + b"\r\n")
+
+
+@pytest.mark.parametrize("case", params(DOTS))
+def test_lines_starting_with_a_dot_arrive_as_meant(case: Case, shop, tmp_path, mail_sink, smtp) -> None:
+    messages = [dotted(1), dotted(2)]
+    with Mailer(replace(smtp, timeout=5.0)) as mailer:
+        replies = [str(outcome) for _, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
+    assert [r[:4] for r in replies] == ["250 ", "250 "], replies
+    assert [m.raw for m in mail_sink.messages] == [m.data for m in messages]
+    mail_sink.clear()
+
+    names = [".", "..", ".x", ".\n..\n.x"]  # a name with line breaks is shown on one line
+    for pid, name in enumerate(names, start=1):
+        shop.product(pid, datetime(2026, 3, 20))
+        shop.order(pid, [pid], purchased=datetime(2026, 3, 1), name=name)
+        with shop.engine.begin() as c:
+            c.execute(sa.update(demo_shop.orders_products).where(demo_shop.orders_products.c.products_id == pid)
+                      .values(products_name=name))  # fmt: skip
+    state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
+    run = pipeline.extract(shop.conn, state, RunContext(T0), RunParams())
+    pipeline.load_previous_snapshot(state, run.run_id)
+    pipeline.classify_run(state, run.run_id)
+    assert send_with_retries(state, run.run_id, smtp) == []
+    assert received(mail_sink) == dict.fromkeys(range(1, len(names) + 1), 1)
+    assert statuses(state) == dict.fromkeys(range(1, len(names) + 1), "sent")
+    for item in mail_sink.messages:
+        text, html = (part.get_content() for part in item.message.iter_parts())
+        name = " ".join(names[int(item.message["X-Backorder-Order-Id"]) - 1].split())
+        assert f"x {name} (M-" in text and f">{name}<br" in html, (name, text)
+        assert item.raw.endswith(b"--\r\n")  # the closing boundary: nothing cut short
 
 
 @pytest.mark.parametrize("case", params(DELIVERED))
