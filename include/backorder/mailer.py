@@ -181,7 +181,9 @@ class Mailer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._smtp is not None:
+        if self._smtp is not None and exc_type is not None:
+            self._drop()  # mid-transaction perhaps (a message's DATA answered, its data not sent): just close
+        elif self._smtp is not None:
             try:
                 self._smtp.quit()
             except (smtplib.SMTPException, OSError):
