@@ -115,7 +115,8 @@ class Watch:
     the orders it received minus the outcomes committed `sent` is at most UNRECORDED_AT_MOST."""
 
     def __init__(self, sink, state: DbConnection) -> None:
-        self.sink, self.gaps = sink, []
+        self.sink = sink
+        self.gaps: list[int] = []  # at each message kept: orders received minus outcomes committed `sent`
         self.engine = sa.create_engine(state.url())  # used on the server's thread only
         self.at: dict[int, tuple[threading.Event, threading.Event]] = {}  # message number -> (reached, go on)
 
