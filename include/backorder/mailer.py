@@ -196,7 +196,8 @@ class Mailer:
         `before_data` runs after the envelope was accepted and before the message data goes out
         (the send stage waits there for the previous message's outcome to be committed).
         Returns the server's final reply ('250 ...'). Raises PermanentSendError (5xx),
-        TemporaryRefusal (4xx), or SMTPUnavailable when the connection cannot be (re)established.
+        TemporaryRefusal (4xx), SMTPUnavailable when the connection cannot be (re)established, or
+        SMTPSessionRefused when the server refuses the session (see the module's docstring).
         """
         failures = 0
         while True:
@@ -229,8 +230,9 @@ class Mailer:
         or its refusal, as soon as the reply is in. Pipelined when the server offers PIPELINING.
 
         `before_data` runs before each message's data goes out. Raises SMTPUnavailable when the
-        connection cannot be (re)established; the messages not yielded then were not delivered,
-        except the one whose data went out unanswered (see the module's docstring).
+        connection cannot be (re)established, SMTPSessionRefused when the server refuses the
+        session; the messages not yielded then were not delivered, except the one whose data went
+        out unanswered (see the module's docstring).
         """
         stream, again = iter(items), deque[tuple[Item, Rendered]]()  # again: unanswered when a connection broke
         failures = 0

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import pytest
 
-from include.backorder.mailer import Mailer, wire_data
+from include.backorder.mailer import Mailer, _refuses_session, wire_data
 from include.backorder.mime import Rendered
 from include.backorder.smtp_sink import Faults
 
@@ -29,11 +29,11 @@ CRLF = b"\r\n"
 DOT_LINES = [b".", b"..", b".x", b"...", b". ", b".\t."]
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["pipelining", "lockstep"])
-def server_pipelining(request, mail_sink) -> bool:
-    """Every test with a server that offers PIPELINING (one write for MAIL, RCPT and DATA) and one that does not."""
+@pytest.fixture(params=[True, False], ids=["pipelining", "lockstep"])
+def server(request, mail_sink):
+    """The sink, once offering PIPELINING (one write for MAIL, RCPT and DATA) and once not."""
     mail_sink.pipelining = request.param
-    return bool(request.param)
+    return mail_sink
 
 
 def message(n: int, lines: list[bytes]) -> Rendered:
@@ -78,22 +78,22 @@ def send_all(smtp, messages: list[Rendered]) -> tuple[list[str], int]:
     return [str(o) for o in outcomes], mailer.reconnects
 
 
-def test_lines_starting_with_a_dot_arrive_byte_for_byte_and_the_next_message_intact(mail_sink, smtp) -> None:
+def test_lines_starting_with_a_dot_arrive_byte_for_byte_and_the_next_message_intact(server, smtp) -> None:
     messages = [dotted(1), plain(2), dotted(3), dotted(4), plain(5)]
     outcomes, reconnects = send_all(replace(smtp, timeout=5.0), messages)
     assert [o[:4] for o in outcomes] == ["250 "] * 5, outcomes
     assert reconnects == 0
-    assert [m.raw for m in mail_sink.messages] == [m.data for m in messages]
-    assert [m.rcpt_tos for m in mail_sink.messages] == [(m.recipient,) for m in messages]
+    assert [m.raw for m in server.messages] == [m.data for m in messages]
+    assert [m.rcpt_tos for m in server.messages] == [(m.recipient,) for m in messages]
 
 
-def test_bare_line_ends_and_a_missing_final_line_end_cannot_end_the_data(mail_sink, smtp) -> None:
+def test_bare_line_ends_and_a_missing_final_line_end_cannot_end_the_data(server, smtp) -> None:
     """A lone LF or CR is sent as CRLF (some servers end a line there, others not: a "." after one
     would end the data for some), and a message not ending in CRLF gets one before the end marker."""
     odd = Rendered("<odd@example.com>", "customer1@example.com", b"Subject: x\r\n\r\nline\n.\nmore\r.")
     outcomes, _ = send_all(replace(smtp, timeout=5.0), [odd, plain(2)])
     assert [o[:4] for o in outcomes] == ["250 ", "250 "], outcomes
-    assert [m.raw for m in mail_sink.messages] == [b"Subject: x\r\n\r\nline\r\n.\r\nmore\r\n.\r\n", plain(2).data]
+    assert [m.raw for m in server.messages] == [b"Subject: x\r\n\r\nline\r\n.\r\nmore\r\n.\r\n", plain(2).data]
 
 
 @pytest.mark.parametrize(
@@ -125,9 +125,9 @@ RECONNECTING_FAULTS = [
 
 @pytest.mark.parametrize(("faults", "reconnects", "reason"), RECONNECTING_FAULTS)
 def test_each_fault_happens_as_named_and_every_message_arrives_once(
-    mail_sink, smtp, no_waits, caplog, faults, reconnects, reason
+    server, smtp, no_waits, caplog, faults, reconnects, reason
 ) -> None:
-    mail_sink.faults = copy.deepcopy(faults)
+    server.faults = copy.deepcopy(faults)
     messages = [plain(n) for n in range(1, 7)]
     with caplog.at_level(logging.WARNING, logger="include.backorder.mailer"):
         outcomes, counted = send_all(replace(smtp, timeout=1.0), messages)
@@ -136,4 +136,22 @@ def test_each_fault_happens_as_named_and_every_message_arrives_once(
     assert len(lost) == reconnects, lost
     assert all(any(part in line for part in reason.split("|")) for line in lost), lost
     assert [o[:4] for o in outcomes] == ["250 "] * 6
-    assert Counter(m.raw for m in mail_sink.messages) == Counter(m.data for m in messages)
+    assert Counter(m.raw for m in server.messages) == Counter(m.data for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("step", "code", "session"),
+    [
+        ("MAIL FROM", 550, True),  # the sender is the same for every message: all would be refused
+        ("MAIL FROM", 554, True),
+        ("MAIL FROM", 530, True),
+        ("MAIL FROM", 451, False),  # for now: the message stays due
+        ("RCPT TO", 550, False),  # this recipient
+        ("RCPT TO", 530, True),  # "authentication required", whichever command gets it
+        ("RCPT TO", 452, False),
+        ("end of data", 554, False),  # this message
+        ("end of data", 535, True),
+    ],
+)
+def test_which_refusals_concern_the_session(step: str, code: int, session: bool) -> None:
+    assert _refuses_session(step, code) is session
