@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
-from include.backorder.config import SmtpSettings
+from include.backorder.config import ConfigError, SmtpSettings
 from include.backorder.mime import Rendered
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,10 @@ class Mailer:
     connection for every message (`mailer.send(msg)` sends one)."""
 
     def __init__(self, settings: SmtpSettings) -> None:
+        if _UNSAFE_IN_COMMAND.search(settings.from_email):
+            raise ConfigError(
+                f"SMTP connection {settings.conn_id}: from_email must be one line, got {settings.from_email!r}"
+            )
         self.settings = settings
         self._smtp: smtplib.SMTP | None = None
         self.reconnects = 0  # over the whole batch, for the log
@@ -260,6 +264,9 @@ class Mailer:
     ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
         while (item := again.popleft() if again else next(stream, None)) is not None:
             key, msg = item
+            if (unusable := _unusable_recipient(msg)) is not None:
+                yield key, msg, unusable
+                continue
             try:
                 yield key, msg, self.send(msg, before_data)
             except (PermanentSendError, TemporaryRefusal) as refusal:
@@ -289,20 +296,19 @@ class Mailer:
         try:
             while True:
                 upcoming = again.popleft() if again else next(stream, None)
+                while upcoming is not None and (unusable := _unusable_recipient(upcoming[1])) is not None:
+                    yield upcoming[0], upcoming[1], unusable
+                    upcoming = again.popleft() if again else next(stream, None)
                 if ready is None and upcoming is None:
                     return
                 if ready is not None and before_data is not None:
                     before_data()
                 smtp.send(self._next_write(ready, upcoming))
                 if ready is not None:
-                    code, reply = smtp.getreply()
-                    if code == 421:
-                        raise smtplib.SMTPServerDisconnected(f"421 {reply.decode('utf-8', 'replace')}")
-                    if _refuses_session("end of data", code):
-                        raise self._refused("the end of a message's data", code, reply)
+                    outcome = self._data_outcome(*smtp.getreply())
                     key, msg = ready
                     ready = None
-                    yield key, msg, _final(code, reply)
+                    yield key, msg, outcome
                 if upcoming is not None:
                     refusal = self._envelope_refusal(smtp)
                     if refusal is None:
@@ -315,6 +321,15 @@ class Mailer:
                 if item is not None:
                     again.appendleft(item)
             raise
+
+    def _data_outcome(self, code: int, reply: bytes) -> str | PermanentSendError | TemporaryRefusal:
+        """The outcome of a message's data from the server's reply; a 421 is a lost connection, a
+        refusal of the session raises."""
+        if code == 421:
+            raise smtplib.SMTPServerDisconnected(f"421 {reply.decode('utf-8', 'replace')}")
+        if _refuses_session("end of data", code):
+            raise self._refused("the end of a message's data", code, reply)
+        return _final(code, reply)
 
     def _envelope_refusal(self, smtp: smtplib.SMTP) -> PermanentSendError | TemporaryRefusal | None:
         """Read the replies to a pipelined MAIL, RCPT and DATA: None when all were accepted (250,
@@ -388,6 +403,19 @@ def wire_data(data: bytes) -> bytes:
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
+
+
+# In an address that goes into a command line: a line break would end the command and start another.
+_UNSAFE_IN_COMMAND = re.compile(r"[\r\n\0]")
+_RECIPIENT = re.compile(r"[^\s<>\0]+@[^\s<>\0]+")
+
+
+def _unusable_recipient(msg: Rendered) -> PermanentSendError | None:
+    """A recipient that cannot go into RCPT TO:<...> as it is (a line break, a space, angle brackets):
+    refused for good before it reaches the server, so no address can add commands of its own."""
+    if _RECIPIENT.fullmatch(msg.recipient):
+        return None
+    return PermanentSendError(f"recipient {msg.recipient!r} cannot be put in an SMTP command; not sent")
 
 
 def _refuses_session(step: str, code: int) -> bool:

@@ -21,7 +21,8 @@ from dataclasses import replace
 
 import pytest
 
-from include.backorder.mailer import Mailer, _refuses_session, wire_data
+from include.backorder.config import ConfigError
+from include.backorder.mailer import Mailer, PermanentSendError, _refuses_session, wire_data
 from include.backorder.mime import Rendered
 from include.backorder.smtp_sink import Faults
 
@@ -155,3 +156,21 @@ def test_each_fault_happens_as_named_and_every_message_arrives_once(
 )
 def test_which_refusals_concern_the_session(step: str, code: int, session: bool) -> None:
     assert _refuses_session(step, code) is session
+
+
+def test_a_recipient_with_a_line_break_is_refused_and_cannot_add_commands(server, smtp) -> None:
+    """A recipient goes into RCPT TO:<...>; with a line break it would carry commands of its own."""
+    evil = Rendered("<evil@example.com>", "a@example.com>\r\nRCPT TO:<bcc@example.org", plain(1).data)
+    messages = [plain(1), evil, plain(3)]
+    with Mailer(smtp) as mailer:
+        outcomes = [(key, outcome) for key, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
+    got = dict(outcomes)  # in the order the answers came: the refusal needs none
+    assert {key: str(o)[:4] for key, o in got.items()} == {"<m1@example.com>": "250 ", "<m3@example.com>": "250 ",
+                                                         "<evil@example.com>": "reci"}  # fmt: skip
+    assert isinstance(got["<evil@example.com>"], PermanentSendError)
+    assert [m.rcpt_tos for m in server.messages] == [("customer1@example.com",), ("customer3@example.com",)]
+
+
+def test_a_sender_address_with_a_line_break_is_a_config_error(smtp) -> None:
+    with pytest.raises(ConfigError, match="from_email must be one line"):
+        Mailer(replace(smtp, from_email="shop@example.com\r\nRCPT TO:<x@example.org>"))
