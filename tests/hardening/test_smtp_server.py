@@ -183,8 +183,8 @@ SESSION = [
     Case(
         id="535-login-refused",
         given="The server refuses the login: 535 authentication credentials invalid",
-        expect="The task fails at once, without retries (a locked account is worse): `SMTPAuthenticationRefused: "
-        "... refused the session at login as 'shop': 535 ...`; every email still `due`",
+        expect="The task fails at once, without retries (a locked account is worse): `SMTP connection smtp_default "
+        "at host:port refused the session at login as 'shop': 535 ...`; every email still `due`",
         finding="6",
         data={
             "faults": Faults(auth_required=True, accounts={"shop": "right"}),
