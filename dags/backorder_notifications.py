@@ -159,14 +159,16 @@ def _smtp() -> Any:
 
 @contextmanager
 def _permanent_errors_fail_at_once() -> Iterator[None]:
-    """Errors no retry can fix (bad params, missing tables, a run that lost its lease) skip the retries."""
+    """Errors no retry can fix (bad params, missing tables, a run that lost its lease) skip the retries;
+    so does a refused SMTP login, which retries could turn into a locked account."""
     from include.backorder.config import ConfigError
     from include.backorder.lease import RunAbandonedError
+    from include.backorder.mailer import SMTPAuthenticationRefused
     from include.backorder.shop import ShopSchemaError
 
     try:
         yield
-    except (ConfigError, ShopSchemaError, RunAbandonedError) as exc:
+    except (ConfigError, ShopSchemaError, RunAbandonedError, SMTPAuthenticationRefused) as exc:
         raise AirflowFailException(str(exc)) from None
 
 

@@ -220,6 +220,7 @@ class SmtpSettings:
     use_ssl: bool = True
     use_starttls: bool = True
     timeout: float = 30.0
+    conn_id: str = "smtp_default"  # the Airflow connection it came from: errors name it
 
     def __post_init__(self) -> None:
         if not self.from_email or "@" not in self.from_email:

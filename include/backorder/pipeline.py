@@ -312,7 +312,7 @@ def send(
         raise ConfigError(f"part must be (index, parts) with 0 <= index < parts, got {part!r}")
     stage = f"send_{kind}" if parts == 1 else f"send_{kind}[{index}/{parts}]"
     with _engine(state_db) as state:
-        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret, part)
+        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret, part, state_db.conn_id)
         try:
             if batch.params.dry_run:
                 batch.record_dry_run()

@@ -13,9 +13,13 @@ Three things run at once, so the SMTP session is the only thing the batch waits 
 Before the data of a message goes out, the session waits until at most UNRECORDED_AT_MOST - 1
 earlier messages lack a committed outcome. So at any moment at most UNRECORDED_AT_MOST (8)
 messages can be delivered without their outcome recorded: if the process dies there, the retry
-sends those again, with the same Message-IDs. With one flush per message (about 1.5 ms on this
-project's machines, more than an SMTP transaction to a nearby server) sending would be bound by
-the disk; with 8 it is bound by the SMTP server.
+sends those again, with the same Message-IDs. When the state database fails (locked past its
+timeout, connection lost), the session stops there too, and the task fails with one line naming
+the connection (`OutcomeWriteError`); what is not recorded stays due for the retry.
+
+With one flush per message (about 1.5 ms on this project's machines, more than an SMTP
+transaction to a nearby server) sending would be bound by the disk; with 8 it is bound by the
+SMTP server.
 
 Seconds spent rendering, in SMTP, committing and waiting for a rendered message are kept per
 batch and written to the run record's `stage_seconds` (`send_initial.render`, ...).
@@ -23,6 +27,7 @@ batch and written to the run record's `stage_seconds` (`send_initial.render`, ..
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -134,6 +139,10 @@ def write_outcomes(conn: sa.Connection, group: list[tuple[int, dict[str, Any]]])
     conn.execute(outcome_update(len(latest)), outcome_params(latest))
 
 
+class OutcomeWriteError(Exception):
+    """The state database failed while the outcomes of sent messages were being recorded."""
+
+
 class OutcomeWriter:
     """Commits notifications' outcomes on a thread of its own, several in one transaction (group
     commit: one flush to disk for several outcomes).
@@ -144,8 +153,9 @@ class OutcomeWriter:
     spend a commit on each message whenever the session is slower than the disk.
     """
 
-    def __init__(self, state: Engine) -> None:
+    def __init__(self, state: Engine, conn_id: str = "backorder_state_db") -> None:
         self.state = state
+        self.conn_id = conn_id
         self.seconds = 0.0
         self.commits = 0
         self._buffer: list[tuple[int, dict[str, Any]]] = []
@@ -205,7 +215,7 @@ class OutcomeWriter:
         try:
             conn = self.state.connect()
         except BaseException as exc:  # the database is unreachable: settled() and put() raise it
-            self._fail(exc)
+            self._fail(exc, 0)
         closing = False
         while not closing:
             group, closing = self._next_group()
@@ -216,17 +226,31 @@ class OutcomeWriter:
                     conn.commit()
                     self.commits += 1
             except BaseException as exc:
-                self._fail(exc)
+                self._fail(exc, self._pending)
             self.seconds += time.perf_counter() - started
             with self._changed:
                 self._pending -= len(group)
                 self._changed.notify_all()
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(Exception):  # a connection the database dropped cannot roll back
+                conn.close()
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, unrecorded: int) -> None:
+        """Keep the error for the session as one line naming the connection (not the statement and its
+        parameters, which hold addresses); the session raises it at its next step."""
+        if not isinstance(exc, Exception):  # KeyboardInterrupt and the like: as they are
+            error: BaseException = exc
+        else:
+            cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+            error = OutcomeWriteError(
+                f"state database {self.conn_id}: recording the outcome of {unrecorded} message(s) failed"
+                f" ({type(cause).__name__}: {' '.join(str(cause).split())}); sending stopped, and every email"
+                " whose outcome is not recorded stays due: the retry sends it (again, with the same Message-ID,"
+                f" for at most {UNRECORDED_AT_MOST} that the server took)"
+            )
         with self._changed:
-            self._error = exc
+            if self._error is None:
+                self._error = error
             self._changed.notify_all()
 
 
@@ -242,6 +266,7 @@ class Batch:
         smtp: SmtpSettings,
         unsubscribe_secret: str | None,
         part: tuple[int, int] = (0, 1),
+        state_conn_id: str = "backorder_state_db",
     ) -> None:
         n = st.notifications
         self.state, self.kind, self.smtp = state, kind, smtp
@@ -267,7 +292,7 @@ class Batch:
             secret=unsubscribe_secret,
         )
         self.setup = Setup(self.params.branding(), smtp.from_email, smtp.sender_domain, unsubscribe)
-        self.outcomes = OutcomeWriter(state)
+        self.outcomes = OutcomeWriter(state, state_conn_id)
 
     def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
         """Hand one message's outcome to the writer; count it."""

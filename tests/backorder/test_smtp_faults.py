@@ -1,141 +1,176 @@
-"""SMTP servers misbehaving on purpose: every due email is delivered exactly once, refusals are recorded.
+"""The mailer against a real SMTP server (the aiosmtpd sink), with the bytes it writes.
 
-A scripted aiosmtpd server drops the connection after some messages, cuts one off before answering,
-answers 421 or 451 for a while, refuses recipients or a message's data for good, or stalls; each
-with a server that offers PIPELINING and one that does not. The send stage runs like its
-task does: when it fails, it is run again (the task's retry), until it succeeds or three tries fail.
+The dots: a line of a message that starts with "." must go out with the dot doubled, or a line
+"." ends the data early (the server stores a truncated message, and reads the rest as commands).
+The bodies the renderer writes are base64, so today such a line can only come from the header
+block (a CR/LF that reached a header value) or a future encoding (quoted-printable keeps dots):
+the tests hand the mailer messages with such lines in every position and compare the bytes the
+server stored with the bytes meant, pipelined and lockstep, and that the next message is intact.
+
+The faults: each fault of the sink happens as named, and the mailer's count of reconnects says so;
+every message still arrives exactly once. (What the user sees of each, through the send stage, is in
+tests/hardening/test_smtp_server.py.)
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import pytest
-import sqlalchemy as sa
 
-from include.backorder import pipeline
-from include.backorder import state as st
-from include.backorder.config import DbConnection, RunContext, RunParams
+from include.backorder.config import ConfigError
+from include.backorder.mailer import Mailer, PermanentSendError, _refuses_session, wire_data
+from include.backorder.mime import Rendered
 from include.backorder.smtp_sink import Faults
 
-T0 = datetime(2026, 3, 2, tzinfo=UTC)
-ORDERS = range(1, 7)
+CRLF = b"\r\n"
+DOT_LINES = [b".", b"..", b".x", b"...", b". ", b".\t."]
 
 
-def address(oid: int) -> str:
-    return f"customer{oid}@example.com"
-
-
-@pytest.fixture
-def due_run(shop, tmp_path) -> tuple[DbConnection, int]:
-    """Six orders, each due for its initial email; state on SQLite (the backends are covered elsewhere)."""
-    shop.product(1, datetime(2026, 3, 20))
-    for oid in ORDERS:
-        shop.order(oid, [1], purchased=datetime(2026, 3, 1))
-    state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
-    run = pipeline.extract(shop.conn, state, RunContext(T0), RunParams())
-    pipeline.load_previous_snapshot(state, run.run_id)
-    assert pipeline.classify_run(state, run.run_id)["initial"] == len(ORDERS)
-    return state, run.run_id
-
-
-@pytest.fixture(autouse=True, params=[True, False], ids=["pipelining", "lockstep"])
-def server_pipelining(request, mail_sink) -> bool:
-    """Every fault with a server that offers PIPELINING (one write for MAIL, RCPT and DATA) and one that does not."""
+@pytest.fixture(params=[True, False], ids=["pipelining", "lockstep"])
+def server(request, mail_sink):
+    """The sink, once offering PIPELINING (one write for MAIL, RCPT and DATA) and once not."""
     mail_sink.pipelining = request.param
-    return bool(request.param)
+    return mail_sink
 
 
-def send_with_retries(state: DbConnection, run_id: int, smtp, tries: int = 3) -> list[str]:
-    """The send task and its retries; returns the errors of the failed tries."""
-    errors: list[str] = []
-    for _ in range(tries):
-        try:
-            pipeline.send(state, run_id, "initial", smtp)
-            return errors
-        except Exception as exc:  # what fails the task, for Airflow to retry
-            errors.append(f"{type(exc).__name__}: {exc}")
-    return errors
+def message(n: int, lines: list[bytes]) -> Rendered:
+    return Rendered(f"<m{n}@example.com>", f"customer{n}@example.com", CRLF.join(lines) + CRLF)
 
 
-def statuses(state: DbConnection) -> dict[int, tuple[str, str | None]]:
-    engine = sa.create_engine(state.url())
-    with engine.connect() as c:
-        rows = c.execute(sa.select(st.notifications.c.orders_id, st.notifications.c.status, st.notifications.c.detail))
-        result = {r.orders_id: (r.status, r.detail) for r in rows}
-    engine.dispose()
-    return result
+def dotted(n: int) -> Rendered:
+    """A message with lines starting with "." first, in the header block, in a quoted-printable and
+    an 8-bit body, and last (where a lone "." is exactly the end-of-data marker)."""
+    return message(n, [
+        b".x-first: the data's first line",
+        f"Message-ID: <m{n}@example.com>".encode(),
+        b"Subject: dots",
+        *DOT_LINES,  # header position: what a CR/LF in a header value makes of a value starting with "."
+        b"MIME-Version: 1.0",
+        b'Content-Type: multipart/alternative; boundary="b"',
+        b"",
+        b"--b",
+        b'Content-Type: text/plain; charset="utf-8"',
+        b"Content-Transfer-Encoding: quoted-printable",  # keeps a dot at a line's start as it is
+        b"",
+        *DOT_LINES,
+        b"--b",
+        b'Content-Type: text/html; charset="utf-8"',
+        b"Content-Transfer-Encoding: 8bit",
+        b"",
+        b"<p>",
+        *DOT_LINES,
+        b"</p>",
+        b"--b--",
+        b".",
+    ])  # fmt: skip
 
 
-def received(mail_sink) -> Counter[int]:
-    return Counter(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages)
+def plain(n: int) -> Rendered:
+    return message(n, [f"Message-ID: <m{n}@example.com>".encode(), b"Subject: plain", b"", b"nothing special"])
+
+
+def send_all(smtp, messages: list[Rendered]) -> tuple[list[str], int]:
+    with Mailer(smtp) as mailer:
+        outcomes = [outcome for _, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
+    return [str(o) for o in outcomes], mailer.reconnects
+
+
+def test_lines_starting_with_a_dot_arrive_byte_for_byte_and_the_next_message_intact(server, smtp) -> None:
+    messages = [dotted(1), plain(2), dotted(3), dotted(4), plain(5)]
+    outcomes, reconnects = send_all(replace(smtp, timeout=5.0), messages)
+    assert [o[:4] for o in outcomes] == ["250 "] * 5, outcomes
+    assert reconnects == 0
+    assert [m.raw for m in server.messages] == [m.data for m in messages]
+    assert [m.rcpt_tos for m in server.messages] == [(m.recipient,) for m in messages]
+
+
+def test_bare_line_ends_and_a_missing_final_line_end_cannot_end_the_data(server, smtp) -> None:
+    """A lone LF or CR is sent as CRLF (some servers end a line there, others not: a "." after one
+    would end the data for some), and a message not ending in CRLF gets one before the end marker."""
+    odd = Rendered("<odd@example.com>", "customer1@example.com", b"Subject: x\r\n\r\nline\n.\nmore\r.")
+    outcomes, _ = send_all(replace(smtp, timeout=5.0), [odd, plain(2)])
+    assert [o[:4] for o in outcomes] == ["250 ", "250 "], outcomes
+    assert [m.raw for m in server.messages] == [b"Subject: x\r\n\r\nline\r\n.\r\nmore\r\n.\r\n", plain(2).data]
 
 
 @pytest.mark.parametrize(
-    ("faults", "failed_tries"),
+    ("data", "wire"),
     [
-        pytest.param(Faults(drop_after={2, 4}), 0, id="connection closed after the 2nd and 4th message"),
-        pytest.param(Faults(busy=2), 0, id="421 service not available, twice"),
-        pytest.param(Faults(defer={address(3): 2}), 0, id="451 twice for one recipient"),
-        pytest.param(Faults(defer={address(3): 4}), 1, id="451 four times: the task retry delivers"),
-        pytest.param(Faults(stall={address(4): 2.5}), 0, id="server stalls past the client timeout"),
+        (b".\r\n", b"..\r\n.\r\n"),
+        (b"a\r\n.\r\nb\r\n", b"a\r\n..\r\nb\r\n.\r\n"),
+        (b"a\r\n..x\r\n", b"a\r\n...x\r\n.\r\n"),
+        (b"a\r\nb.\r\n", b"a\r\nb.\r\n.\r\n"),  # a dot not at a line's start stays single
+        (b"a\n.\n", b"a\r\n..\r\n.\r\n"),
+        (b"a\r.", b"a\r\n..\r\n.\r\n"),
+        (b"", b"\r\n.\r\n"),
     ],
 )
-def test_every_due_email_is_delivered_exactly_once(due_run, mail_sink, smtp, no_waits, faults, failed_tries) -> None:
-    state, run_id = due_run
-    mail_sink.faults = copy.deepcopy(faults)  # its counters go down; each parametrisation gets its own
-    errors = send_with_retries(state, run_id, replace(smtp, timeout=1.0))
-    assert len(errors) == failed_tries, errors
-    assert received(mail_sink) == Counter(ORDERS)
-    assert {oid: status for oid, (status, _) in statuses(state).items()} == dict.fromkeys(ORDERS, "sent")
-    ids = [m.message["Message-ID"] for m in mail_sink.messages]
-    assert len(set(ids)) == len(ORDERS)
+def test_wire_data(data: bytes, wire: bytes) -> None:
+    assert wire_data(data) == wire
 
 
-def test_permanent_refusals_are_recorded_and_never_retried(due_run, mail_sink, smtp, no_waits) -> None:
-    state, run_id = due_run
-    mail_sink.faults = Faults(refuse={address(2), address(5)})
-    assert send_with_retries(state, run_id, smtp) == []
-    assert received(mail_sink) == Counter({1: 1, 3: 1, 4: 1, 6: 1})
-    got = statuses(state)
-    assert got[2] == got[5] == ("failed", "550 5.1.1 Mailbox unavailable")
-    assert pipeline.send(state, run_id, "initial", smtp) == {}  # a re-run does not try them again
-    assert received(mail_sink) == Counter({1: 1, 3: 1, 4: 1, 6: 1})
+RECONNECTING_FAULTS = [
+    pytest.param(
+        Faults(drop_after={2, 4}), 2, "Connection unexpectedly closed|Broken pipe|reset", id="close-after-250"
+    ),
+    pytest.param(Faults(busy=2), 2, "421 4.3.2 Service not available", id="421-at-MAIL"),
+    pytest.param(Faults(busy_rcpt=1), 1, "421 4.3.2 Service not available", id="421-at-RCPT"),
+    pytest.param(Faults(busy_data=1), 1, "421 4.3.2 Service shutting down", id="421-at-end-of-data"),
+    pytest.param(Faults(stall={"customer3@example.com": 2.0}), 1, "timed out", id="stall-past-timeout"),
+]
 
 
-def test_a_message_refused_at_the_end_of_its_data_is_failed_not_sent(due_run, mail_sink, smtp, no_waits) -> None:
-    state, run_id = due_run
-    mail_sink.faults = Faults(reject_data={address(4)})
-    assert send_with_retries(state, run_id, smtp) == []
-    assert received(mail_sink) == Counter({1: 1, 2: 1, 3: 1, 5: 1, 6: 1})
-    got = statuses(state)
-    assert got[4] == ("failed", "554 5.6.0 Message content rejected")
-    assert {status for oid, (status, _) in got.items() if oid != 4} == {"sent"}
-
-
-def test_a_message_cut_off_before_the_answer_is_sent_again_with_the_same_message_id(
-    due_run, mail_sink, smtp, no_waits
+@pytest.mark.parametrize(("faults", "reconnects", "reason"), RECONNECTING_FAULTS)
+def test_each_fault_happens_as_named_and_every_message_arrives_once(
+    server, smtp, no_waits, caplog, faults, reconnects, reason
 ) -> None:
-    """The one case SMTP cannot settle: the server took message 3 but the answer never arrived."""
-    state, run_id = due_run
-    mail_sink.faults = Faults(cut_after={3})
-    assert send_with_retries(state, run_id, smtp) == []
-    counts = received(mail_sink)
-    assert counts == Counter({1: 1, 2: 1, 3: 2, 4: 1, 5: 1, 6: 1})
-    third = [m.message["Message-ID"] for m in mail_sink.messages if m.message["X-Backorder-Order-Id"] == "3"]
-    assert third[0] == third[1] == "<backorder.3.initial.20260302T000000Z@example.com>"
-    assert statuses(state)[3][0] == "sent"
+    server.faults = copy.deepcopy(faults)
+    messages = [plain(n) for n in range(1, 7)]
+    with caplog.at_level(logging.WARNING, logger="include.backorder.mailer"):
+        outcomes, counted = send_all(replace(smtp, timeout=1.0), messages)
+    assert counted == reconnects
+    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert len(lost) == reconnects, lost
+    assert all(any(part in line for part in reason.split("|")) for line in lost), lost
+    assert [o[:4] for o in outcomes] == ["250 "] * 6
+    assert Counter(m.raw for m in server.messages) == Counter(m.data for m in messages)
 
 
-def test_server_gone_for_good_fails_every_try_and_loses_nothing(due_run, mail_sink, smtp, no_waits) -> None:
-    state, run_id = due_run
-    mail_sink.faults = Faults(busy=1000)
-    errors = send_with_retries(state, run_id, smtp)
-    assert len(errors) == 3 and all(e.startswith("SMTPUnavailable") for e in errors)
-    assert set(statuses(state).values()) == {("due", None)}
-    mail_sink.faults = Faults()  # the server is back: the next retry sends everything once
-    assert send_with_retries(state, run_id, smtp) == []
-    assert received(mail_sink) == Counter(ORDERS)
+@pytest.mark.parametrize(
+    ("step", "code", "session"),
+    [
+        ("MAIL FROM", 550, True),  # the sender is the same for every message: all would be refused
+        ("MAIL FROM", 554, True),
+        ("MAIL FROM", 530, True),
+        ("MAIL FROM", 451, False),  # for now: the message stays due
+        ("RCPT TO", 550, False),  # this recipient
+        ("RCPT TO", 530, True),  # "authentication required", whichever command gets it
+        ("RCPT TO", 452, False),
+        ("end of data", 554, False),  # this message
+        ("end of data", 535, True),
+    ],
+)
+def test_which_refusals_concern_the_session(step: str, code: int, session: bool) -> None:
+    assert _refuses_session(step, code) is session
+
+
+def test_a_recipient_with_a_line_break_is_refused_and_cannot_add_commands(server, smtp) -> None:
+    """A recipient goes into RCPT TO:<...>; with a line break it would carry commands of its own."""
+    evil = Rendered("<evil@example.com>", "a@example.com>\r\nRCPT TO:<bcc@example.org", plain(1).data)
+    messages = [plain(1), evil, plain(3)]
+    with Mailer(smtp) as mailer:
+        outcomes = [(key, outcome) for key, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
+    got = dict(outcomes)  # in the order the answers came: the refusal needs none
+    assert {key: str(o)[:4] for key, o in got.items()} == {"<m1@example.com>": "250 ", "<m3@example.com>": "250 ",
+                                                         "<evil@example.com>": "reci"}  # fmt: skip
+    assert isinstance(got["<evil@example.com>"], PermanentSendError)
+    assert [m.rcpt_tos for m in server.messages] == [("customer1@example.com",), ("customer3@example.com",)]
+
+
+def test_a_sender_address_with_a_line_break_is_a_config_error(smtp) -> None:
+    with pytest.raises(ConfigError, match="from_email must be one line"):
+        Mailer(replace(smtp, from_email="shop@example.com\r\nRCPT TO:<x@example.org>"))
