@@ -81,9 +81,10 @@ def test_every_airflow_container_shares_the_secret_the_api_url_and_the_project(r
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in services[name]["volumes"]}
         assert {"/opt/project/dags", "/opt/project/include", "/opt/project/plugins"} <= mounts
-        for key in ("AIRFLOW_CONN_SHOP_DB", "AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_BACKORDER_STATE_DB"):
-            conn = json.loads(env[key])  # valid JSON after interpolation
-            assert conn["conn_type"] in {"mysql", "smtp", "postgres"}
+        kinds = {"AIRFLOW_CONN_SHOP_DB": "mysql", "AIRFLOW_CONN_SMTP_DEFAULT": "smtp",
+                 "AIRFLOW_CONN_BACKORDER_STATE_DB": "postgres"}  # fmt: skip
+        for key, conn_type in kinds.items():
+            assert json.loads(env[key])["conn_type"] == conn_type, key  # valid JSON after interpolation
     assert json.loads(services["airflow-worker"]["environment"]["AIRFLOW_CONN_SMTP_DEFAULT"])["host"] == "mailpit"
 
 
@@ -127,6 +128,15 @@ def test_the_demo_shop_loads_into_mariadb_as_shop_db_demo_does_and_only_once(tmp
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar_one() == orders
         engine.dispose()
+        t = RunContext(datetime(2026, 11, 2, tzinfo=UTC))
         state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
-        run = pipeline.extract(shop, state, RunContext(datetime(2026, 11, 2, tzinfo=UTC)), RunParams())
-        assert run.lines > 0 and run.orders > 0  # the pipeline reads it as it reads a real shop
+        run = pipeline.extract(shop, state, t, RunParams())
+    # The pipeline reads it as it reads the same demo shop built in a SQLite file: the same lines and orders.
+    sqlite_shop = DbConnection("shop_db", "sqlite", host=str(tmp_path / "shop.sqlite"))
+    sqlite_engine = sa.create_engine(sqlite_shop.url())
+    demo_shop.create_demo_shop(sqlite_engine, datetime(2026, 11, 2))
+    sqlite_engine.dispose()
+    other_state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state-of-sqlite-shop.sqlite"))
+    same = pipeline.extract(sqlite_shop, other_state, t, RunParams())
+    assert (run.lines, run.orders) == (same.lines, same.orders)
+    assert run.orders > 0, "the demo's first day has waiting orders"

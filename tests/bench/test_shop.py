@@ -4,7 +4,7 @@ query, the same rows for the same seed, reuse, date changes undone exactly, size
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ from bench import shop as bench
 from bench.shop import REFERENCE_TIME, Sizes
 from include.backorder.config import DbConnection, RunParams
 from include.backorder.shop import inspect_shop, iter_backorder_lines, shop_engine
-from tests.conftest import server_database
+from tests.conftest import ROOT, server_database
 
 TINY = Sizes(orders=200, order_lines=500, open_orders=30, backorder_lines=50, products=40, backordered_products=8)
 ROWS = ("orders", "orders_products", "products", "products_description")
@@ -186,10 +186,16 @@ def test_main_prints_the_figures(db, capsys) -> None:
     assert "open_orders (30,000) cannot exceed orders (20,000)" in capsys.readouterr().err
 
 
-def test_full_and_quick_sizes() -> None:
-    assert Sizes(400_000, 1_000_000, 50_000, 80_000, 20_000, 2_000) == bench.FULL
-    assert Sizes(20_000, 50_000, 2_500, 4_000, 1_000, 100) == bench.QUICK
-    assert bench.SIZES == {"full": bench.FULL, "quick": bench.QUICK}
+def test_the_readme_states_the_sizes_the_benchmark_builds() -> None:
+    """`SIZE=full` is the shop the README describes, and `SIZE=quick` a twentieth of it, as it says."""
+    full, quick = bench.SIZES["full"], bench.SIZES["quick"]
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (
+        f"`SIZE=full`, {full.order_lines:,} order lines over {full.orders:,} orders, of which {full.open_orders:,}"
+        f" open orders hold {full.backorder_lines:,} backorder lines; `SIZE=quick`, the default, a twentieth of that"
+    ) in readme
+    assert quick == Sizes(*(getattr(full, f.name) // 20 for f in fields(Sizes)))
+    assert all(getattr(full, f.name) % 20 == 0 for f in fields(Sizes)), "a twentieth in whole numbers"
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@
 from this repository on a fresh PostgreSQL metadata database, with the pipeline's state in another
 PostgreSQL database. The `[backorder]` settings make the schedule catch up the last three days at
 once (`catchup`, `start_date`), send ops alerts to a test address, and give runs a deadline short
-enough that every run misses it. The test checks, as a data engineer would in the UI:
+enough that every run misses it. The schedule is daily at the hour about 12 hours from the test's
+start (`reference_days`), so that no new scheduled run can appear while the test runs, whatever the
+time of day it starts at (with `@daily` a test started before midnight would see a fourth). The test checks, as a data engineer would in the UI:
 
 1. the schedule created the runs and each succeeded; the REST API lists their task instances, and
    the final task's log holds the run's summary; the customers got the right email each day;
@@ -54,10 +56,30 @@ def test_scheduled_runs_alerts_and_a_backfill(shop, tmp_path: Path, mail_sink) -
         run_the_stack(stack, shop, tmp_path, mail_sink)
 
 
+def reference_days(now: datetime) -> tuple[str, list[datetime]]:
+    """A daily cron at the hour 12 hours after `now`'s, and its last three ticks up to `now`.
+
+    The next tick is 11 to 12 hours after `now`, far beyond the test's timeouts: the scheduler
+    catches up exactly these three days, not a fourth that began while the test ran."""
+    hour = (now.hour + 12) % 24
+    last = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if last > now:
+        last -= timedelta(days=1)
+    return f"0 {hour} * * *", [last - timedelta(days=2), last - timedelta(days=1), last]
+
+
+def test_the_reference_days_leave_hours_before_the_next_tick() -> None:
+    for hour in range(24):
+        now = datetime(2026, 11, 30, hour, 59, 59, tzinfo=UTC)
+        cron, days = reference_days(now)
+        assert cron == f"0 {days[-1].hour} * * *"
+        assert (days[1] - days[0], days[2] - days[1]) == (timedelta(days=1), timedelta(days=1))
+        assert timedelta(hours=11) <= days[-1] + timedelta(days=1) - now <= timedelta(hours=12)
+
+
 def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    days = [today - timedelta(days=2), today - timedelta(days=1), today]
-    shop.product(1, today + timedelta(days=20))
+    schedule, days = reference_days(datetime.now(UTC))
+    shop.product(1, days[-1] + timedelta(days=20))
     shop.order(1, [1], purchased=days[0] - timedelta(hours=14))
     shop.order(2, [1], purchased=days[0] + timedelta(hours=12), language="de")
     # reminder_interval_days is 2: order 1's first email on day 0, its reminder on day 2
@@ -75,6 +97,7 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     (dags / "backorder_report.py").symlink_to(ROOT / "docs" / "examples" / "backorder_report.py")
     env.update({
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__BACKORDER__SCHEDULE": schedule,
         "AIRFLOW__BACKORDER__START_DATE": days[0].date().isoformat(),
         "AIRFLOW__BACKORDER__CATCHUP": "True",
         "AIRFLOW__BACKORDER__OPS_EMAIL": OPS,
@@ -151,8 +174,8 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     assert "extract_backorder_lines" in body
 
     # 3. A backfill over the same days, reprocessing the completed runs, and a cleared run: no email twice.
-    cli(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0].date().isoformat(),
-        "--to-date", days[-1].date().isoformat(), "--reprocess-behavior", "completed", "--max-active-runs", "1")  # fmt: skip
+    cli(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0].isoformat(),
+        "--to-date", days[-1].isoformat(), "--reprocess-behavior", "completed", "--max-active-runs", "1")  # fmt: skip
 
     def backfill_closed() -> bool:
         (backfill,) = api.get(f"/api/v2/backfills?dag_id={DAG_ID}")["backfills"]
