@@ -220,16 +220,25 @@ def _due_counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
     return {kind: 0 for kind in KINDS} | {kind: int(count) for kind, count in due_rows}
 
 
-def silence_overtaken(conn: sa.Connection, run_id: int, kind: str | None = None, part: tuple[int, int] = (0, 1)) -> int:
+def silence_overtaken(
+    conn: sa.Connection,
+    run_id: int,
+    kind: str | None = None,
+    part: tuple[int, int] = (0, 1),
+    also_silenced: bool = False,
+) -> int:
     """Record as `silenced` the run's due notifications for orders a run at a later T already told; return how many.
 
     A customer must never get a notification older than one already sent (or silenced): a run whose
     T is earlier than such a run's (a late or backfilled day) sends nothing for that order, and the
-    audit says why. Applied when the run classifies and again just before it sends (`kind`, `part`).
+    audit says why ("overtaken: ..."). Applied when the run classifies (`also_silenced`: its rows a
+    catch_up_silently run silenced get that reason too, so that an overtaken reminder never counts
+    towards max_reminders) and again just before it sends (`kind`, `part`).
     """
     n, later = st.notifications, st.notifications.alias("later")
     t = st.get_run(conn, run_id)["reference_time"]
-    mine = [n.c.run_id == run_id, n.c.status == st.STATUS_DUE]
+    statuses = (st.STATUS_DUE, st.STATUS_SILENCED) if also_silenced else (st.STATUS_DUE,)
+    mine = [n.c.run_id == run_id, n.c.status.in_(statuses)]
     if kind is not None:
         mine += [n.c.kind == kind, n.c.id % part[1] == part[0]]
     found = conn.execute(
@@ -247,7 +256,7 @@ def silence_overtaken(conn: sa.Connection, run_id: int, kind: str | None = None,
         for i in range(0, len(ids), 500):
             conn.execute(
                 sa.update(n)
-                .where(n.c.id.in_(ids[i : i + 500]), n.c.status == st.STATUS_DUE)
+                .where(n.c.id.in_(ids[i : i + 500]), n.c.status.in_(statuses))
                 .values(status=st.STATUS_SILENCED, detail=detail)
             )
     return len(found)
@@ -341,7 +350,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             conn.execute(sa.insert(n), new_rows)
         if take_over:
             conn.execute(sa.update(n).where(n.c.id.in_(take_over)).values(run_id=run_id))
-        overtaken = silence_overtaken(conn, run_id)
+        overtaken = silence_overtaken(conn, run_id, also_silenced=True)
         due = _due_counts(conn, run_id)
     skipped = sum(1 for row in new_rows if row["status"] == st.STATUS_SKIPPED)
     log.info(

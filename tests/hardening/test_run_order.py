@@ -198,9 +198,10 @@ BACKFILL = Case(
     "backfill-a-missed-week",
     "T=Nov 2 and T=Nov 9 ran (`initial`, then `periodic`; `reminder_interval_days` 2, `max_reminders` 2); the"
     " days Nov 3 to Nov 8 are backfilled afterwards, one at a time",
-    "the backfill sends nothing; every day from Nov 2 to Nov 9 has its snapshot and its audit (the reminders"
-    " it would have sent `silenced`, overtaken); the customer's second reminder still comes on Nov 11 (an"
-    " overtaken reminder was never received and does not count), and none after it",
+    "the backfill sends nothing, with or without `catch_up_silently`; every day from Nov 2 to Nov 9 has its"
+    " snapshot and its audit (the reminders it would have sent `silenced`, overtaken); the customer's second"
+    " reminder still comes on Nov 11 (an overtaken reminder was never received and does not count), and none"
+    " after it",
     "3",
 )
 
@@ -237,8 +238,11 @@ def test_a_late_day_sends_nothing_older_than_what_a_later_day_told(case: Case, s
     assert day(2).replace(tzinfo=None) in snapshot_lines(state_db)
 
 
+@pytest.mark.parametrize("silently", [False, True], ids=["live", "catch_up_silently"])
 @pytest.mark.parametrize("case", params([BACKFILL]))
-def test_a_backfilled_week_fills_the_audit_and_sends_nothing_twice(case: Case, shop, state_db, smtp, mail_sink) -> None:
+def test_a_backfilled_week_fills_the_audit_and_sends_nothing_twice(
+    case: Case, silently: bool, shop, state_db, smtp, mail_sink
+) -> None:
     shop.product(1, datetime(2026, 11, 30))
     shop.order(1, [1], purchased=datetime(2026, 11, 1))
     conf = {"reminder_interval_days": 2, "max_reminders": 2}
@@ -246,8 +250,8 @@ def test_a_backfilled_week_fills_the_audit_and_sends_nothing_twice(case: Case, s
         Day(shop, state_db, smtp, day(n), **conf).run()
     assert received(mail_sink) == [(1, "initial"), (1, "periodic")]
     mail_sink.clear()
-    for n in range(1, 7):  # the backfill: Nov 3 to Nov 8
-        Day(shop, state_db, smtp, day(n), **conf).run()
+    for n in range(1, 7):  # the backfill: Nov 3 to Nov 8 (with or without catch_up_silently: the same)
+        Day(shop, state_db, smtp, day(n), **conf, catch_up_silently=silently).run()
     assert received(mail_sink) == []
     assert sorted(snapshot_lines(state_db)) == [day(n).replace(tzinfo=None) for n in range(8)]
     filled = [(r["reference_time"].day, r["kind"], r["status"]) for r in notifications(state_db)]
