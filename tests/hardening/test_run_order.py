@@ -329,4 +329,34 @@ def test_max_reminders_counts_silenced_reminders_not_failed_ones(case: Case, sho
                      (4, "periodic", "sent")]  # fmt: skip
 
 
-CASES = [*RERUN, EXTRACT_ALONE, LATE, BACKFILL, TAKE_OVER, MAX_REMINDERS]
+# --- the Asset for downstream DAGs: one event per T ---
+
+ASSET = Case(
+    "one-asset-event-per-T",
+    "a dry run at T; the live run at T; its `write_snapshot_and_audit` cleared; another DAG run at T; the run at T+1",
+    "`backorder_snapshot` gets one event for T (from the live run) and one for T+1: the task adds it only when"
+    " finish reports `snapshot: written`, the first snapshot at T (the dry run, the cleared try and the repeat of"
+    " T report None, None and `replaced`); tests/dags/test_dag_run.py counts the events in Airflow",
+    "15",
+)
+
+
+@pytest.mark.parametrize("case", params([ASSET]))
+def test_only_the_first_snapshot_at_T_is_announced(case: Case, shop, state_db, smtp, mail_sink) -> None:
+    three_waiting_orders(shop)
+    reported = [Day(shop, state_db, smtp, T0, dry_run=True).run().summary["snapshot"]]
+    live = Day(shop, state_db, smtp, T0).run()
+    reported.append(live.summary["snapshot"])
+    live.stage("finish")  # cleared
+    reported.append(live.summary["snapshot"])
+    assert live.summary["counts"]["sent"] == {"initial": {"en": 3}}, "the cleared try reports the run's counts"
+    again = Day(shop, state_db, smtp, T0)
+    again.context = RunContext(T0, dag_run_id="manual__again")  # another DAG run at the same T
+    reported.append(again.run().summary["snapshot"])
+    reported.append(Day(shop, state_db, smtp, day(1)).run().summary["snapshot"])
+    assert reported == [None, "written", None, "replaced", "written"]
+    assert len(mail_sink.messages) == 3
+    assert snapshot_lines(state_db) == {T0.replace(tzinfo=None): (3, 3), day(1).replace(tzinfo=None): (3, 3)}
+
+
+CASES = [*RERUN, EXTRACT_ALONE, LATE, BACKFILL, TAKE_OVER, MAX_REMINDERS, ASSET]
