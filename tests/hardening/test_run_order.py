@@ -118,8 +118,8 @@ RERUN = [
          f"day 1: three waiting orders; `{TASKS[stage]}` runs twice in a row, then is cleared alone, then cleared"
          " with its downstream; day 2: nothing changed in the shop",
          "each customer got one `initial` on day 1 and nothing more, on day 2 neither (no false `changed`); the"
-         " snapshot of day 1 holds its 3 lines; no staged lines are left; every run record is `finished` or"
-         + (" (an extract cleared alone) `abandoned` when the next attempt takes its lease over" if stage == "extract"
+         " snapshot of day 1 holds its 3 lines; no staged lines are left; the lease is free; every run record is"
+         + (" `finished`, but the two attempts a new extract replaced unfinished: `abandoned`" if stage == "extract"
             else " `finished`"),
          "14", {"stage": stage})
     for stage in STAGES
