@@ -169,7 +169,7 @@ STATUS_SENT = "sent"
 STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
 STATUS_DRY_RUN = "dry_run"
-STATUS_SILENCED = "silenced"  # due in a catch_up_silently run: not sent, but counts as told
+STATUS_SILENCED = "silenced"  # not sent, but counts as told: catch_up_silently, or overtaken (below)
 TOLD = (STATUS_SENT, STATUS_SILENCED)
 # The detail of a notification silenced because a run at a later T had already told its order (a late
 # or backfilled day): "overtaken: ...". It counts as told, but not as a periodic reminder the customer got.
