@@ -26,7 +26,8 @@ run record, every email with the server's answer, and the snapshot. A repeated r
 `schedule` (cron, preset, or `none` for triggered runs only), `start_date`, `catchup`; with
 `ops_email` set, a failed run and a run still unfinished `run_deadline_minutes` after it was
 queued are emailed there over `ops_smtp_conn_id`. The snapshot task emits the Asset
-`backorder_snapshot` (extra: the run's id, T and counts) for downstream DAGs.
+`backorder_snapshot` (extra: the run's id, T and counts) for downstream DAGs once per T, when it
+writes the first snapshot at T: a dry run, a repeated run of T and a cleared try emit nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, BaseHook, Param, Variable, conf, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, BaseHook, Param, Variable, conf, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 SHOP_CONN_ID = "shop_db"
@@ -75,6 +76,9 @@ OPS_EMAIL = _setting("ops_email", "")
 OPS_SMTP_CONN_ID = _setting("ops_smtp_conn_id", SMTP_CONN_ID)
 RUN_DEADLINE = timedelta(minutes=conf.getfloat("backorder", "run_deadline_minutes", fallback=120.0))
 SNAPSHOT_ASSET = Asset(name="backorder_snapshot", uri="backorder://backorder_notifications/snapshot", group="backorder")
+# The snapshot task's outlet. An Asset outlet would get an event on every success of the task (dry
+# runs, cleared tries); through the alias, an event is added only when a snapshot was written.
+SNAPSHOT_WRITTEN = AssetAlias(name="backorder_snapshot_written", group="backorder")
 
 # The failure callback runs in the dag-processor with the run's context (at least dag, run_id, reason);
 # the deadline callback runs in the triggerer with dag_run (the REST API's DAGRun fields) and deadline.
@@ -282,14 +286,18 @@ def backorder_notifications() -> None:
             secret = Variable.get(UNSUBSCRIBE_SECRET_VARIABLE, default=None)
             return pipeline.send(_state_db(), record_id, kind, _smtp(), secret, (part[0], part[1]))
 
-    @task(trigger_rule="none_failed", outlets=[SNAPSHOT_ASSET])
+    @task(trigger_rule="none_failed", outlets=[SNAPSHOT_WRITTEN])
     def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:
-        """Keep the snapshot at T and complete the run's audit record; tell the Asset's consumers."""
+        """Keep the snapshot at T and complete the run's audit record; tell the Asset's consumers, once per T.
+
+        Run again (cleared, retried), it changes nothing and emits nothing: the run is finished.
+        """
         from include.backorder import pipeline
 
         with _permanent_errors_fail_at_once():
             summary = pipeline.finish(_state_db(), record_id)
-        get_current_context()["outlet_events"][SNAPSHOT_ASSET].extra = summary
+        if summary["snapshot"] == "written":  # the first snapshot at T; not a dry run, a repeat or a cleared try
+            get_current_context()["outlet_events"][SNAPSHOT_WRITTEN].add(SNAPSHOT_ASSET, extra=summary)
         return summary
 
     record_id = extract_backorder_lines()

@@ -1,5 +1,7 @@
 """An example downstream DAG: runs whenever backorder_notifications has written a fresh snapshot.
 
+The Asset gets one event per reference time T, from the run that wrote the first snapshot at T;
+dry runs, repeated runs of T and cleared tasks emit none, so each event is a new day's data.
 Copy it into your dags folder and replace the logging with your own work (a report, a purchasing
 list). tests/integration/test_scheduler.py runs it beside the real DAG.
 """

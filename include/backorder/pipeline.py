@@ -59,6 +59,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+RUN_FINISHED = "finished"  # bo_run.status once finish committed: the record is final, a stage run again changes nothing
+
+
 # --- extract ---------------------------------------------------------------------------------
 
 
@@ -123,6 +126,7 @@ def extract(
             ).inserted_primary_key[0]  # type: ignore[index]
             abandoned = lease.acquire(conn, run.dag_id, run_id, run.dag_run_id, _utcnow())
             if abandoned is not None:
+                _drop_staged(conn, abandoned)  # it never finishes; what it left due is taken over at its T
                 log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
             lines, orders = 0, set[int]()
             for chunk in iter_backorder_lines(shop, tables, params, shop_time, chunk_size):
@@ -151,14 +155,28 @@ def extract(
 
 
 def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any]:
-    """Find the latest snapshot strictly before the run's T and pin it to the run record."""
-    with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "previous_snapshot"):
+    """Find the latest snapshot strictly before the run's T and pin it to the run record.
+
+    Run again for a finished run (its task cleared), it changes nothing and returns the pinned snapshot:
+    the run's record is final, and a snapshot written since (a backfill of an earlier day) must not
+    change what it was compared with.
+    """
+    with _engine(state_db) as state, state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
-        snap = st.previous_snapshot(conn, run["reference_time"])
-        conn.execute(
-            sa.update(st.runs).where(st.runs.c.id == run_id).values(previous_snapshot_id=snap["id"] if snap else None)
-        )
+        if run["status"] == RUN_FINISHED:
+            pinned = run["previous_snapshot_id"]
+            snaps = st.snapshots
+            snap = conn.execute(sa.select(snaps).where(snaps.c.id == pinned)).mappings().first() if pinned else None
+            log.info("previous snapshot: run %d is finished; it keeps the snapshot it was compared with", run_id)
+        else:
+            with _stage(conn, run_id, "previous_snapshot"):
+                snap = st.previous_snapshot(conn, run["reference_time"])
+                conn.execute(
+                    sa.update(st.runs)
+                    .where(st.runs.c.id == run_id)
+                    .values(previous_snapshot_id=snap["id"] if snap else None)
+                )
     if snap is None:
         log.info("previous snapshot: none before %s (first run): every line counts as new", run["reference_time"])
         return {"snapshot_id": None, "reference_time": None, "lines": 0}
@@ -194,8 +212,69 @@ def _lines_json(records: list[dict[Any, Any]]) -> str:
     return st.dumps(items)
 
 
+def _due_counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
+    n = st.notifications
+    due_rows = conn.execute(
+        sa.select(n.c.kind, sa.func.count()).where(n.c.run_id == run_id, n.c.status == st.STATUS_DUE).group_by(n.c.kind)
+    ).all()
+    return {kind: 0 for kind in KINDS} | {kind: int(count) for kind, count in due_rows}
+
+
+def silence_overtaken(
+    conn: sa.Connection,
+    run_id: int,
+    kind: str | None = None,
+    part: tuple[int, int] = (0, 1),
+    also_silenced: bool = False,
+) -> int:
+    """Record as `silenced` the run's due notifications for orders a run at a later T already told; return how many.
+
+    A customer must never get a notification older than one already sent (or silenced): a run whose
+    T is earlier than such a run's (a late or backfilled day) sends nothing for that order, and the
+    audit says why ("overtaken: ..."). Applied when the run classifies (`also_silenced`: its rows a
+    catch_up_silently run silenced get that reason too, so that an overtaken reminder never counts
+    towards max_reminders) and again just before it sends (`kind`, `part`).
+    """
+    n, later = st.notifications, st.notifications.alias("later")
+    t = st.get_run(conn, run_id)["reference_time"]
+    statuses = (st.STATUS_DUE, st.STATUS_SILENCED) if also_silenced else (st.STATUS_DUE,)
+    mine = [n.c.run_id == run_id, n.c.status.in_(statuses)]
+    if kind is not None:
+        mine += [n.c.kind == kind, n.c.id % part[1] == part[0]]
+    found = conn.execute(
+        sa.select(n.c.id, sa.func.max(later.c.reference_time))
+        .join(later, later.c.orders_id == n.c.orders_id)
+        .where(*mine, later.c.status.in_(st.TOLD), later.c.dry_run.is_(False), later.c.reference_time > t)
+        .group_by(n.c.id)
+    ).all()
+    by_later: dict[datetime, list[int]] = {}
+    for nid, later_t in found:
+        by_later.setdefault(later_t, []).append(nid)
+    for later_t, ids in by_later.items():
+        told_at = later_t.replace(tzinfo=UTC).isoformat()
+        detail = f"{st.OVERTAKEN}: the run at T={told_at} already told this order; an older notice is not sent"
+        for i in range(0, len(ids), 500):
+            conn.execute(
+                sa.update(n)
+                .where(n.c.id.in_(ids[i : i + 500]), n.c.status.in_(statuses))
+                .values(status=st.STATUS_SILENCED, detail=detail)
+            )
+    return len(found)
+
+
 def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
-    """Decide each order's notification and put it in the outbox; return how many are due per kind."""
+    """Decide each order's notification and put it in the outbox; return how many are due per kind.
+
+    Run again before the run finished, it adds nothing twice (the outbox is unique per order, kind
+    and T) and returns what is still due; run again after it finished (its staged lines are gone),
+    it changes nothing.
+    """
+    with _engine(state_db) as state, state.begin() as conn:
+        lease.check(conn, run_id)
+        if st.get_run(conn, run_id)["status"] == RUN_FINISHED:
+            due = _due_counts(conn, run_id)
+            log.info("classify: run %d is finished: nothing classified again; due: %s", run_id, due)
+            return due
     with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "classify"):
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
@@ -271,16 +350,13 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             conn.execute(sa.insert(n), new_rows)
         if take_over:
             conn.execute(sa.update(n).where(n.c.id.in_(take_over)).values(run_id=run_id))
-        due_rows = conn.execute(
-            sa.select(n.c.kind, sa.func.count())
-            .where(n.c.run_id == run_id, n.c.status == st.STATUS_DUE)
-            .group_by(n.c.kind)
-        ).all()
-    due = {kind: 0 for kind in KINDS} | {kind: int(count) for kind, count in due_rows}
+        overtaken = silence_overtaken(conn, run_id, also_silenced=True)
+        due = _due_counts(conn, run_id)
     skipped = sum(1 for row in new_rows if row["status"] == st.STATUS_SKIPPED)
     log.info(
-        "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d%s",
-        result.waiting_orders, ", ".join(f"{k} {v}" for k, v in due.items()), skipped, done_before,
+        "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d;"
+        " silenced, told by a run at a later T: %d%s",
+        result.waiting_orders, ", ".join(f"{k} {v}" for k, v in due.items()), skipped, done_before, overtaken,
         " (dry run)" if params.dry_run else
         f" (catch_up_silently: {len(new_rows) - skipped} recorded as silenced, none sent)" if silent else "",
     )  # fmt: skip
@@ -312,6 +388,11 @@ def send(
         raise ConfigError(f"part must be (index, parts) with 0 <= index < parts, got {part!r}")
     stage = f"send_{kind}" if parts == 1 else f"send_{kind}[{index}/{parts}]"
     with _engine(state_db) as state:
+        with state.begin() as conn:  # nothing older than what a later run told, whatever left it due
+            lease.check(conn, run_id)
+            if overtaken := silence_overtaken(conn, run_id, kind, part):
+                log.info("%s: %d due notification(s) silenced: a run at a later T already told those orders",
+                         stage, overtaken)  # fmt: skip
         batch = Batch(state, run_id, kind, smtp, unsubscribe_secret, part, state_db.conn_id)
         try:
             if batch.params.dry_run:
@@ -349,15 +430,22 @@ def send(
 
 
 def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
-    """Write the new snapshot (unless a dry run) and complete the run record; return its counts."""
+    """Write the new snapshot (unless a dry run) and complete the run record; return its counts.
+
+    The summary's `snapshot` says what this call did: "written" (the first snapshot at T), "replaced"
+    (a repeated run of T re-wrote it from its own lines) or None (a dry run, or the run was finished
+    before: run again, e.g. its task cleared, finish changes nothing and returns the same counts).
+    """
     n, runs = st.notifications, st.runs
     started = time.perf_counter()
     with _engine(state_db) as state, state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         t = run["reference_time"]
-        if not run["dry_run"]:
-            _write_snapshot(conn, run_id, t, run["line_count"] or 0)
+        again = run["status"] == RUN_FINISHED  # its staged lines are gone: writing a snapshot now would empty it
+        snapshot = None
+        if not run["dry_run"] and not again:
+            snapshot = "written" if _write_snapshot(conn, run_id, t, run["line_count"] or 0) else "replaced"
         counts: dict[str, dict[str, dict[str, int]]] = {}
         for kind, language, status, count in conn.execute(
             sa.select(n.c.kind, n.c.language, n.c.status, sa.func.count())
@@ -378,18 +466,23 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
                 .order_by(n.c.orders_id)
             )
         ]
-        conn.execute(sa.delete(st.staged_lines).where(st.staged_lines.c.run_id == run_id))
-        conn.execute(sa.delete(st.staged_arrivals).where(st.staged_arrivals.c.run_id == run_id))
-        lease.release(conn, run["dag_id"], run_id)
-        st.record_stage_time(conn, run_id, "finish", time.perf_counter() - started)
         summary_counts = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}
-        conn.execute(
-            sa.update(runs)
-            .where(runs.c.id == run_id)
-            .values(
-                status="finished", counts=st.dumps(summary_counts), skipped=st.dumps(skipped), finished_at=_utcnow()
+        if again:
+            summary_counts = json.loads(run["counts"] or "{}") or summary_counts  # as the run recorded them
+        else:
+            _drop_staged(conn, run_id)
+            lease.release(conn, run["dag_id"], run_id)
+            st.record_stage_time(conn, run_id, "finish", time.perf_counter() - started)
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status=RUN_FINISHED,
+                    counts=st.dumps(summary_counts),
+                    skipped=st.dumps(skipped),
+                    finished_at=_utcnow(),
+                )
             )
-        )
         stage_seconds = json.loads(
             conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one()
         )
@@ -400,7 +493,12 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         "dry_run": bool(run["dry_run"]),
         "counts": summary_counts,
         "skipped": len(skipped),
+        "snapshot": snapshot,
     }
+    if again:
+        log.info("finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept)",
+                 run_id, t_utc, run["finished_at"])  # fmt: skip
+        return summary
     log.info("finish: run %d at T=%s%s", run_id, t_utc, " (dry run: no snapshot written)" if run["dry_run"] else "")
     for status, kinds in sorted(counts.items()):
         for kind, langs in sorted(kinds.items()):
@@ -413,16 +511,31 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     return summary
 
 
-def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -> None:
-    """Replace the snapshot at T with this run's staged lines (a re-run of T overwrites its own)."""
+def _drop_staged(conn: sa.Connection, run_id: int) -> None:
+    """Remove a run's staged lines and arrivals (it finished, or it was abandoned and never will)."""
+    conn.execute(sa.delete(st.staged_lines).where(st.staged_lines.c.run_id == run_id))
+    conn.execute(sa.delete(st.staged_arrivals).where(st.staged_arrivals.c.run_id == run_id))
+
+
+def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -> bool:
+    """Keep this run's staged lines as the snapshot at T; return True if it is the first snapshot at T.
+
+    A repeated run of T re-writes the snapshot at T in place: its id stays, so a later run that
+    pinned it as its previous snapshot still finds it. Only a run that still has its staged lines
+    (not finished) may call this.
+    """
     snaps, snap_lines, staged = st.snapshots, st.snapshot_lines, st.staged_lines
-    old = conn.execute(sa.select(snaps.c.id).where(snaps.c.reference_time == t)).scalar_one_or_none()
-    if old is not None:
-        conn.execute(sa.delete(snap_lines).where(snap_lines.c.snapshot_id == old))
-        conn.execute(sa.delete(snaps).where(snaps.c.id == old))
-    snap_id = conn.execute(
-        sa.insert(snaps).values(reference_time=t, run_id=run_id, line_count=lines, created_at=_utcnow())
-    ).inserted_primary_key[0]  # type: ignore[index]
+    snap_id = conn.execute(sa.select(snaps.c.id).where(snaps.c.reference_time == t)).scalar_one_or_none()
+    first = snap_id is None
+    if first:
+        snap_id = conn.execute(
+            sa.insert(snaps).values(reference_time=t, run_id=run_id, line_count=lines, created_at=_utcnow())
+        ).inserted_primary_key[0]  # type: ignore[index]
+    else:
+        conn.execute(sa.delete(snap_lines).where(snap_lines.c.snapshot_id == snap_id))
+        conn.execute(
+            sa.update(snaps).where(snaps.c.id == snap_id).values(run_id=run_id, line_count=lines, created_at=_utcnow())
+        )
     conn.execute(
         sa.insert(snap_lines).from_select(
             ["snapshot_id", "orders_products_id", "orders_id", "products_id", "date_available"],
@@ -432,3 +545,4 @@ def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -
             ).where(staged.c.run_id == run_id),
         )
     )  # fmt: skip
+    return first

@@ -236,3 +236,28 @@ def test_a_big_batch_is_rendered_by_the_worker_process_and_sent_once(
     assert sorted(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == [1, 2, 3, 4, 5]
     (run,) = rows(state_db, st.runs)
     assert json.loads(run["stage_seconds"])["send_initial.render"] > 0
+
+
+def three_waiting_orders(shop) -> None:
+    shop.product(1, datetime(2026, 3, 20))
+    for oid in (1, 2, 3):
+        shop.order(oid, [1], purchased=datetime(2026, 3, 1))
+
+
+def test_finish_run_again_keeps_the_snapshot_and_the_next_day_sends_no_false_changed(
+    shop, state_db, smtp, mail_sink
+) -> None:
+    """Finding 14: clearing write_snapshot_and_audit ran finish again, which emptied the day's snapshot."""
+    three_waiting_orders(shop)
+    first = run_day(shop, state_db, smtp, T0, reminder_interval_days=7)
+    assert len(mail_sink.messages) == 3
+    run_id = first["run_id"]
+    again = pipeline.finish(state_db, run_id)  # the cleared task's next try
+    assert again["counts"] == first["counts"] and again["snapshot"] is None
+    (snap,) = rows(state_db, st.snapshots)
+    lines = rows(state_db, st.snapshot_lines)
+    assert (snap["line_count"], len(lines)) == (3, 3)
+
+    mail_sink.clear()
+    run_day(shop, state_db, smtp, T0 + timedelta(days=1), reminder_interval_days=7)
+    assert mail_sink.messages == [], "no false `changed` the next day"

@@ -179,14 +179,17 @@ def test_send_parallelism_maps_a_kind_over_batches_each_email_once(dag, world, m
 
 
 def test_a_run_without_logical_date_uses_run_after(dag, world, mail_sink) -> None:
-    world.product(9, datetime(2099, 1, 1))
-    world.order(108, [9], purchased=datetime(2026, 1, 1))
-    before = datetime.now(UTC)
-    _, messages = run(dag, mail_sink, None)
-    by_order = {int(m.message["X-Backorder-Order-Id"]): m.message for m in messages}
-    reference = datetime.fromisoformat(by_order[108]["X-Backorder-Reference-Time"])
-    assert before - timedelta(minutes=5) <= reference <= datetime.now(UTC)
-    # Against the wall clock, the March dates of the other products are long past: only 108 waits.
+    # A triggered run without a logical date, as the UI's "Trigger" makes one: its T is its run_after,
+    # given here (not the wall clock's), so that the outcome does not depend on the day the test runs.
+    world.product(9, naive(60))
+    world.order(108, [9], purchased=naive(29))
+    mail_sink.clear()
+    run_after = T0 + timedelta(days=30, hours=9, minutes=30)
+    dag_run = dag.test(logical_date=None, run_after=run_after, run_conf=dag.default_conf)
+    assert dag_run.state == "success"
+    by_order = {int(m.message["X-Backorder-Order-Id"]): m.message for m in mail_sink.messages}
+    assert by_order[108]["X-Backorder-Reference-Time"] == "2026-04-01T09:30:00+00:00"
+    # At that T the March dates of the other products are past: only 108 waits.
     assert set(by_order) == {108}
 
 
@@ -201,3 +204,70 @@ def test_without_a_state_connection_the_state_lives_in_the_shop_database(shop, m
     _, messages = run(dag, mail_sink, 0)
     assert [m.message["X-Backorder-Notification"] for m in messages] == ["initial"]
     assert {"bo_run", "bo_notification", "bo_snapshot"} <= set(sa.inspect(shop.engine).get_table_names())
+
+
+def snapshot_events() -> list[dict[str, Any]]:
+    """The extras of every `backorder_snapshot` Asset event in the metadata database, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = (
+            sa.select(AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "backorder_snapshot")
+            .order_by(AssetEvent.id)
+        )
+        return [dict(extra) for extra in session.scalars(query)]
+
+
+def clear_and_run(dag, dag_run, task_id: str) -> str:
+    """Clear one task instance, as the UI's Clear without Downstream does, and run its next try here."""
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    def this_ti(session):
+        query = sa.select(TaskInstance).where(
+            TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id
+        )
+        return session.scalar(query)
+
+    with create_session() as session:
+        clear_task_instances([this_ti(session)], session, dag_run_state=False)
+    with create_session() as session:
+        ti = this_ti(session)
+        ti.try_number += 1  # what the scheduler does when it schedules the cleared task
+        ti.state = TaskInstanceState.SCHEDULED
+        session.commit()
+        session.refresh(ti)
+        session.expunge(ti)
+    _run_task(ti=ti, task=dag.task_dict[task_id])
+    with create_session() as session:
+        ti = this_ti(session)
+        return f"{ti.state} try {ti.try_number}"
+
+
+@pytest.mark.parametrize("state_db", ["sqlite"], indirect=True)  # the library tests cover MariaDB and PostgreSQL
+def test_clearing_the_snapshot_task_changes_nothing_and_emits_no_asset_event(dag, world, mail_sink) -> None:
+    """Findings 14 and 15: a cleared write_snapshot_and_audit emptied the snapshot and emitted the Asset again."""
+    before = len(snapshot_events())
+    dag_run, messages = run(dag, mail_sink, 0)
+    assert {o for o, _, _, _ in seen(messages)} == {101, 102, 107}
+    (event,) = snapshot_events()[before:]
+    assert (event["reference_time"], event["snapshot"]) == (T0.isoformat(), "written")
+    assert event["counts"]["sent"] == {"initial": {"de": 1, "en": 2}}
+
+    assert clear_and_run(dag, dag_run, "write_snapshot_and_audit") == "success try 2"
+    assert len(snapshot_events()) == before + 1, "the cleared try emits no second event"
+
+    _, messages = run(dag, mail_sink, 1, dry_run=True)
+    assert messages == [] and len(snapshot_events()) == before + 1, "a dry run emits nothing"
+
+    _, messages = run(dag, mail_sink, 1)
+    assert seen(messages) == {(106, "initial", "de", ("voraussichtlich 12.03.2026",))}, "no false `changed`"
+    assert [e["reference_time"] for e in snapshot_events()[before:]] == [
+        T0.isoformat(),
+        (T0 + timedelta(days=1)).isoformat(),
+    ]

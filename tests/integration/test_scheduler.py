@@ -193,6 +193,8 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     wait_for("the cleared run to end", lambda: all_done("backfill", 3), timeout=120)
     assert [r["state"] for r in runs("backfill")] == ["success"] * 3
     assert customer_emails() == expected, "the backfill and the cleared run sent nothing again"
+    events = api.get(f"/api/v2/assets/events?asset_id={asset['id']}&limit=100")["asset_events"]
+    assert len(events) == 3, "one Asset event per T: the backfill and the cleared run wrote no first snapshot"
 
 
 def check_run_in_the_api(api: RestApi, run: dict[str, Any], expected: dict[Any, set[tuple[int, str]]]) -> None:
