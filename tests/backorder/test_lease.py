@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +21,8 @@ from include.backorder import lease, pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams
 from include.backorder.lease import RunAbandonedError, RunOverlapError
+from include.backorder.smtp_sink import Faults
+from tests.conftest import ROOT
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
@@ -103,3 +113,134 @@ def test_two_runs_started_at_once_never_both_send(waiting_shop, state_db, smtp, 
     outcomes = dict(results.get(timeout=5) for _ in procs)
     assert sorted(o.split(":")[0] for o in outcomes.values()) in (["sent", "waits"], ["sent", "stopped"]), outcomes
     assert Counter(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == {1: 1, 2: 1, 3: 1}
+
+
+# --- a dead holder gives the lease up; a live one keeps it (finding 9) ----------------------
+
+
+class Clock:
+    """A clock the test moves on, shared by the holder's heartbeat thread and the taker."""
+
+    def __init__(self) -> None:
+        self.now = lease.utcnow()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        with self._lock:
+            self.now += delta
+            return self.now
+
+
+def lease_row(state_db: DbConnection) -> dict[str, object]:
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        row = dict(c.execute(sa.select(st.leases)).mappings().one())
+        row["statuses"] = dict(c.execute(sa.select(st.runs.c.id, st.runs.c.status)).all())
+    engine.dispose()
+    return row
+
+
+def wait_for(condition, what: str, seconds: float = 60) -> None:
+    """Wait for a state another thread or process brings about (polled: it is in a database or a server)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.02)
+
+
+def test_a_crash_in_classify_lets_the_next_run_take_over_at_once(
+    waiting_shop, state_db, smtp, mail_sink, monkeypatch
+) -> None:
+    crashed = start(waiting_shop, state_db, 0, "scheduled__0")
+    pipeline.load_previous_snapshot(state_db, crashed)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "classify", lambda *a, **k: 1 / 0)  # a bug in the classification
+        with pytest.raises(ZeroDivisionError):
+            pipeline.classify_run(state_db, crashed)
+    later = start(waiting_shop, state_db, 1, "manual__1")  # no waiting: the failed run runs nothing
+    assert lease_row(state_db)["statuses"] == {crashed: "abandoned", later: "running"}
+    with pytest.raises(RunAbandonedError, match=f"run {crashed} .* was abandoned"):
+        pipeline.classify_run(state_db, crashed)  # the crashed task's retry stops
+    complete(state_db, later, smtp)
+    assert Counter(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == {1: 1, 2: 1, 3: 1}
+
+
+def test_a_failed_stage_retried_before_anyone_took_over_goes_on(
+    waiting_shop, state_db, smtp, mail_sink, monkeypatch
+) -> None:
+    run = start(waiting_shop, state_db, 0, "scheduled__0")
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "classify", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            complete(state_db, run, smtp)
+    complete(state_db, run, smtp)  # the retry
+    assert lease_row(state_db)["statuses"] == {run: "finished"}
+    assert len(mail_sink.messages) == 3
+
+
+SEND_STAGE = """
+import json, sys
+from include.backorder import pipeline
+from include.backorder.config import DbConnection, SmtpSettings
+state, run_id, smtp = json.loads(sys.argv[1])
+pipeline.send(DbConnection(**state), run_id, "initial", SmtpSettings(**smtp))
+"""
+
+
+def test_a_killed_stage_is_taken_over_after_the_heartbeat_timeout(
+    waiting_shop, state_db, smtp, mail_sink, monkeypatch
+) -> None:
+    dead = start(waiting_shop, state_db, 0, "scheduled__0")
+    pipeline.load_previous_snapshot(state_db, dead)
+    pipeline.classify_run(state_db, dead)
+    # The server holds the first message at RCPT: the kill lands mid-stage with nothing delivered.
+    mail_sink.faults = Faults(stall={"customer1@example.com": 120})
+    args = json.dumps([asdict(state_db), dead, asdict(smtp)])
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SEND_STAGE, args], cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}
+    )
+    try:
+        wait_for(lambda: not mail_sink.faults.stall, "the send stage to reach the server")
+        beat = lease_row(state_db)["heartbeat_at"]
+        assert isinstance(beat, datetime), "the running stage says so in the lease"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+
+    timeout = lease.POLICY.heartbeat_timeout
+    clock = Clock()
+    monkeypatch.setattr(lease, "POLICY", lease.Policy(clock=clock))
+    clock.now = beat + timeout - timedelta(seconds=1)
+    with pytest.raises(RunOverlapError, match=r"holds the lease .* and a stage of it is running"):
+        start(waiting_shop, state_db, 0, "manual__0")
+    clock.now = beat + timeout
+    later = start(waiting_shop, state_db, 0, "manual__0")  # another DAG run at the same T takes the rows still due
+    assert lease_row(state_db)["statuses"] == {dead: "abandoned", later: "running"}
+    complete(state_db, later, smtp)
+    assert Counter(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == {1: 1, 2: 1, 3: 1}
+
+
+def test_a_live_stage_and_a_run_between_tasks_keep_the_lease(waiting_shop, state_db, monkeypatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(lease, "POLICY", lease.Policy(clock=clock, beat_every=0.05))
+    holder = start(waiting_shop, state_db, 0, "scheduled__0")
+    engine = sa.create_engine(state_db.url())
+    try:
+        with lease.hold(engine, holder, "classify"):
+            long_after = clock.advance(lease.POLICY.heartbeat_timeout * 3)  # the stage works for 6 minutes
+            wait_for(lambda: lease_row(state_db)["heartbeat_at"] == long_after, "the stage's next heartbeat")
+            with pytest.raises(RunOverlapError, match=r"holds the lease .* and a stage of it is running"):
+                start(waiting_shop, state_db, 1, "manual__1")
+        assert lease_row(state_db)["heartbeat_at"] is None, "between tasks nobody beats"
+        clock.advance(timedelta(minutes=3))  # the scheduler is slow to start the next task
+        with pytest.raises(RunOverlapError, match=r"holds the lease .* and it is between two tasks since"):
+            start(waiting_shop, state_db, 1, "manual__1")
+        clock.advance(lease.POLICY.between_tasks - timedelta(minutes=3))  # its DAG run was stopped from outside
+        later = start(waiting_shop, state_db, 1, "manual__1")
+        assert lease_row(state_db)["statuses"] == {holder: "abandoned", later: "running"}
+    finally:
+        engine.dispose()
