@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,19 +83,42 @@ def test_an_expired_lease_is_taken_over(waiting_shop, state_db, smtp, mail_sink)
     assert len(mail_sink.messages) == 3
 
 
-def _race(shop_conn: DbConnection, state_db: DbConnection, smtp, day: int, barrier, results) -> None:
+def _pause_before_writing_the_lease(gate) -> None:
+    """Hold this process's first write to bo_lease until the other run is there too.
+
+    Started at once, the two runs still met at the lease only by luck: on a busy machine one ran
+    its whole course before the other read the lease, and the test then saw two finished runs
+    (about 1 in 20). The gate makes every run of the test the race itself: both have read the
+    lease as free and neither has written it yet. On SQLite the other run cannot get there (the
+    first one's transaction locks the database): it stops on the lock and opens the gate.
+    """
+    paused = False
+
+    @sa.event.listens_for(sa.Engine, "before_cursor_execute")
+    def _gate(conn, cursor, statement, parameters, context, executemany) -> None:
+        nonlocal paused
+        if not paused and re.match(r"\s*(INSERT INTO|UPDATE) bo_lease\b", statement):
+            paused = True
+            with contextlib.suppress(threading.BrokenBarrierError):  # the other run stopped before the lease
+                gate.wait(timeout=120)
+
+
+def _race(shop_conn: DbConnection, state_db: DbConnection, smtp, day: int, gate, results) -> None:
     """One run in its own process, as Airflow workers run them."""
-    barrier.wait()
+    _pause_before_writing_the_lease(gate)
     try:
         run_id = pipeline.extract(shop_conn, state_db, RunContext(T0 + timedelta(days=day), dag_run_id=f"run{day}"),
                                   RunParams()).run_id  # fmt: skip
         complete(state_db, run_id, smtp)
         results.put((day, "sent"))
-    except RunOverlapError:
-        results.put((day, "waits"))
+    except RunOverlapError as exc:
+        gate.abort()
+        results.put((day, f"waits: {exc}"))
     except sa.exc.OperationalError as exc:  # SQLite: the other writer kept the database locked too long
+        gate.abort()
         results.put((day, f"stopped: {exc.orig}"))
     except Exception as exc:  # anything else fails the test, visibly
+        gate.abort()
         results.put((day, f"error: {exc!r}"))
 
 
@@ -102,16 +127,17 @@ def test_two_runs_started_at_once_never_both_send(waiting_shop, state_db, smtp, 
     st.migrate(engine)  # the state database exists, as after any first run
     engine.dispose()
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [
-        ctx.Process(target=_race, args=(waiting_shop.conn, state_db, smtp, day, barrier, results)) for day in (0, 1)
-    ]
+    gate, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(waiting_shop.conn, state_db, smtp, day, gate, results)) for day in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
-    outcomes = dict(results.get(timeout=5) for _ in procs)
-    assert sorted(o.split(":")[0] for o in outcomes.values()) in (["sent", "waits"], ["sent", "stopped"]), outcomes
+    outcomes = sorted(results.get(timeout=5)[1] for _ in procs)
+    if state_db.conn_type == "sqlite":  # the loser waited for the database lock and gave up
+        assert outcomes[0] == "sent" and re.fullmatch(r"stopped: database is locked", outcomes[1]), outcomes
+    else:  # the loser's compare-and-set found the winner's lease
+        assert outcomes[0] == "sent" and re.fullmatch(r"waits: .* took the lease at the same moment.*", outcomes[1])
     assert Counter(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == {1: 1, 2: 1, 3: 1}
 
 
