@@ -177,14 +177,21 @@ def mark_failed(conn: Connection, run_id: int) -> None:
     conn.execute(sa.update(st.leases).where(_held_by(run_id)).values(heartbeat_at=None))
 
 
-def mark_dag_run_failed(conn: Connection, name: str, dag_run_id: str) -> int | None:
-    """For the DAG's failure callbacks: mark the lease holder failed if it belongs to this DAG run."""
+def task_ended(conn: Connection, name: str, dag_run_id: str, now: datetime, policy: Policy | None = None) -> int | None:
+    """For the DAG's failure callbacks: a task of this DAG run that runs alone ended in failure
+    (killed, marked failed, or failing before its stage began). Mark the holder failed if it is of
+    this DAG run and no stage of it beats (a late callback must not free a retry that already
+    runs); return its run id, or None."""
+    policy = policy or POLICY
     held = (
         conn.execute(sa.select(st.leases).where(st.leases.c.name == name, st.leases.c.dag_run_id == dag_run_id))
         .mappings()
         .first()
     )
     if held is None or held["run_id"] is None:
+        return None
+    beat = held["heartbeat_at"]
+    if beat is not None and now - beat < policy.heartbeat_timeout:
         return None
     mark_failed(conn, held["run_id"])
     return int(held["run_id"])
