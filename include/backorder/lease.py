@@ -92,19 +92,18 @@ class RunAbandonedError(RuntimeError):
     """This run lost its lease to a later run and must not go on."""
 
 
-def _alive(held: sa.RowMapping, now: datetime, policy: Policy) -> str | None:
-    """Why a running holder still counts as alive, or None if it is provably not running."""
-    renewed = held["acquired_at"]
+def _alive(held: sa.RowMapping, now: datetime, policy: Policy) -> tuple[bool, str]:
+    """Whether a running holder still counts as alive, and why (or why it is provably not running)."""
+    renewed, beat = held["acquired_at"], held["heartbeat_at"]
     if renewed is not None and now - renewed >= policy.expiry:
-        return None  # the last resort: no stage ended for 12 hours
-    beat = held["heartbeat_at"]
+        return False, f"no stage of it ended since {renewed} ({policy.expiry} ago at least: the last resort)"
     if beat is not None:
         if now - beat < policy.heartbeat_timeout:
-            return f"a stage of it is running (last heartbeat {beat})"
-        return None
+            return True, f"a stage of it is running (last heartbeat {beat})"
+        return False, f"its running stage has not beaten since {beat} (its process died)"
     if renewed is None or now - renewed < policy.between_tasks:
-        return f"it is between two tasks since {renewed}"
-    return None
+        return True, f"it is between two tasks since {renewed}"
+    return False, f"its next task has not started since {renewed} (its DAG run was stopped)"
 
 
 def acquire(
@@ -125,18 +124,15 @@ def acquire(
     if held["run_id"] is not None:
         holder = conn.execute(sa.select(runs).where(runs.c.id == held["run_id"])).mappings().first()
         if holder is not None and holder["status"] in (RUNNING, FAILED):
-            alive = _alive(held, now, policy) if holder["status"] == RUNNING else None
+            alive, why = _alive(held, now, policy) if holder["status"] == RUNNING else (False, "its last stage failed")
             if alive and holder["dag_run_id"] != dag_run_id:
                 raise RunOverlapError(
                     f"run {holder['id']} (dag run {holder['dag_run_id']!r}, T={holder['reference_time']}) holds the"
-                    f" lease of {name!r} and {alive}: this run waits for it to finish"
+                    f" lease of {name!r} and {why}: this run waits for it to finish"
                 )
             abandoned = holder["id"]
-            why = (
-                "its last stage failed" if holder["status"] == FAILED
-                else "it is an earlier attempt of the same DAG run" if holder["dag_run_id"] == dag_run_id
-                else f"it shows no sign of life (acquired {held['acquired_at']}, heartbeat {held['heartbeat_at']})"
-            )  # fmt: skip
+            if holder["dag_run_id"] == dag_run_id:
+                why = "it is an earlier attempt of the same DAG run"
             log.warning("lease %r: run %d takes over from run %d: %s", name, run_id, abandoned, why)
     # Compare-and-set: if another run changed the lease since we read it, we lost the race.
     changed = conn.execute(
