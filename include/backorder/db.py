@@ -1,15 +1,17 @@
 """Engines for the shop and the state database, made in one place, and what their failures say.
 
 Every engine is created by `engine()`: with `hide_parameters`, so that an error about a statement
-never carries its bound values (customers' names and addresses) into a task log, and with
-`pool_pre_ping`. `connect_or_explain()` opens the first connection and turns its failure into one
-line that names the Airflow connection: `LoginRefusedError` when the server refused the login (a
-wrong password: no retry can fix it, so the task fails at once), `DatabaseUnavailableError`
-otherwise (a server down or unreachable: the task's retries may help).
+never carries its bound values (customers' names and addresses) into a task log; without
+PostgreSQL's echo of a refused row; and with `pool_pre_ping`. `connect_or_explain()` opens the
+first connection and turns its failure into one line that names the Airflow connection:
+`LoginRefusedError` when the server refused the login (a wrong password: no retry can fix it, so
+the task fails at once), `DatabaseUnavailableError` otherwise (a server down or unreachable: the
+task's retries may help).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,9 +33,29 @@ class LoginRefusedError(ConfigError):
     """A database refused the connection's login or password: fix the connection; no retry can."""
 
 
+# PostgreSQL repeats a refused row in its message (NOT NULL and CHECK violations): names, addresses.
+_FAILING_ROW = re.compile(r"^DETAIL:\s+Failing row contains .*$", re.MULTILINE)
+
+
 def engine(db: DbConnection, *, read_only: bool = False, **options: Any) -> Engine:
     """The engine of an Airflow connection's database; row values never appear in its errors."""
-    return sa.create_engine(db.url(read_only=read_only), hide_parameters=True, pool_pre_ping=True, **options)
+    made = sa.create_engine(db.url(read_only=read_only), hide_parameters=True, pool_pre_ping=True, **options)
+    sa.event.listen(made, "handle_error", _without_row_values)
+    return made
+
+
+def _without_row_values(context: sa.engine.ExceptionContext) -> None:
+    """Drop PostgreSQL's "Failing row contains (...)" from the driver's error and SQLAlchemy's, which
+    quotes it: `hide_parameters` hides the bound values, not the server's echo of them."""
+    orig = context.original_exception
+    text = str(orig)
+    cleaned = _FAILING_ROW.sub("DETAIL:  (the failing row is not shown)", text)
+    if cleaned == text:
+        return
+    orig.args = (cleaned,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None and wrapped.args and isinstance(wrapped.args[0], str):
+        wrapped.args = (wrapped.args[0].replace(text, cleaned), *wrapped.args[1:])
 
 
 def first_line(exc: BaseException | None) -> str:

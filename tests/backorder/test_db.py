@@ -50,3 +50,26 @@ def test_an_engine_hides_the_values_of_a_failing_statement(tmp_path) -> None:
 )
 def test_a_refused_login_is_told_from_an_unreachable_server(orig: Exception, refused: bool) -> None:
     assert db.login_refused(sa.exc.OperationalError("connect", None, orig)) is refused
+
+
+def test_a_refused_row_is_not_echoed_by_any_backend(state_db: DbConnection) -> None:
+    """PostgreSQL says "Failing row contains (..., Erika Mustermann, ...)" for a NOT NULL violation."""
+    import traceback
+    from datetime import datetime
+
+    from include.backorder import state as st
+
+    engine = db.engine(state_db)
+    try:
+        st.migrate(engine)
+        row = {"run_id": 1, "orders_id": 7, "kind": "initial", "reference_time": datetime(2026, 3, 2),
+               "dry_run": False, "customers_name": "Erika Mustermann", "language": None, "listed_lines": "[]",
+               "customers_email_address": "erika.mustermann@example.org", "status": "due",
+               "created_at": datetime(2026, 3, 2)}  # fmt: skip
+        with pytest.raises(sa.exc.DBAPIError) as caught, engine.begin() as c:
+            c.execute(sa.insert(st.notifications), row)
+    finally:
+        engine.dispose()
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "language" in shown  # the reason stays
+    assert "Erika" not in shown and "erika.mustermann" not in shown
