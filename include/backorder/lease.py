@@ -25,9 +25,16 @@ failed holder's lease can be taken over immediately; if nobody took it, the retr
 held and goes on (the run is `running` again). Send stages are the exception: several run side by
 side (mapped batches, kinds), so a failing one only stops beating and leaves the lease to its
 siblings' heartbeats, which lapse `heartbeat_timeout` after the last one stops. The DAG adds what
-the library cannot see (dags/backorder_notifications.py): a task killed or marked failed, or
-failing before its stage began, marks the run failed through the task's failure callback, and so
-does a DAG run that fails.
+the library cannot see (dags/backorder_notifications.py): when one of the tasks that run alone
+(`load_previous_snapshot`, `classify`, `write_snapshot_and_audit`) is killed, marked failed or
+fails outside its stage, its failure (or retry) callback marks the run failed (`task_ended`),
+unless a stage of the run still beats (a late callback must not free a retry that already runs).
+
+The extract stage needs no heartbeat: the lease row it writes stays locked by its transaction
+until it commits (on SQLite the whole database is), so a rival waits for it or gives up, and a
+killed extract rolls back with everything it staged. On SQLite a heartbeat likewise waits while a
+stage's own transaction holds the database, as every rival does. A stage run again for a run
+that already finished (a cleared task) holds nothing: there is no lease left to hold.
 
 Another run may take the lease when it is free; held by a finished or `failed` run; held by an
 earlier attempt of the same DAG run (cleared, or retried from the start); held by a running
