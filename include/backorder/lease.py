@@ -212,6 +212,7 @@ class Holding:
     def __init__(self, engine: Engine, run_id: int, stage: str, policy: Policy) -> None:
         self.engine, self.run_id, self.stage, self.policy = engine, run_id, stage, policy
         self.lost = False  # the lease was taken over while the stage ran
+        self.released = False  # the run holds the lease no more (lost, or given back by finish)
         self._stop = threading.Event()
         self._warned = False
         self._thread = threading.Thread(target=self._beat_until_stopped, name=f"lease-{stage}", daemon=True)
@@ -242,10 +243,13 @@ class Holding:
         if conn.execute(
             sa.update(st.leases).where(_held_by(self.run_id)).values(heartbeat_at=self.policy.clock())
         ).rowcount == 0:  # fmt: skip
-            self.lost = True
+            # The run holds the lease no more: taken over (the taker marked it abandoned), or given
+            # back by this very stage (finish) a moment before it ends. Either way, stop beating.
+            self.released = True
+            self.lost = st.get_run(conn, self.run_id)["status"] == ABANDONED
 
     def _beat_until_stopped(self) -> None:
-        while not self._stop.wait(self.policy.beat_every) and not self.lost:
+        while not self._stop.wait(self.policy.beat_every) and not self.released:
             try:
                 with self.engine.begin() as conn:
                     self._beat(conn)

@@ -270,3 +270,20 @@ def test_a_live_stage_and_a_run_between_tasks_keep_the_lease(waiting_shop, state
         assert lease_row(state_db)["statuses"] == {holder: "abandoned", later: "running"}
     finally:
         engine.dispose()
+
+
+def test_a_heartbeat_after_finish_gave_the_lease_back_is_no_loss(waiting_shop, state_db) -> None:
+    """The stage's thread may beat between finish's commit and the stage's end; finish still succeeds."""
+    run = start(waiting_shop, state_db, 0, "scheduled__0")
+    engine = sa.create_engine(state_db.url())
+    try:
+        with lease.hold(engine, run, "finish") as holding:
+            with engine.begin() as c:
+                lease.release(c, "backorder_notifications", run)
+                c.execute(sa.update(st.runs).where(st.runs.c.id == run).values(status="finished"))
+            with engine.begin() as c:
+                holding._beat(c)  # what the thread does, at the worst moment
+            assert holding.released and not holding.lost
+    finally:
+        engine.dispose()
+    assert lease_row(state_db)["run_id"] is None
