@@ -148,7 +148,7 @@ def extract(
                 sa.update(st.runs).where(st.runs.c.id == run_id).values(line_count=lines, order_count=len(orders))
             )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
-            lease.between_tasks(conn, run_id, lease.POLICY.clock())  # committed with the lease: the next task's turn
+            lease.between_tasks(conn, run_id, lease.POLICY.clock())  # extract ends: the run waits for its next task
     log.info(
         "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s%s",
         run_id, run.reference_time.isoformat(), shop_time, lines, len(orders),
