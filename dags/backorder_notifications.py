@@ -161,18 +161,46 @@ def _smtp() -> Any:
     )
 
 
+def _lease_after_failure(context: Any) -> None:
+    """A task that runs alone failed, was killed or was marked failed: nothing of its run runs now,
+    so a later run may take the lease over at once (include/backorder/lease.py)."""
+    import logging
+
+    from include.backorder import db, lease
+
+    try:
+        engine = db.engine(_state_db())
+        try:
+            with engine.begin() as conn:
+                run_id = lease.task_ended(conn, context["dag"].dag_id, context["run_id"], lease.POLICY.clock())
+        finally:
+            engine.dispose()
+        if run_id is not None:
+            logging.getLogger(__name__).info("lease: run %d marked failed; a later run may take over", run_id)
+    except Exception as exc:  # a callback must not fail; the lease's heartbeat timeout still applies
+        logging.getLogger(__name__).warning("lease: could not mark the run failed: %s", exc)
+
+
+# The tasks that run alone in their DAG run (the send batches run side by side: their heartbeats decide).
+LEASE_CALLBACKS: dict[str, Any] = {
+    "on_failure_callback": _lease_after_failure,
+    "on_retry_callback": _lease_after_failure,
+}
+
+
 @contextmanager
 def _permanent_errors_fail_at_once() -> Iterator[None]:
-    """Errors no retry can fix (bad params, missing tables, a run that lost its lease) skip the retries;
-    so does a refused SMTP login, which retries could turn into a locked account."""
+    """Errors no retry can fix (bad params, a refused database login, missing tables, a run that lost its lease)
+    skip the retries; so does a refused SMTP login, which retries could turn into a locked account."""
     from include.backorder.config import ConfigError
+    from include.backorder.db import LoginRefusedError
     from include.backorder.lease import RunAbandonedError
     from include.backorder.mailer import SMTPAuthenticationRefused
     from include.backorder.shop import ShopSchemaError
 
     try:
         yield
-    except (ConfigError, ShopSchemaError, RunAbandonedError, SMTPAuthenticationRefused) as exc:
+    except (ConfigError, LoginRefusedError, ShopSchemaError, RunAbandonedError, SMTPAuthenticationRefused) as exc:
         raise AirflowFailException(str(exc)) from None
 
 
@@ -247,7 +275,7 @@ def backorder_notifications() -> None:
             run = RunContext(reference_time=reference_time, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id)
             return pipeline.extract(_db(SHOP_CONN_ID), _state_db(), run, params).run_id
 
-    @task
+    @task(**LEASE_CALLBACKS)
     def load_previous_snapshot(record_id: int) -> dict[str, Any]:
         """Pin the latest snapshot before T to the run."""
         from include.backorder import pipeline
@@ -255,7 +283,7 @@ def backorder_notifications() -> None:
         with _permanent_errors_fail_at_once():
             return pipeline.load_previous_snapshot(_state_db(), record_id)
 
-    @task
+    @task(**LEASE_CALLBACKS)
     def classify(record_id: int) -> dict[str, int]:
         """Decide each order's notification; put the due ones in the outbox. Returns counts per kind."""
         from include.backorder import pipeline
@@ -286,7 +314,7 @@ def backorder_notifications() -> None:
             secret = Variable.get(UNSUBSCRIBE_SECRET_VARIABLE, default=None)
             return pipeline.send(_state_db(), record_id, kind, _smtp(), secret, (part[0], part[1]))
 
-    @task(trigger_rule="none_failed", outlets=[SNAPSHOT_WRITTEN])
+    @task(trigger_rule="none_failed", outlets=[SNAPSHOT_WRITTEN], **LEASE_CALLBACKS)
     def write_snapshot_and_audit(record_id: int) -> dict[str, Any]:
         """Keep the snapshot at T and complete the run's audit record; tell the Asset's consumers, once per T.
 

@@ -49,9 +49,9 @@ def state_db() -> Any:
 @cache
 def state_engine() -> Any:
     """One engine (connection pool) for the api-server process, made at the first request."""
-    import sqlalchemy as sa
+    from include.backorder import db
 
-    return sa.create_engine(state_db().url(), pool_pre_ping=True, pool_recycle=3600)
+    return db.engine(state_db(), pool_recycle=3600)  # errors never show row values (hide_parameters)
 
 
 def access_checks() -> list[Any]:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from include.backorder import KINDS, lease
+from include.backorder import db as database
 from include.backorder import state as st
 from include.backorder.classify import Rules, classify
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
@@ -31,8 +32,12 @@ from include.backorder.shop import ShopTables, arrived_lines, inspect_shop, iter
 log = logging.getLogger(__name__)
 
 
-class ShopUnavailableError(RuntimeError):
+class ShopUnavailableError(database.DatabaseUnavailableError):
     """The shop database cannot be reached (a retry may help)."""
+
+
+class StateUnavailableError(database.DatabaseUnavailableError):
+    """The state database cannot be reached (a retry may help)."""
 
 
 class TemporarySendError(RuntimeError):
@@ -41,8 +46,13 @@ class TemporarySendError(RuntimeError):
 
 @contextmanager
 def _engine(db: DbConnection, read_only: bool = False) -> Iterator[Engine]:
-    engine = shop_engine(db) if read_only else sa.create_engine(db.url(), pool_pre_ping=True)
+    """The shop's engine (`read_only`) or the state database's, connected: a failure is one line naming `db`."""
+    engine = shop_engine(db) if read_only else database.engine(db)
     try:
+        if read_only:
+            database.connect_or_explain(engine, db, "shop", ShopUnavailableError)
+        else:
+            database.connect_or_explain(engine, db, "state database", StateUnavailableError)
         yield engine
     finally:
         engine.dispose()
@@ -124,7 +134,7 @@ def extract(
                     started_at=_utcnow(),
                 )
             ).inserted_primary_key[0]  # type: ignore[index]
-            abandoned = lease.acquire(conn, run.dag_id, run_id, run.dag_run_id, _utcnow())
+            abandoned = lease.acquire(conn, run.dag_id, run_id, run.dag_run_id, lease.POLICY.clock())
             if abandoned is not None:
                 _drop_staged(conn, abandoned)  # it never finishes; what it left due is taken over at its T
                 log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
@@ -142,6 +152,7 @@ def extract(
                 sa.update(st.runs).where(st.runs.c.id == run_id).values(line_count=lines, order_count=len(orders))
             )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
+            lease.between_tasks(conn, run_id, lease.POLICY.clock())  # extract ends: the run waits for its next task
     log.info(
         "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s%s",
         run_id, run.reference_time.isoformat(), shop_time, lines, len(orders),
@@ -161,7 +172,7 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
     the run's record is final, and a snapshot written since (a backfill of an earlier day) must not
     change what it was compared with.
     """
-    with _engine(state_db) as state, state.begin() as conn:
+    with _engine(state_db) as state, lease.hold(state, run_id, "previous_snapshot"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         if run["status"] == RUN_FINISHED:
@@ -275,7 +286,12 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             due = _due_counts(conn, run_id)
             log.info("classify: run %d is finished: nothing classified again; due: %s", run_id, due)
             return due
-    with _engine(state_db) as state, state.begin() as conn, _stage(conn, run_id, "classify"):
+    with (
+        _engine(state_db) as state,
+        lease.hold(state, run_id, "classify"),
+        state.begin() as conn,
+        _stage(conn, run_id, "classify"),
+    ):
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         params = RunParams.from_json(run["params"])
@@ -387,7 +403,7 @@ def send(
     if not 0 <= index < parts:
         raise ConfigError(f"part must be (index, parts) with 0 <= index < parts, got {part!r}")
     stage = f"send_{kind}" if parts == 1 else f"send_{kind}[{index}/{parts}]"
-    with _engine(state_db) as state:
+    with _engine(state_db) as state, lease.hold(state, run_id, stage, beside_others=True):
         with state.begin() as conn:  # nothing older than what a later run told, whatever left it due
             lease.check(conn, run_id)
             if overtaken := silence_overtaken(conn, run_id, kind, part):
@@ -438,7 +454,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     """
     n, runs = st.notifications, st.runs
     started = time.perf_counter()
-    with _engine(state_db) as state, state.begin() as conn:
+    with _engine(state_db) as state, lease.hold(state, run_id, "finish"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         t = run["reference_time"]

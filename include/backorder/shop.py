@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from include.backorder import db as database
 from include.backorder.config import DbConnection, RunParams
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def shop_engine(db: DbConnection) -> Engine:
     The pipeline never writes to the shop; this makes that a property of the connection rather
     than a promise of the code (MariaDB refuses writes even to MyISAM tables in such a session).
     """
-    engine = sa.create_engine(db.url(read_only=True), pool_pre_ping=True)
+    engine = database.engine(db, read_only=True)
     if engine.dialect.name in ("mysql", "mariadb"):
 
         @sa.event.listens_for(engine, "connect")

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from include.backorder import db
 from include.backorder import state as st
 from include.backorder.config import DbConnection
 
@@ -100,7 +101,7 @@ def suppress(
     """Record that an address, a customer, or both want no more of these emails."""
     if not email_address and customers_id is None:
         raise ValueError("an opt-out needs an email address or a customer id")
-    engine = sa.create_engine(state_db.url())
+    engine = db.engine(state_db)
     try:
         st.migrate(engine)
         with engine.begin() as conn:
