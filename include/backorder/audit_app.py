@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from include.backorder import TEMPLATES_DIR
 from include.backorder import audit_queries as q
 from include.backorder import state as st
-from include.backorder.config import Branding, RunParams
+from include.backorder.config import Branding, ConfigError, RunParams
 from include.backorder.render import ListedLine, Notice, Renderer
 
 NO_STORE = {
@@ -101,7 +101,7 @@ def _renderer(branding: Branding) -> Renderer:
 def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
     """(subject, text, html) of a notification as its run rendered it (without the unsubscribe link,
     whose secret the page does not have)."""
-    run_params = RunParams.from_mapping(params)
+    run_params = _recorded_params(params)
     lines = tuple(
         ListedLine(
             products_name=item.get("products_name") or "",
@@ -124,6 +124,22 @@ def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
         customers_id=email.customers_id,
     )
     return _renderer(run_params.branding()).render_parts(notice)
+
+
+def _recorded_params(params: dict[str, Any]) -> RunParams:
+    """A run's recorded params; a value that today's validation refuses (an older run, before a pattern got
+    stricter) is left out, so that the page still shows the email, with that param's default."""
+    try:
+        return RunParams.from_mapping(params)
+    except ConfigError:
+        kept: dict[str, Any] = {}
+        for key, value in params.items():
+            try:
+                RunParams.from_mapping({**kept, key: value})
+            except ConfigError:
+                continue
+            kept[key] = value
+        return RunParams.from_mapping(kept)
 
 
 def _datetime(value: str | None) -> datetime | None:
