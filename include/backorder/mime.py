@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import formataddr
+from functools import lru_cache
 
 CRLF = "\r\n"
 MAX_LINE = 78
@@ -59,10 +60,20 @@ class HeaderLine(str):
         return super().__new__(cls, line)
 
 
+def _checked(line: str) -> HeaderLine:
+    """A HeaderLine from a line whose name and value `_refuse_unsafe` already checked (no second regex)."""
+    return str.__new__(HeaderLine, line)
+
+
+@lru_cache(maxsize=64)
+def _field_name(name: str) -> bool:
+    return _FIELD_NAME_RE.fullmatch(name) is not None
+
+
 def _refuse_unsafe(name: str, what: str, value: str) -> None:
-    if not _FIELD_NAME_RE.fullmatch(name):
+    if not _field_name(name):
         raise HeaderError(f"{name!r} is not a header field name")
-    found = UNSAFE_RE.search(value)
+    found = None if value.isprintable() else UNSAFE_RE.search(value)  # isprintable: the fast path (C, no regex)
     if found:
         raise HeaderError(
             f"header {name}: the {what} holds a control character ({found.group()[0]!r}: CR, LF, NUL and the like"
@@ -113,7 +124,7 @@ def _fold(name: str, words: list[str]) -> HeaderLine:
         if not fresh and len(lines[-1]) + 1 + len(word) > MAX_LINE:
             lines.append("")
         lines[-1] += f" {word}"
-    return HeaderLine(CRLF.join(lines))
+    return _checked(CRLF.join(lines))
 
 
 def header(name: str, value: str) -> HeaderLine:
@@ -133,10 +144,10 @@ def address_header(name: str, display_name: str, addr_spec: str) -> HeaderLine:
     if not addr_spec.isascii() or not _ADDR_SPEC_RE.fullmatch(addr_spec):
         raise HeaderError(f"header {name}: {addr_spec!r} is not one plain email address (local@domain)")
     if not display_name:
-        return HeaderLine(f"{name}: {addr_spec}")
+        return _checked(f"{name}: {addr_spec}")
     plain = formataddr((display_name, addr_spec))
     if display_name.isascii() and len(name) + 2 + len(plain) <= MAX_LINE:
-        return HeaderLine(f"{name}: {plain}")
+        return _checked(f"{name}: {plain}")
     return _fold(name, [*encoded_words(display_name), f"<{addr_spec}>"])
 
 
