@@ -27,6 +27,7 @@ def unfolded(line: str) -> str:
 )
 def test_encoded_words_decode_to_the_text_and_lines_stay_short(value: str) -> None:
     line = mime.header("Subject", value)
+    assert mime.HeaderLine(str(line)) == line  # what the builder makes passes the line check it skips
     assert line.isascii()
     assert max(len(part) for part in line.split("\r\n")) <= 78
     assert str(make_header(decode_header(unfolded(line).removeprefix("Subject: ")))) == value
@@ -47,7 +48,9 @@ def test_ascii_values_fold_at_spaces_and_unfold_to_the_same() -> None:
     "name", ["", "Ann Example", "Example, Ann", 'Ann "the boss" Example', "Jürgen Müller", "O'Brien; Ann (private)"]
 )
 def test_addresses_read_back_as_written(name: str) -> None:
-    text = "\r\n".join([mime.address_header("To", name, "ann@example.com"), "Subject: x", "", "body", ""])
+    line = mime.address_header("To", name, "ann@example.com")
+    assert mime.HeaderLine(str(line)) == line
+    text = "\r\n".join([line, "Subject: x", "", "body", ""])
     msg: Any = message_from_bytes(text.encode("ascii"), policy=policy.default)
     (address,) = msg["To"].addresses
     assert (address.display_name, address.addr_spec) == (name, "ann@example.com")
