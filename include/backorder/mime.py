@@ -34,8 +34,9 @@ from functools import lru_cache
 
 CRLF = "\r\n"
 MAX_LINE = 78
-# One addr-spec as the envelope takes it: no space, no angle bracket, quote, comma or semicolon.
-_ADDR_SPEC_RE = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+")
+# One addr-spec as the envelope takes it: no space, no angle bracket, quote, comma or semicolon (what
+# classify.email_problem lets through, so that an address it takes is never refused here).
+_ADDR_SPEC_RE = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
 # Field names: printable ASCII but the colon (RFC 5322 2.2). Values: no control character at all
 # (C0 with TAB, DEL, C1) and no Unicode line or paragraph separator, which some clients break lines at.
 _FIELD_NAME_RE = re.compile(r"[!-9;-~]+")
