@@ -59,6 +59,7 @@ _URL = rf"^(?:https://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+)?{_END}"
 _ORDER_URL = rf"^(?:https://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{{}}]*\{{order_id\}}[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{{}}]*)?{_END}"
 _PREFIX = rf"^[A-Za-z0-9_]*{_END}"
 _COLOR = rf"^#(?:[0-9A-Fa-f]{{3}}){{1,2}}{_END}"
+MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
 MAX_DAYS = 36500  # day counts become timedeltas from T: beyond a hundred years they leave the calendar
 MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG, at most (each holds an SMTP connection)
 MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
@@ -193,7 +194,8 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
     tags=["backorder", "email", "shop"],
     **_ops_alerts(),
     params={
-        "order_status_ids": Param([1, 2], type="array", items={"type": "integer"}, minItems=1,
+        "order_status_ids": Param([1, 2], type="array", items={"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                                  minItems=1,
                                   description="Only orders in these statuses (orders_status ids) are processed."),
         "reminder_interval_days": Param(2, type="integer", minimum=1, maximum=MAX_DAYS,
                                         description="Days between periodic reminders (and since any email)."),

@@ -50,6 +50,7 @@ _PATTERN_MEANS = {
     "order_url": "must be an https:// URL with {order_id} where the order number goes (printable ASCII, no spaces"
     " or line breaks)",
 }
+MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
 # Day counts become timedeltas from T: beyond a hundred years they leave the calendar (OverflowError).
 MAX_DAYS = 36500
 
@@ -125,9 +126,12 @@ class RunParams:
 
     def __post_init__(self) -> None:
         if not self.order_status_ids or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in self.order_status_ids
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_ID for s in self.order_status_ids
         ):
-            raise ConfigError(f"order_status_ids must be a non-empty list of integers, got {self.order_status_ids!r}")
+            raise ConfigError(
+                f"order_status_ids must be a non-empty list of integers from 0 to {MAX_ID},"
+                f" got {self.order_status_ids!r}"
+            )
         if not 1 <= self.reminder_interval_days <= MAX_DAYS:
             raise ConfigError(f"reminder_interval_days must be from 1 to {MAX_DAYS}, got {self.reminder_interval_days}")
         if self.max_reminders is not None and self.max_reminders < 0:
@@ -161,7 +165,8 @@ class RunParams:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunParams:
-        """Build from DAG params (a dict); unknown keys are ignored, missing ones take defaults."""
+        """Build from DAG params (a dict); unknown keys are ignored (the DAG refuses them in a run conf:
+        check_conf_keys), missing ones take defaults."""
         fields = cls.__dataclass_fields__
         known = {k: v for k, v in values.items() if k in fields}
         for key, value in known.items():  # an optional text left empty in the UI's form arrives as null

@@ -79,6 +79,11 @@ REFUSED = [
          " `max_order_age_days must be from 1 to 36500 (a hundred years) or null`; before: OverflowError, retried",
          "11", _refused("max_order_age_days", 1_000_000, "greater than the maximum of 36500",
                         "max_order_age_days must be from 1 to 36500", dag_run=True)),
+    Case("order-status-beyond-32-bits", "run conf `order_status_ids` = [1, 10000000000000000000000]",
+         "refused: `... is greater than the maximum of 2147483647`; without Airflow: `order_status_ids must be a"
+         " non-empty list of integers from 0 to 2147483647`; before: OverflowError on SQLite, retried", "11",
+         _refused("order_status_ids", [1, 10**22], "greater than the maximum of 2147483647",
+                  "order_status_ids must be a non-empty list of integers from 0 to 2147483647")),
     Case("reminder-interval-beyond-the-calendar", "run conf `reminder_interval_days` = 1000000000",
          "refused: `... is greater than the maximum of 36500`; without Airflow: `reminder_interval_days must be"
          " from 1 to 36500`", "11", _refused("reminder_interval_days", 1_000_000_000,
