@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from include.backorder import state as st
 from include.backorder.audit_app import create_app
 from include.backorder.config import DbConnection
+from tests.conftest import server_database
 from tests.hardening.matrix import Case, params
 
 SURFACE = "Audit page"
@@ -90,6 +91,23 @@ def engine(state_db: DbConnection) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "mariadb", "postgres"])
+def migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
+    """A state database with its tables and no rows, on each backend, shared by the module's read-only tests."""
+    if request.param == "sqlite":
+        db = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path_factory.mktemp("audit") / "state.sqlite"))
+        engine = sa.create_engine(db.url())
+        st.migrate(engine)
+        yield engine
+        engine.dispose()
+        return
+    with server_database(request.param, "backorder_state_db") as db:
+        engine = sa.create_engine(db.url())
+        st.migrate(engine)
+        yield engine
+        engine.dispose()
+
+
 def browser(engine: sa.Engine) -> TestClient:
     """The app as a browser sees it: a server error is a response, not an exception in the test."""
     return TestClient(create_app(lambda: engine), raise_server_exceptions=False)
@@ -112,9 +130,8 @@ def test_every_page_before_the_first_run_is_an_empty_state(case: Case, engine: s
 
 
 @pytest.mark.parametrize("case", params(BAD_PARAMS))
-def test_a_bad_parameter_is_a_page_that_names_it(case: Case, engine: sa.Engine) -> None:
-    st.migrate(engine)
-    with browser(engine) as client:
+def test_a_bad_parameter_is_a_page_that_names_it(case: Case, migrated: sa.Engine) -> None:
+    with browser(migrated) as client:
         response = client.get(case.data["path"])
     assert response.status_code == case.data["status"], text(response.text)
     assert response.headers["content-type"].startswith("text/html")
