@@ -49,6 +49,19 @@ KINDS = ("initial", "changed", "periodic", "available")
 # Optional text params also take null: the UI's trigger form sends an empty text field as null, and a
 # plain "string" type would keep its Trigger button disabled until every such field is filled.
 TEXT = ["null", "string"]
+# The params' patterns: the same strings as include/backorder/config.py's PATTERNS, which validates them again
+# in the library (tests/dags/test_dag_integrity.py checks that they agree). Anchored with `$(?!\n)`: the end of
+# the text in Python and ECMA 262 alike (a bare `$` lets a final newline through). Addresses and URLs reach
+# the List-Unsubscribe header and links, so they are printable ASCII without spaces or line breaks.
+_END = r"$(?!\n)"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_ADDRESS = rf"^(?:[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+)?{_END}"
+_URL = rf"^(?:https://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+)?{_END}"
+_ORDER_URL = rf"^(?:https://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{{}}]*\{{order_id\}}[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{{}}]*)?{_END}"
+_PREFIX = rf"^[A-Za-z0-9_]*{_END}"
+_COLOR = rf"^#(?:[0-9A-Fa-f]{{3}}){{1,2}}{_END}"
+MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
+MAX_DAYS = 36500  # day counts become timedeltas from T: beyond a hundred years they leave the calendar
 MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG, at most (each holds an SMTP connection)
 MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
 # The languages are the template folders (include/backorder/__init__.py reads them the same way).
@@ -215,15 +228,16 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
     tags=["backorder", "email", "shop"],
     **_ops_alerts(),
     params={
-        "order_status_ids": Param([1, 2], type="array", items={"type": "integer"}, minItems=1,
+        "order_status_ids": Param([1, 2], type="array", items={"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                                  minItems=1,
                                   description="Only orders in these statuses (orders_status ids) are processed."),
-        "reminder_interval_days": Param(2, type="integer", minimum=1,
+        "reminder_interval_days": Param(2, type="integer", minimum=1, maximum=MAX_DAYS,
                                         description="Days between periodic reminders (and since any email)."),
         "max_reminders": Param(None, type=["null", "integer"], minimum=0,
                                description="Periodic reminders per order at most; null for unlimited."),
-        "max_order_age_days": Param(None, type=["null", "integer"], minimum=1,
+        "max_order_age_days": Param(None, type=["null", "integer"], minimum=1, maximum=MAX_DAYS,
                                     description="Ignore orders purchased longer ago than this at T; null: no limit."),
-        "table_prefix": Param("", type=TEXT, pattern="^[A-Za-z0-9_]*$",
+        "table_prefix": Param("", type=TEXT, pattern=_PREFIX,
                               description="Prefix of the shop's tables (Zen Cart DB_PREFIX), e.g. zen_."),
         "default_language": Param("en", type="string", enum=LANGUAGES,
                                   description="Language for orders whose language the shop does not store."),
@@ -235,9 +249,9 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "shop_timezone": Param("UTC", type="string",
                                description="IANA time zone the shop writes its dates in, e.g. Europe/Berlin."),
         "shop_name": Param("", type=TEXT, description="Signature of the emails; empty: 'Your shop team'."),
-        "unsubscribe_mailto": Param("", type=TEXT,
+        "unsubscribe_mailto": Param("", type=TEXT, pattern=_ADDRESS,
                                     description="Address for List-Unsubscribe mailto opt-outs; empty: the sender."),
-        "unsubscribe_url": Param("", type=TEXT, pattern="^(https://.*)?$",
+        "unsubscribe_url": Param("", type=TEXT, pattern=_URL,
                                  description="https URL taking one-click opt-outs (?token=...); needs the Variable"
                                              " backorder_unsubscribe_secret."),
         "send_parallelism": Param(1, type="integer", minimum=1, maximum=16,
@@ -247,15 +261,15 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "send_available": Param(False, type="boolean",
                                 description="Also send `available`: an order's every date was reached or cleared"
                                             " while it is still in the statuses."),
-        "logo_url": Param("", type=TEXT, pattern="^(https://.*)?$", section="Branding",
+        "logo_url": Param("", type=TEXT, pattern=_URL, section="Branding",
                           description="https URL of the shop's logo (shown at most 200 x 48 px); empty: the name."),
-        "brand_color": Param("#1f4e79", type="string", pattern="^#([0-9A-Fa-f]{3}){1,2}$", section="Branding",
+        "brand_color": Param("#1f4e79", type="string", pattern=_COLOR, section="Branding",
                              description="Colour of the header band, links and button, e.g. #1f4e79."),
-        "support_email": Param("", type=TEXT, section="Branding",
+        "support_email": Param("", type=TEXT, pattern=_ADDRESS, section="Branding",
                                description="Address the footer offers for questions; empty: none."),
         "postal_address": Param("", type=TEXT, format="multiline", section="Branding",
                                 description="The shop's postal address for the footer, lines separated by newlines."),
-        "order_url": Param("", type=TEXT, pattern="^(https://.*\\{order_id\\}.*)?$", section="Branding",
+        "order_url": Param("", type=TEXT, pattern=_ORDER_URL, section="Branding",
                            description="The customer's order page with {order_id}, e.g."
                                        " https://shop.example/account_history_info.php?order_id={order_id}."),
     },
@@ -265,12 +279,14 @@ def backorder_notifications() -> None:
     def extract_backorder_lines() -> int:
         """Stage the shop's backorder lines at T under a new run record; return its id."""
         from include.backorder import pipeline
-        from include.backorder.config import RunContext, RunParams
+        from include.backorder.config import RunContext, RunParams, check_conf_keys
 
         context = get_current_context()
         dag_run = context["dag_run"]
         reference_time = context.get("logical_date") or dag_run.run_after
         with _permanent_errors_fail_at_once():
+            # Airflow merges any conf key into the params; a typo (`dryrun`) would run with the defaults.
+            check_conf_keys(dag_run.conf, context["dag"].params.keys())
             params = RunParams.from_mapping(dict(context["params"]))
             run = RunContext(reference_time=reference_time, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id)
             return pipeline.extract(_db(SHOP_CONN_ID), _state_db(), run, params).run_id

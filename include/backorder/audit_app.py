@@ -5,6 +5,11 @@ charts as inline SVG, no JavaScript. The app knows nothing of Airflow: whoever b
 a callable that gives the state database's engine and the dependencies that guard every route
 (the Airflow plugin passes Airflow's access checks). Customer addresses are personal data, so
 every response, errors included, says `Cache-Control: private, no-store`.
+
+Every query and path parameter is bounded (ids and offsets fit the state database's integers, texts
+hold no control character): a bad one is a 422 page naming it, never a database error. Before the
+first run the state database has no tables: every page then shows "no runs yet" with 200. Anything
+else that goes wrong is a 500 page without details (they are in the server's log).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
@@ -25,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from include.backorder import TEMPLATES_DIR
 from include.backorder import audit_queries as q
-from include.backorder.config import Branding, RunParams
+from include.backorder import state as st
+from include.backorder.config import Branding, ConfigError, RunParams
 from include.backorder.render import ListedLine, Notice, Renderer
 
 NO_STORE = {
@@ -38,15 +46,28 @@ NO_STORE = {
 PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src https: data:"
 
 
+class NoRunsYet(Exception):
+    """The state database has no tables yet: the DAG has not run against it."""
+
+
 def connect(request: Request) -> Iterator[Connection]:
-    """A connection to the state database for one request."""
-    with request.app.state.engine().connect() as conn:
+    """A connection to the state database for one request; NoRunsYet before the first run made the tables."""
+    app = request.app.state
+    with app.engine().connect() as conn:
+        if not app.tables_seen:  # checked until they exist; tables do not go away
+            if not sa.inspect(conn).has_table(st.runs.name):
+                raise NoRunsYet
+            app.tables_seen = True
         yield conn
 
 
 Conn = Annotated[Connection, Depends(connect)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=q.MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=q.MAX_PAGE_SIZE)]
+Id = Annotated[int, Path(ge=0, le=q.MAX_ID)]
+# A text parameter: no control character (PostgreSQL refuses NUL in a string), a sane length.
+_TEXT = r"^[^\x00-\x1f\x7f]*$"
+Text = Annotated[str, Query(max_length=255, pattern=_TEXT)]
 
 
 @dataclass(frozen=True)
@@ -80,7 +101,7 @@ def _renderer(branding: Branding) -> Renderer:
 def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
     """(subject, text, html) of a notification as its run rendered it (without the unsubscribe link,
     whose secret the page does not have)."""
-    run_params = RunParams.from_mapping(params)
+    run_params = _recorded_params(params)
     lines = tuple(
         ListedLine(
             products_name=item.get("products_name") or "",
@@ -103,6 +124,22 @@ def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
         customers_id=email.customers_id,
     )
     return _renderer(run_params.branding()).render_parts(notice)
+
+
+def _recorded_params(params: dict[str, Any]) -> RunParams:
+    """A run's recorded params; a value that today's validation refuses (an older run, before a pattern got
+    stricter) is left out, so that the page still shows the email, with that param's default."""
+    try:
+        return RunParams.from_mapping(params)
+    except ConfigError:
+        kept: dict[str, Any] = {}
+        for key, value in params.items():
+            try:
+                RunParams.from_mapping({**kept, key: value})
+            except ConfigError:
+                continue
+            kept[key] = value
+        return RunParams.from_mapping(kept)
 
 
 def _datetime(value: str | None) -> datetime | None:
@@ -142,6 +179,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def invalid_request(request: Request, exc: Exception) -> Response:
+    """A parameter out of its bounds: a 422 page naming it (not FastAPI's JSON)."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in exc.errors())
+    return page(request, "error.html", 422, status_code_=422, detail=f"Bad request: {problems}")
+
+
+async def no_runs_yet(request: Request, exc: Exception) -> Response:
+    """Before the first run: an empty state on every page, 200."""
+    return page(request, "empty.html")
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected: a 500 page without details (they are in the server's log), not cached.
+    Starlette answers this outside the app's middleware, so it sets the headers itself."""
+    response = page(request, "error.html", 500, status_code_=500, detail="Internal error: see the server's log.")
+    response.headers.update(NO_STORE)
+    return response
+
+
 async def no_store(request: Request, call_next: Callable[[Request], Any]) -> Any:
     response = await call_next(request)
     response.headers.update(NO_STORE)
@@ -167,7 +224,7 @@ def index(request: Request, conn: Conn, offset: Offset = 0, products_offset: Off
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse, name="run")
-def run(request: Request, conn: Conn, run_id: int, offset: Offset = 0, limit: Limit = q.PAGE_SIZE) -> HTMLResponse:
+def run(request: Request, conn: Conn, run_id: Id, offset: Offset = 0, limit: Limit = q.PAGE_SIZE) -> HTMLResponse:
     detail = q.run_detail(conn, run_id, q.Page(offset, limit))
     if detail is None:
         raise HTTPException(404, f"No run record {run_id} in the state database")
@@ -176,7 +233,7 @@ def run(request: Request, conn: Conn, run_id: int, offset: Offset = 0, limit: Li
 
 
 @router.get("/dag-run", name="dag_run")
-def dag_run(conn: Conn, request: Request, dag_id: str, run_id: str) -> RedirectResponse:
+def dag_run(conn: Conn, request: Request, dag_id: Text, run_id: Text) -> RedirectResponse:
     """The link from a DAG run in Airflow's UI: its newest run record."""
     records = q.runs_of_dag_run(conn, dag_id, run_id)
     if not records:
@@ -185,7 +242,7 @@ def dag_run(conn: Conn, request: Request, dag_id: str, run_id: str) -> RedirectR
 
 
 @router.get("/runs/{run_id}/emails.csv", name="run_csv")
-def run_csv(conn: Conn, run_id: int) -> StreamingResponse:
+def run_csv(conn: Conn, run_id: Id) -> StreamingResponse:
     if q.run_params(conn, run_id) is None:
         raise HTTPException(404, f"No run record {run_id} in the state database")
     rows = [[csv_safe(value) for value in row] for row in q.csv_rows(conn, run_id)]
@@ -206,7 +263,7 @@ def run_csv(conn: Conn, run_id: int) -> StreamingResponse:
 
 
 @router.get("/emails/{notification_id}", response_class=HTMLResponse, name="email")
-def email(request: Request, conn: Conn, notification_id: int) -> HTMLResponse:
+def email(request: Request, conn: Conn, notification_id: Id) -> HTMLResponse:
     found = q.email(conn, notification_id)
     if found is None:
         raise HTTPException(404, f"No notification {notification_id} in the state database")
@@ -215,7 +272,7 @@ def email(request: Request, conn: Conn, notification_id: int) -> HTMLResponse:
 
 
 @router.get("/emails/{notification_id}/preview.html", response_class=HTMLResponse, name="email_preview")
-def email_preview(conn: Conn, notification_id: int) -> HTMLResponse:
+def email_preview(conn: Conn, notification_id: Id) -> HTMLResponse:
     found = q.email(conn, notification_id)
     if found is None:
         raise HTTPException(404, f"No notification {notification_id} in the state database")
@@ -224,7 +281,7 @@ def email_preview(conn: Conn, notification_id: int) -> HTMLResponse:
 
 
 @router.get("/orders/{orders_id}", response_class=HTMLResponse, name="order")
-def order(request: Request, conn: Conn, orders_id: int) -> HTMLResponse:
+def order(request: Request, conn: Conn, orders_id: Id) -> HTMLResponse:
     history = q.order_history(conn, orders_id)
     if not history:
         raise HTTPException(404, f"No notification for order {orders_id} in the state database")
@@ -232,7 +289,7 @@ def order(request: Request, conn: Conn, orders_id: int) -> HTMLResponse:
 
 
 @router.get("/search", response_class=HTMLResponse, name="search")
-def search(request: Request, conn: Conn, q_: Annotated[str, Query(alias="q", max_length=255)] = "",
+def search(request: Request, conn: Conn, q_: Annotated[str, Query(alias="q", max_length=255, pattern=_TEXT)] = "",
            offset: Offset = 0) -> HTMLResponse:  # fmt: skip
     return page(request, "search.html", query=q_, result=q.search(conn, q_, q.Page(offset)))
 
@@ -248,6 +305,7 @@ def create_app(
         title=title, dependencies=[Depends(d) for d in dependencies], docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.engine = engine
+    app.state.tables_seen = False
     app.state.title = title
     app.state.templates = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR / "_audit"),
@@ -257,5 +315,8 @@ def create_app(
     )
     app.middleware("http")(no_store)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(NoRunsYet, no_runs_yet)
+    app.add_exception_handler(Exception, server_error)
     app.include_router(router)
     return app

@@ -24,6 +24,7 @@ from include.backorder import state as st
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_ID = 2**31 - 1  # the state database's ids and the shop's order ids are 32-bit: so are offsets here
 CSV_COLUMNS = (
     "notification_id", "run_id", "dag_run_id", "reference_time", "orders_id", "kind", "language",
     "customers_name", "customers_email_address", "status", "detail", "message_id", "sent_at", "dry_run",
@@ -38,8 +39,8 @@ class Page:
     limit: int = PAGE_SIZE
 
     def __post_init__(self) -> None:
-        if self.offset < 0 or not 1 <= self.limit <= MAX_PAGE_SIZE:
-            raise ValueError(f"a page needs offset >= 0 and 1 <= limit <= {MAX_PAGE_SIZE}")
+        if not 0 <= self.offset <= MAX_ID or not 1 <= self.limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"a page needs 0 <= offset <= {MAX_ID} and 1 <= limit <= {MAX_PAGE_SIZE}")
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,9 @@ def search(conn: Connection, query: str, page: Page = Page()) -> SearchResult:
     text = query.strip()
     if not text:
         return SearchResult([], 0, page)
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also takes '²' and other scripts' digits
+        if int(text) > MAX_ID:
+            return SearchResult([], 0, page)
         where = n.c.orders_id == int(text)
     elif text.endswith("*") and len(text) > 1:
         where = _starts_with(n.c.customers_email_address, text[:-1], conn.dialect.name)

@@ -24,6 +24,7 @@ from babel.core import parse_locale
 
 from include.backorder import LANGUAGES
 from include.backorder.shop import PRODUCT_COLUMNS
+from include.backorder.unsubscribe import one_customer
 
 
 def _language_aliases() -> dict[str, str]:
@@ -118,10 +119,14 @@ def template_language(value: object, default: str) -> str:
 
 
 def _suppression(suppressed: pd.DataFrame, email: object, customer: object) -> str | None:
-    """'suppressed: <reason>' when the address or the customer opted out, else None."""
+    """'suppressed: <reason>' when the address opted out, or the customer did and the id names one customer:
+    never by an id of 0 or NULL (guest checkouts; suppressions_query also drops an id several addresses share)."""
     address = email.strip().lower() if isinstance(email, str) else None
-    hit = suppressed[(suppressed["email_address"] == address) | (suppressed["customers_id"] == customer)]
-    return None if hit.empty else f"suppressed: {hit['reason'].iloc[0]}"
+    hit = suppressed["email_address"] == address
+    if (one := one_customer(customer)) is not None:
+        hit |= suppressed["customers_id"] == one
+    found = suppressed[hit]
+    return None if found.empty else f"suppressed: {found['reason'].iloc[0]}"
 
 
 def email_problem(value: object) -> str | None:

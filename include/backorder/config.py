@@ -6,18 +6,76 @@ with a message that names the value, before anything is read or sent.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from include.backorder import LANGUAGES
+from include.backorder.mime import UNSAFE_RE
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]*$")
-_COLOR_RE = re.compile(r"^#(?:[0-9A-Fa-f]{3}){1,2}$")
-_ADDRESS_RE = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$")
+# The patterns of the DAG's params (dags/backorder_notifications.py holds the same strings, and
+# tests/dags/test_dag_integrity.py checks that they are): JSON Schema `pattern`s, which are searched
+# (re.search), so each is anchored; `$(?!\n)` is the end of the text in both Python and ECMA 262
+# (Python's bare `$` also matches before a final newline). Addresses and URLs reach headers
+# (List-Unsubscribe) and links, so they are printable ASCII without spaces: nothing that could
+# break a header line or an attribute.
+_END = r"$(?!\n)"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+ADDRESS = rf"[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+"  # the HTML standard's valid email address
+_URL_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"  # RFC 3986: an IRI's other characters percent-encoded
+_URL_CHARS_BRACES = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%{}]"  # and the {order_id} placeholder
+PATTERNS: dict[str, str] = {
+    "table_prefix": f"^[A-Za-z0-9_]*{_END}",
+    "brand_color": f"^#(?:[0-9A-Fa-f]{{3}}){{1,2}}{_END}",
+    "unsubscribe_mailto": f"^(?:{ADDRESS})?{_END}",
+    "support_email": f"^(?:{ADDRESS})?{_END}",
+    "unsubscribe_url": f"^(?:https://{_URL_CHARS}+)?{_END}",
+    "logo_url": f"^(?:https://{_URL_CHARS}+)?{_END}",
+    "order_url": f"^(?:https://{_URL_CHARS_BRACES}*\\{{order_id\\}}{_URL_CHARS_BRACES}*)?{_END}",
+}
+# What each pattern asks for, in the error line.
+_PATTERN_MEANS = {
+    "table_prefix": "may only hold letters, digits and '_'",
+    "brand_color": "must be a hex colour like #1f4e79",
+    "unsubscribe_mailto": "must be an email address (one local@domain, printable ASCII, no spaces or line breaks)",
+    "support_email": "must be an email address (one local@domain, printable ASCII, no spaces or line breaks)",
+    "unsubscribe_url": "must be an https:// URL (printable ASCII, no spaces or line breaks; percent-encode others)",
+    "logo_url": "must be an https:// URL (printable ASCII, no spaces or line breaks; percent-encode others)",
+    "order_url": "must be an https:// URL with {order_id} where the order number goes (printable ASCII, no spaces"
+    " or line breaks)",
+}
+MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
+# Day counts become timedeltas from T: beyond a hundred years they leave the calendar (OverflowError).
+MAX_DAYS = 36500
+
+
+def check_pattern(name: str, value: str) -> None:
+    """Refuse a param that does not match its pattern (as the DAG's JSON Schema would)."""
+    if not isinstance(value, str) or not re.search(PATTERNS[name], value):
+        raise ConfigError(f"{name} {_PATTERN_MEANS[name]}, got {value!r}")
+
+
+def check_conf_keys(conf: Mapping[str, Any] | None, known: Iterable[str]) -> None:
+    """Refuse a run conf with a key that is no param (a typo such as `dryrun` would otherwise run with
+    the defaults and send real email); names the key and the closest known param."""
+    names = sorted(known)
+    unknown = sorted(set(conf or {}) - set(names))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigError(
+        f"the run conf has {'an unknown key' if len(unknown) == 1 else 'unknown keys'}: {', '.join(hints)};"
+        f" nothing was read or sent. The params are: {', '.join(names)}"
+    )
 
 
 class ConfigError(ValueError):
@@ -36,17 +94,8 @@ class Branding:
     order_url: str = ""  # https URL of a customer's order page, with {order_id} where the id goes
 
     def __post_init__(self) -> None:
-        if self.logo_url and not self.logo_url.startswith("https://"):
-            raise ConfigError(f"logo_url must be an https:// URL, got {self.logo_url!r}")
-        if not _COLOR_RE.match(self.brand_color):
-            raise ConfigError(f"brand_color must be a hex colour like #1f4e79, got {self.brand_color!r}")
-        if self.support_email and not _ADDRESS_RE.match(self.support_email):
-            raise ConfigError(f"support_email must be an email address, got {self.support_email!r}")
-        if self.order_url and not (self.order_url.startswith("https://") and "{order_id}" in self.order_url):
-            raise ConfigError(
-                f"order_url must be an https:// URL with {{order_id}} where the order number goes, got"
-                f" {self.order_url!r}"
-            )
+        for name in ("logo_url", "brand_color", "support_email", "order_url"):
+            check_pattern(name, getattr(self, name))
 
     def order_link(self, orders_id: int) -> str:
         return self.order_url.replace("{order_id}", str(orders_id)) if self.order_url else ""
@@ -77,23 +126,25 @@ class RunParams:
 
     def __post_init__(self) -> None:
         if not self.order_status_ids or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in self.order_status_ids
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_ID for s in self.order_status_ids
         ):
-            raise ConfigError(f"order_status_ids must be a non-empty list of integers, got {self.order_status_ids!r}")
-        if self.reminder_interval_days < 1:
-            raise ConfigError(f"reminder_interval_days must be >= 1, got {self.reminder_interval_days}")
+            raise ConfigError(
+                f"order_status_ids must be a non-empty list of integers from 0 to {MAX_ID},"
+                f" got {self.order_status_ids!r}"
+            )
+        if not 1 <= self.reminder_interval_days <= MAX_DAYS:
+            raise ConfigError(f"reminder_interval_days must be from 1 to {MAX_DAYS}, got {self.reminder_interval_days}")
         if self.max_reminders is not None and self.max_reminders < 0:
             raise ConfigError(f"max_reminders must be >= 0 or null, got {self.max_reminders}")
-        if self.max_order_age_days is not None and self.max_order_age_days < 1:
-            raise ConfigError(f"max_order_age_days must be >= 1 or null, got {self.max_order_age_days}")
-        if not _PREFIX_RE.match(self.table_prefix):
-            raise ConfigError(f"table_prefix may only hold letters, digits and '_', got {self.table_prefix!r}")
+        if self.max_order_age_days is not None and not 1 <= self.max_order_age_days <= MAX_DAYS:
+            raise ConfigError(
+                f"max_order_age_days must be from 1 to {MAX_DAYS} (a hundred years) or null, got"
+                f" {self.max_order_age_days}"
+            )
+        for name in ("table_prefix", "unsubscribe_mailto", "unsubscribe_url"):
+            check_pattern(name, getattr(self, name))
         if self.default_language not in LANGUAGES:
             raise ConfigError(f"default_language must be one of {LANGUAGES}, got {self.default_language!r}")
-        if self.unsubscribe_mailto and "@" not in self.unsubscribe_mailto:
-            raise ConfigError(f"unsubscribe_mailto must be an email address, got {self.unsubscribe_mailto!r}")
-        if self.unsubscribe_url and not self.unsubscribe_url.startswith("https://"):
-            raise ConfigError(f"unsubscribe_url must be an https:// URL, got {self.unsubscribe_url!r}")
         if self.dry_run and self.catch_up_silently:
             raise ConfigError("dry_run and catch_up_silently exclude each other: choose one")
         try:
@@ -114,7 +165,8 @@ class RunParams:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunParams:
-        """Build from DAG params (a dict); unknown keys are ignored, missing ones take defaults."""
+        """Build from DAG params (a dict); unknown keys are ignored (the DAG refuses them in a run conf:
+        check_conf_keys), missing ones take defaults."""
         fields = cls.__dataclass_fields__
         known = {k: v for k, v in values.items() if k in fields}
         for key, value in known.items():  # an optional text left empty in the UI's form arrives as null
@@ -223,9 +275,11 @@ class SmtpSettings:
     conn_id: str = "smtp_default"  # the Airflow connection it came from: errors name it
 
     def __post_init__(self) -> None:
-        if not self.from_email or "@" not in self.from_email:
+        addr = parseaddr(self.from_email)[1]
+        if UNSAFE_RE.search(self.from_email) or not re.fullmatch(ADDRESS, addr):
             raise ConfigError(
-                f"the SMTP connection needs a sender address in extra.from_email, got {self.from_email!r}"
+                "the SMTP connection needs a sender address in extra.from_email, 'shop@example.com' or"
+                f" 'Shop <shop@example.com>' (no line breaks or control characters), got {self.from_email!r}"
             )
 
     @property

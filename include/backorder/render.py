@@ -14,7 +14,6 @@ the shop has one). The audit keeps every line: only the email is bounded.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,8 +31,6 @@ from include.backorder.config import Branding
 from include.backorder.layout import InliningLoader
 from include.backorder.mime import Rendered
 from include.backorder.unsubscribe import Unsubscribe
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 
 MAX_EMAIL_BYTES = 100_000
 """Every email stays below this size, as sent (headers, both parts, base64). Gmail clips a message
@@ -86,8 +83,9 @@ _FIXER = ftfy.TextFixerConfig(uncurl_quotes=False, fix_character_width=False, ex
 
 @lru_cache(maxsize=65536)
 def header_safe(text: str) -> str:
-    """One line of clean text: mojibake repaired, control characters (CR, LF, tabs) made single spaces."""
-    return _CONTROL_RE.sub(" ", ftfy.fix_text(text, _FIXER)).strip()
+    """One line of clean text: mojibake repaired, control characters (CR, LF, tabs, C1, U+2028/9) made single
+    spaces: exactly what mime's header builder refuses (mime.UNSAFE_RE)."""
+    return mime.UNSAFE_RE.sub(" ", ftfy.fix_text(text, _FIXER)).strip()
 
 
 def _text(value: object) -> str:
@@ -240,11 +238,11 @@ class Renderer:
             _from_header(from_email),
             mime.address_header("To", _text(notice.customers_name), recipient),
             mime.header("Subject", subject),
-            f"Date: {format_datetime(sent_at) if sent_at else _date_header(int(time.time()))}",
-            f"Message-ID: {mid}",
-            f"X-Backorder-Notification: {notice.kind}",
-            f"X-Backorder-Order-Id: {notice.orders_id}",
-            f"X-Backorder-Reference-Time: {_stamps(notice.reference_time)[1]}",
+            mime.header("Date", format_datetime(sent_at) if sent_at else _date_header(int(time.time()))),
+            mime.header("Message-ID", mid),
+            mime.header("X-Backorder-Notification", notice.kind),
+            mime.header("X-Backorder-Order-Id", str(notice.orders_id)),
+            mime.header("X-Backorder-Reference-Time", _stamps(notice.reference_time)[1]),
         ]
         if unsubscribe is not None:
             for name, value in unsubscribe.headers(notice.customers_id, notice.customers_email_address).items():
@@ -255,7 +253,7 @@ class Renderer:
 
 
 @lru_cache(maxsize=64)
-def _from_header(from_email: str) -> str:
+def _from_header(from_email: str) -> mime.HeaderLine:
     """The sender as configured ('Shop <shop@example.com>'), its name encoded when not ASCII."""
     name, addr = parseaddr(from_email)
     return mime.address_header("From", header_safe(name), addr)

@@ -256,20 +256,36 @@ def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
 
 
 def suppressions_query(run_id: int) -> sa.Select[Any]:
-    """The opt-outs that concern the customers of a run's staged lines and arrivals."""
+    """The opt-outs that concern the customers of a run's staged lines and arrivals.
+
+    An opt-out counts by customer id only for an id that names one customer: never 0 or NULL (guest
+    checkouts of osCommerce-family shops), and not an id that several addresses share among the run's
+    orders and the opt-outs recorded under it (a shop's common guest account). Such a row comes back
+    with customers_id NULL: it suppresses by its address alone.
+    """
     s = suppressions
-    addresses = sa.union(
+    address = {t: sa.func.lower(sa.func.trim(t.c.customers_email_address)) for t in (staged_lines, staged_arrivals)}
+    addresses = sa.union(*(sa.select(a).where(t.c.run_id == run_id) for t, a in address.items()))
+    customers = sa.union(*(sa.select(t.c.customers_id).where(t.c.run_id == run_id) for t in address))
+    seen = sa.union_all(
         *(
-            sa.select(sa.func.lower(sa.func.trim(t.c.customers_email_address))).where(t.c.run_id == run_id)
-            for t in (staged_lines, staged_arrivals)
-        )
+            sa.select(t.c.customers_id.label("cid"), a.label("addr")).where(t.c.run_id == run_id)
+            for t, a in address.items()
+        ),
+        sa.select(s.c.customers_id, s.c.email_address).where(
+            s.c.customers_id.in_(customers), s.c.email_address.is_not(None)
+        ),
+    ).subquery()
+    shared = (
+        sa.select(seen.c.cid)
+        .where(seen.c.cid.is_not(None))
+        .group_by(seen.c.cid)
+        .having(sa.func.count(sa.distinct(seen.c.addr)) > 1)
     )
-    customers = sa.union(
-        *(sa.select(t.c.customers_id).where(t.c.run_id == run_id) for t in (staged_lines, staged_arrivals))
-    )
-    return sa.select(s.c.email_address, s.c.customers_id, s.c.reason).where(
-        sa.or_(s.c.email_address.in_(addresses), s.c.customers_id.in_(customers))
-    )
+    by_id = sa.and_(s.c.customers_id > 0, s.c.customers_id.in_(customers), s.c.customers_id.not_in(shared))
+    return sa.select(
+        s.c.email_address, sa.case((by_id, s.c.customers_id), else_=sa.null()).label("customers_id"), s.c.reason
+    ).where(sa.or_(s.c.email_address.in_(addresses), by_id))
 
 
 def dumps(value: Any) -> str:

@@ -6,6 +6,11 @@ HMAC-SHA256 under a secret the shop keeps (the Airflow Variable `backorder_unsub
 customer to `bo_suppression`: a shop wires its unsubscribe page, or the one-click POST that mail
 clients send to the `unsubscribe_url`, to that function. `suppress` records an opt-out that
 came another way (a reply to the mailto address, a phone call).
+
+Guests: osCommerce-family shops store a guest checkout with `customers_id` 0 (or under one shared
+guest account). An opt-out therefore never suppresses by an id that is 0 or NULL (it is recorded by
+address alone), and classification ignores an id shared by several addresses (state.suppressions_query):
+one guest's opt-out never silences another.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import numbers
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -44,21 +50,34 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def one_customer(customers_id: object) -> int | None:
+    """The id when it names one customer (a positive integer), else None: 0 and NULL are guest checkouts."""
+    if isinstance(customers_id, bool) or not isinstance(customers_id, numbers.Real):
+        return None
+    if isinstance(customers_id, numbers.Integral):
+        return int(customers_id) if int(customers_id) > 0 else None
+    value = float(customers_id)  # NaN (a NULL read by pandas) is no integer
+    return int(value) if value > 0 and value.is_integer() else None
+
+
 def make_token(secret: str, customers_id: int | None, email_address: str) -> str:
-    payload = json.dumps({"c": customers_id, "e": email_address.strip().lower()}, separators=(",", ":"))
+    payload = json.dumps({"c": one_customer(customers_id), "e": email_address.strip().lower()}, separators=(",", ":"))
     body = _b64(payload.encode())
     signature = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
     return f"{body}.{signature}"
 
 
 def verify_token(secret: str, token: str) -> Subscriber:
+    """The customer a token names; InvalidToken for anything we did not sign (any text, any characters)."""
+    if not isinstance(token, str) or not token.isascii():  # what we sign is ASCII; compare_digest needs it
+        raise InvalidToken("the unsubscribe token is not valid")
     body, _, signature = token.strip().partition(".")
     expected = _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest())
-    if not body or not hmac.compare_digest(signature, expected):
+    if not body or not hmac.compare_digest(signature.encode(), expected.encode()):
         raise InvalidToken("the unsubscribe token is not valid")
     try:
         data = json.loads(_unb64(body))
-        return Subscriber(customers_id=data["c"], email_address=str(data["e"]))
+        return Subscriber(customers_id=one_customer(data["c"]), email_address=str(data["e"]))
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:  # signed but malformed: our own bug
         raise InvalidToken("the unsubscribe token cannot be read") from exc
 
@@ -98,9 +117,14 @@ def suppress(
     email_address: str | None = None,
     customers_id: int | None = None,
 ) -> None:
-    """Record that an address, a customer, or both want no more of these emails."""
+    """Record that an address, a customer, or both want no more of these emails. A customer id of 0 or
+    NULL (a guest checkout) is not recorded: the opt-out is by address then."""
+    customers_id = one_customer(customers_id)
     if not email_address and customers_id is None:
-        raise ValueError("an opt-out needs an email address or a customer id")
+        raise ValueError(
+            "an opt-out needs an email address or a customer id above 0 (0 is the guest checkout of"
+            " osCommerce-family shops: give the guest's address)"
+        )
     engine = db.engine(state_db)
     try:
         st.migrate(engine)

@@ -156,3 +156,12 @@ def test_every_route_runs_the_access_dependencies(sqlite_history: History) -> No
             assert "customer" not in refused.text and refused.headers["cache-control"] == "private, no-store"
             assert guarded.get(path, headers={"x-test-user": "ok"}, follow_redirects=False).status_code in (200, 303)
     engine.dispose()
+
+
+def test_an_older_runs_params_that_validation_now_refuses_still_give_its_emails() -> None:
+    """Issue 14 made the address and URL patterns stricter: a run recorded before keeps its email pages."""
+    from include.backorder.audit_app import _recorded_params
+
+    recorded = {"logo_url": "https://shop.example/bild-ä.png", "shop_name": "Outdoor & Co", "reminder_interval_days": 3}
+    params = _recorded_params(recorded)
+    assert (params.logo_url, params.shop_name, params.reminder_interval_days) == ("", "Outdoor & Co", 3)

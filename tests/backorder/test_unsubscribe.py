@@ -109,3 +109,56 @@ def test_an_unsubscribe_url_needs_a_secret(one_order, state_db, smtp) -> None:
     with pytest.raises(ConfigError, match="https"):
         RunParams(unsubscribe_url="http://shop.example/u")
     assert replace(RunParams(), unsubscribe_mailto="a@b.example").unsubscribe_mailto == "a@b.example"
+
+
+@pytest.mark.parametrize("signature", ["ünïcode", "€", "a\x00b", "\U0001f600" * 43])
+def test_a_token_with_any_characters_is_invalid_not_a_crash(signature: str) -> None:
+    """Finding 11 of issue 14: a non-ASCII signature raised TypeError (compare_digest) instead of InvalidToken."""
+    body = make_token(SECRET, 42, "ann@example.com").split(".")[0]
+    with pytest.raises(InvalidToken):
+        verify_token(SECRET, f"{body}.{signature}")
+    with pytest.raises(InvalidToken):
+        verify_token(SECRET, f"{signature}.{signature}")
+
+
+@pytest.mark.parametrize("guest_id", [0, 7], ids=["customers_id 0", "one shared guest account"])
+def test_one_guests_opt_out_never_silences_another_guest(shop, state_db, smtp, mail_sink, guest_id: int) -> None:
+    """Finding 7 of issue 14: osCommerce-family guest checkouts share customers_id 0 (or one guest account);
+    Ann opts out through her email's token, Bea (same id, another address) still gets her reminder."""
+    from include.backorder import demo_shop
+
+    shop.product(1, datetime(2026, 3, 20))
+    shop.order(1, [1], purchased=datetime(2026, 3, 1), email="ann@guest.example", name="Ann Guest")
+    shop.order(2, [1], purchased=datetime(2026, 3, 1), email="bea@guest.example", name="Bea Guest")
+    with shop.engine.begin() as c:
+        c.execute(sa.update(demo_shop.orders).values(customers_id=guest_id))
+    url = "https://shop.example/unsubscribe"
+    run_day(shop, state_db, smtp, 0, SECRET, unsubscribe_url=url)
+    by_address = {m.rcpt_tos[0]: m.message for m in mail_sink.messages}
+    assert set(by_address) == {"ann@guest.example", "bea@guest.example"}
+    token = by_address["ann@guest.example"]["List-Unsubscribe"].split("token=")[1].rstrip(">")
+    assert record_opt_out(state_db, SECRET, token).email_address == "ann@guest.example"
+
+    mail_sink.clear()
+    run_day(shop, state_db, smtp, 2, SECRET, unsubscribe_url=url)  # both reminders are due
+    assert [(m.rcpt_tos, m.message["X-Backorder-Notification"]) for m in mail_sink.messages] == [
+        (("bea@guest.example",), "periodic")
+    ]
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        n = st.notifications
+        rows = c.execute(
+            sa.select(n.c.orders_id, n.c.status, n.c.detail).where(n.c.kind == "periodic").order_by(n.c.orders_id)
+        ).all()
+        opt_outs = c.execute(sa.select(st.suppressions.c.email_address, st.suppressions.c.customers_id)).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, "skipped", "suppressed: unsubscribed"), (2, "sent", rows[1].detail)]
+    expected_id = None if guest_id == 0 else guest_id  # 0 is never recorded; a shared id is ignored when read
+    assert [tuple(r) for r in opt_outs] == [("ann@guest.example", expected_id)]
+
+
+def test_an_opt_out_by_a_guest_id_alone_is_refused(tmp_path) -> None:
+    state_db = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
+    with pytest.raises(ValueError, match="guest checkout"):
+        suppress(state_db, customers_id=0, reason="asked by phone", source="admin")
+    assert make_token(SECRET, 0, "ann@guest.example") == make_token(SECRET, None, "ann@guest.example")

@@ -69,6 +69,9 @@ def test_params_and_retries(dag) -> None:
         ({"brand_color": "red; background:url(x)"}, "does not match"),
         ({"order_url": "https://shop.example/order"}, "does not match"),
         ({"logo_url": "http://shop.example/logo.png"}, "does not match"),
+        ({"unsubscribe_mailto": "optout@shop.example\r\nBcc: victim@evil.example"}, "does not match"),
+        ({"support_email": "help@shop.example\n"}, "does not match"),
+        ({"max_order_age_days": 1_000_000}, "greater than the maximum"),
     ],
 )
 def test_bad_params_are_refused(dag, conf: dict, error: str) -> None:
@@ -77,6 +80,16 @@ def test_bad_params_are_refused(dag, conf: dict, error: str) -> None:
     ((key, value),) = conf.items()
     with pytest.raises(ParamValidationError, match=error):
         dag.params.get_param(key).resolve(value)
+
+
+def test_the_dags_patterns_are_the_librarys(dag) -> None:
+    """The DAG validates with the same patterns as config.py (the DAG file may not import the library)."""
+    from include.backorder.config import MAX_DAYS, MAX_ID, PATTERNS
+
+    assert {name: dag.params.get_param(name).schema.get("pattern") for name in PATTERNS} == PATTERNS
+    for name in ("reminder_interval_days", "max_order_age_days"):
+        assert dag.params.get_param(name).schema["maximum"] == MAX_DAYS
+    assert dag.params.get_param("order_status_ids").schema["items"]["maximum"] == MAX_ID
 
 
 def test_top_level_imports_only_airflow_sdk() -> None:
