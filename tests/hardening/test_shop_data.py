@@ -29,8 +29,9 @@ import sqlalchemy as sa
 
 from include.backorder import demo_shop
 from include.backorder import state as st
+from include.backorder.config import DbConnection
 from tests.backorder.test_pipeline import T0, rows, run_day
-from tests.conftest import ROOT, Shop
+from tests.conftest import ROOT, Shop, server_database
 from tests.hardening.matrix import Case, params
 
 SURFACE = "Shop data"
@@ -277,6 +278,39 @@ DELETED_CASES = [
 ]
 
 CASES = WIDTH_CASES + OVERSIZE_CASES + NULL_CASES + SUSPECT_CASES + DELETED_CASES
+
+
+# --- the state database: one per backend for the module, emptied before each test ----------------
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mariadb", "postgres"])
+def migrated_state(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DbConnection]:
+    """The state database on each backend, migrated once (migrations take seconds on a server)."""
+    if request.param == "sqlite":
+        db = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path_factory.mktemp("state") / "state.sqlite"))
+        _migrate(db)
+        yield db
+        return
+    with server_database(request.param, "backorder_state_db") as db:
+        _migrate(db)
+        yield db
+
+
+def _migrate(db: DbConnection) -> None:
+    engine = sa.create_engine(db.url())
+    st.migrate(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def state_db(migrated_state: DbConnection) -> DbConnection:
+    """The module's state database with every row of the last test deleted."""
+    engine = sa.create_engine(migrated_state.url())
+    with engine.begin() as c:
+        for table in reversed(st.metadata.sorted_tables):
+            c.execute(sa.delete(table))
+    engine.dispose()
+    return migrated_state
 
 
 # --- the shop ------------------------------------------------------------------------------------
