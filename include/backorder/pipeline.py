@@ -176,6 +176,9 @@ def extract(
     """Read the backorder lines at T from the shop and stage them under a new run record.
 
     One transaction: if the shop fails part-way, nothing of this run is left in the state database.
+    No shop value fails it: each row is made storable first (state.storable: a value wider than its
+    column is cut, with a log line), and the suspect lines (classify.line_problem, and the lines of
+    deleted products of the orders read) go to the run record's `suspect_lines` and the log.
     """
     shop_time = params.shop_time(run.reference_time)
     with _engine(shop_db, read_only=True) as shop, _engine(state_db) as state:
