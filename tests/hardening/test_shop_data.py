@@ -277,7 +277,18 @@ DELETED_CASES = [
     ),
 ]
 
-CASES = WIDTH_CASES + OVERSIZE_CASES + NULL_CASES + SUSPECT_CASES + DELETED_CASES
+BIG_CASES = [
+    Case(
+        id="large-order-of-widest-lines",
+        given="an order of 150 lines, each with a 255-character name and model (what the email lists: over the "
+        "64 KB a MySQL TEXT column holds)",
+        expect="the email is sent and the audit keeps its lines, on MariaDB state too",
+        finding="4",
+        data={"lines": 150},
+    ),
+]
+
+CASES = WIDTH_CASES + OVERSIZE_CASES + NULL_CASES + SUSPECT_CASES + DELETED_CASES + BIG_CASES
 
 
 # --- the state database: one per backend for the module, emptied before each test ----------------
@@ -527,3 +538,26 @@ def test_a_deleted_product_is_not_available(messy_shop, state_db, smtp, mail_sin
     assert (suspect["orders_id"], suspect["orders_products_id"], suspect["products_id"]) == (1, 2, 2)
     assert case.data["suspect"] in suspect["problem"]
     assert f"order 1, line 2, product 2: {suspect['problem']}" in caplog.text
+
+
+@pytest.mark.parametrize("case", params(BIG_CASES))
+def test_a_large_order_of_the_widest_lines(messy_shop, state_db, smtp, mail_sink, case: Case) -> None:
+    count = case.data["lines"]
+    pids = list(range(10, 10 + count))
+    for pid in pids:
+        messy_shop.product(pid, datetime(2026, 4, 1))
+    messy_shop.order(3, pids, purchased=datetime(2026, 3, 1), name="Carl Example")
+    with messy_shop.engine.begin() as c:
+        c.execute(
+            sa.update(demo_shop.orders_products)
+            .where(demo_shop.orders_products.c.orders_id == 3)
+            .values(products_name=text_of(255), products_model="M" * 255)
+        )
+
+    run_day(messy_shop, state_db, smtp, T0)
+
+    (note,) = rows(state_db, st.notifications, st.notifications.c.orders_id == 3)
+    assert note["status"] == "sent"
+    assert [m.message["X-Backorder-Order-Id"] for m in mail_sink.messages].count("3") == 1
+    assert len(note["listed_lines"].encode()) > 65_535
+    assert len(json.loads(note["listed_lines"])) == count
