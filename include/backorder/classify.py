@@ -9,13 +9,30 @@ And, when the run is given *arrived* lines (the `send_available` param): an orde
 the previous snapshot, waits no more (every date reached or cleared) and is still in the statuses
 gets 4. `available`, if it was ever told about the wait.
 An order whose address is unusable still gets its kind, with a skip reason instead of an email.
+
+*Suspect lines*: shop data that cannot be shown to a customer as it is. `line_problem` names the
+problem, the extract stage records every suspect line in the run record (`bo_run.suspect_lines`,
+the audit) and names it in the run's log, and the emails treat it so:
+- a quantity that is not positive (negative, zero) or missing: the line is left out of every email
+  (it is a correction or a broken row, not goods the customer waits for); an order with only such
+  lines gets no email;
+- a date in 2100 or later (a shop's "never", e.g. 9999-12-31): the line is listed with "no date yet",
+  as a cleared date would be; a change between two such dates is no change;
+- a product deleted from `products`: the line is not listed, and its order never gets `available`
+  (shop.py finds these lines).
+NULL in any shop column never reaches a row, a template or a header as NaN: `plain_records` turns
+the frames' rows into Python values (None for NULL) at one place before rows are written; a NULL
+name gives the greeting without a name, a NULL address a skip with its reason.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +65,12 @@ SKIP_BAD_EMAIL = "email address is not valid"
 SKIP_NON_ASCII_EMAIL = "email address is not ASCII (needs SMTPUTF8, not supported yet)"
 
 _EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+# A date from here on is a placeholder, not a date to tell a customer (shop time, naive).
+LAST_PLAUSIBLE_DATE = datetime(2100, 1, 1)
+PROBLEM_DELETED_PRODUCT = (
+    "product no longer in the shop's products table: not listed; the order gets no available email"
+)
 
 NOTIFICATION_COLUMNS = [
     "orders_id", "kind", "customers_id", "customers_email_address", "customers_name", "language", "skip_reason",
@@ -141,6 +164,56 @@ def email_problem(value: object) -> str | None:
     return None
 
 
+def plain(value: Any) -> Any:
+    """A value from a frame as the state database and the templates take it: NaN, NaT and NA -> None,
+    numpy numbers -> int or float, Timestamps -> datetime."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The frame's rows as dicts of plain Python values (see `plain`): the one way rows leave a frame."""
+    return [{str(key): plain(value) for key, value in record.items()} for record in frame.to_dict("records")]
+
+
+def _quantity(value: Any) -> float | None:
+    value = plain(value)
+    return None if value is None else float(value)
+
+
+def line_problem(line: Mapping[str, Any]) -> str | None:
+    """Why a backorder or arrived line is suspect, and what the emails do with it; None when it is not."""
+    quantity = _quantity(line.get("products_quantity"))
+    if quantity is None:
+        return "no quantity: left out of the email"
+    if quantity <= 0:
+        return f"quantity {quantity:g} is not positive: left out of the email"
+    date = plain(line.get("date_available"))
+    if isinstance(date, datetime) and date >= LAST_PLAUSIBLE_DATE:
+        return f"date {date:%Y-%m-%d} is in 2100 or later: the email shows no date"
+    return None
+
+
+def shown_date(value: Any) -> datetime | None:
+    """A line's date as an email shows it: None (no date) for NULL and for dates in 2100 or later."""
+    date = plain(value)
+    return date if isinstance(date, datetime) and date < LAST_PLAUSIBLE_DATE else None
+
+
+def _listable(lines: pd.DataFrame) -> pd.DataFrame:
+    """The lines an email may list: a positive quantity (see the module docstring)."""
+    if lines.empty:
+        return lines
+    return lines[pd.to_numeric(lines["products_quantity"], errors="coerce").gt(0)]
+
+
 def _with_previous_dates(lines: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
     prev = previous[["orders_products_id", "date_available"]].rename(columns={"date_available": "previous_date"})
     prev = prev.astype({"previous_date": "datetime64[us]"})
@@ -171,11 +244,16 @@ def classify(
     suppressed: opt-outs (email_address lower-case, customers_id, reason), which skip an order with that reason;
     arrived: the lines of orders that wait no more (None: `available` is off).
     """
-    arrived = arrived if arrived is not None else pd.DataFrame(columns=lines.columns)
+    arrived = _listable(arrived) if arrived is not None else pd.DataFrame(columns=lines.columns)
+    lines = _listable(lines)
     if lines.empty and arrived.empty:
         return Classification(pd.DataFrame(columns=NOTIFICATION_COLUMNS), pd.DataFrame(columns=LISTED_COLUMNS), 0)
     merged = _with_previous_dates(lines, previous)
-    merged["line_changed"] = merged["previous_date"].isna() | (merged["previous_date"] != merged["date_available"])
+    never = pd.Timestamp(LAST_PLAUSIBLE_DATE)
+    both_never = (merged["previous_date"] >= never) & (merged["date_available"] >= never)
+    merged["line_changed"] = merged["previous_date"].isna() | (
+        (merged["previous_date"] != merged["date_available"]) & ~both_never
+    )
     orders = _per_order(merged, history, any_changed=("line_changed", "any"))
     emails_sent = orders["emails_sent"].fillna(0).astype(int)
     periodic_sent = orders["periodic_sent"].fillna(0).astype(int)

@@ -23,11 +23,26 @@ from sqlalchemy.engine import Engine
 from include.backorder import KINDS, lease
 from include.backorder import db as database
 from include.backorder import state as st
-from include.backorder.classify import Rules, classify
+from include.backorder.classify import (
+    PROBLEM_DELETED_PRODUCT,
+    Rules,
+    classify,
+    line_problem,
+    plain,
+    plain_records,
+    shown_date,
+)
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
 from include.backorder.sending import SEND_PARTS, Batch
-from include.backorder.shop import ShopTables, arrived_lines, inspect_shop, iter_backorder_lines, shop_engine
+from include.backorder.shop import (
+    ShopTables,
+    arrived_lines,
+    inspect_shop,
+    iter_backorder_lines,
+    missing_product_lines,
+    shop_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +96,73 @@ class ExtractResult:
     lines: int
     orders: int
     arrived_orders: int = 0
+    suspect_lines: int = 0
+
+
+SUSPECT_LINES_KEPT = 1000  # in the run record; the log names the first LOGGED_AT_MOST
+LOGGED_AT_MOST = 20
+
+
+class _ShopData:
+    """What extract found odd in the shop's rows: values cut to fit the state, and suspect lines."""
+
+    def __init__(self) -> None:
+        self.cut = 0
+        self.suspects: dict[int, dict[str, Any]] = {}  # by orders_products_id: a line is listed once
+
+    def staged(self, table: sa.Table, rows: list[dict[str, Any]], run_id: int) -> list[dict[str, Any]]:
+        """The rows as `table` stores them (see state.storable), each suspect line noted."""
+        out = []
+        for row in rows:
+            fitted, cut = st.storable(table, row)
+            for what in cut:
+                self.cut += 1
+                if self.cut <= LOGGED_AT_MOST:
+                    log.warning("extract: order %s, line %s: %s", row["orders_id"], row["orders_products_id"], what)
+            problem = line_problem(row)
+            if problem is not None:
+                self.suspect(row, problem)
+            out.append({**fitted, "run_id": run_id})
+        return out
+
+    def suspect(self, row: dict[str, Any], problem: str) -> None:
+        self.suspects.setdefault(
+            int(row["orders_products_id"]),
+            {
+                "orders_id": int(row["orders_id"]),
+                "orders_products_id": int(row["orders_products_id"]),
+                "products_id": plain(row["products_id"]),
+                "problem": problem,
+            },
+        )
+
+    def record(self) -> str | None:
+        """The run record's suspect_lines (JSON), after naming them in the log."""
+        if self.cut > LOGGED_AT_MOST:
+            log.warning("extract: %d values in all were cut to fit the state database", self.cut)
+        if not self.suspects:
+            return None
+        items = [self.suspects[key] for key in sorted(self.suspects, key=lambda k: (self.suspects[k]["orders_id"], k))]
+        log.warning(
+            "extract: %d suspect line(s), kept in the run record%s:", len(items),
+            f" (the first {SUSPECT_LINES_KEPT})" if len(items) > SUSPECT_LINES_KEPT else "",
+        )  # fmt: skip
+        for item in items[:LOGGED_AT_MOST]:
+            log.warning(
+                "  suspect line: order %d, line %d, product %s: %s",
+                item["orders_id"], item["orders_products_id"], item["products_id"], item["problem"],
+            )  # fmt: skip
+        if len(items) > LOGGED_AT_MOST:
+            log.warning("  ... and %d more (see the run record)", len(items) - LOGGED_AT_MOST)
+        return st.dumps(items[:SUSPECT_LINES_KEPT])
 
 
 def _stage_arrivals(
     conn: sa.Connection, shop: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, run_id: int,
-    waiting: set[int],
+    waiting: set[int], found: _ShopData,
 ) -> int:  # fmt: skip
-    """Stage the lines of orders that waited at the previous snapshot and wait no more; return how many orders."""
+    """Stage the lines of orders that waited at the previous snapshot and wait no more; return how many orders.
+    Lines of deleted products keep their orders out (noted as suspect)."""
     run = st.get_run(conn, run_id)
     snap = st.previous_snapshot(conn, run["reference_time"])
     if snap is None:
@@ -98,10 +173,14 @@ def _stage_arrivals(
         for r in conn.execute(sa.select(sl.c.orders_products_id, sl.c.orders_id).where(sl.c.snapshot_id == snap["id"]))
         if r.orders_id not in waiting
     ]
-    rows = arrived_lines(shop, tables, params, shop_time, gone) if gone else []
-    if rows:
-        conn.execute(sa.insert(st.staged_arrivals), [{**row, "run_id": run_id} for row in rows])
-    return len({row["orders_id"] for row in rows})
+    if not gone:
+        return 0
+    arrivals = arrived_lines(shop, tables, params, shop_time, gone)
+    for row in arrivals.deleted_products:
+        found.suspect(row, PROBLEM_DELETED_PRODUCT)
+    if arrivals.lines:
+        conn.execute(sa.insert(st.staged_arrivals), found.staged(st.staged_arrivals, arrivals.lines, run_id))
+    return len({row["orders_id"] for row in arrivals.lines})
 
 
 def extract(
@@ -110,6 +189,9 @@ def extract(
     """Read the backorder lines at T from the shop and stage them under a new run record.
 
     One transaction: if the shop fails part-way, nothing of this run is left in the state database.
+    No shop value fails it: each row is made storable first (state.storable: a value wider than its
+    column is cut, with a log line), and the suspect lines (classify.line_problem, and the lines of
+    deleted products of the orders read) go to the run record's `suspect_lines` and the log.
     """
     shop_time = params.shop_time(run.reference_time)
     with _engine(shop_db, read_only=True) as shop, _engine(state_db) as state:
@@ -138,18 +220,24 @@ def extract(
             if abandoned is not None:
                 _drop_staged(conn, abandoned)  # it never finishes; what it left due is taken over at its T
                 log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
-            lines, orders = 0, set[int]()
+            lines, orders, found = 0, set[int](), _ShopData()
             for chunk in iter_backorder_lines(shop, tables, params, shop_time, chunk_size):
-                conn.execute(sa.insert(st.staged_lines), [{**row, "run_id": run_id} for row in chunk])
+                conn.execute(sa.insert(st.staged_lines), found.staged(st.staged_lines, chunk, run_id))
                 lines += len(chunk)
                 orders.update(row["orders_id"] for row in chunk)
                 if lines % 50_000 < len(chunk):
                     log.info("extract: %d backorder lines staged so far", lines)
+            for row in missing_product_lines(shop, tables, params, list(orders)):
+                found.suspect(row, PROBLEM_DELETED_PRODUCT)
             arrived = (
-                _stage_arrivals(conn, shop, tables, params, shop_time, run_id, orders) if params.send_available else 0
+                _stage_arrivals(conn, shop, tables, params, shop_time, run_id, orders, found)
+                if params.send_available
+                else 0
             )
             conn.execute(
-                sa.update(st.runs).where(st.runs.c.id == run_id).values(line_count=lines, order_count=len(orders))
+                sa.update(st.runs)
+                .where(st.runs.c.id == run_id)
+                .values(line_count=lines, order_count=len(orders), suspect_lines=found.record())
             )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
             lease.between_tasks(conn, run_id, lease.POLICY.clock())  # extract ends: the run waits for its next task
@@ -159,7 +247,7 @@ def extract(
         list(params.order_status_ids), " > ".join(tables.describe()["language_from"]) or "none (default_language)",
         f"; {arrived} orders wait no more" if params.send_available else "",
     )  # fmt: skip
-    return ExtractResult(run_id, lines, len(orders), arrived)
+    return ExtractResult(run_id, lines, len(orders), arrived, len(found.suspects))
 
 
 # --- previous snapshot -----------------------------------------------------------------------
@@ -203,17 +291,24 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
 
 
 def _iso(value: Any) -> str | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).isoformat()
+    """A date as the email shows it (classify.shown_date: None for none or a date in 2100 or later), ISO."""
+    date = shown_date(value)
+    return None if date is None else date.isoformat()
 
 
-def _lines_json(records: list[dict[Any, Any]]) -> str:
-    """The products and dates one notification lists, as kept in the audit."""
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _lines_json(records: list[dict[str, Any]]) -> str:
+    """The products and dates one notification lists, as its email shows them and the audit keeps them.
+    `records` are plain values (classify.plain_records: None, never NaN)."""
     items = [
         {
             "orders_products_id": int(r["orders_products_id"]),
             "products_id": int(r["products_id"]),
-            "products_name": r["products_name"],
-            "products_model": r["products_model"] if isinstance(r["products_model"], str) else None,
+            "products_name": _text(r["products_name"]),
+            "products_model": _text(r["products_model"]),
             "products_quantity": float(r["products_quantity"]),
             "date_available": _iso(r["date_available"]),
             "previous_date": _iso(r["previous_date"]),
@@ -328,14 +423,14 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             )
         }
         listed: dict[int, list[dict[Any, Any]]] = {}
-        for rec in result.listed.to_dict("records"):
+        for rec in plain_records(result.listed):
             listed.setdefault(int(rec["orders_id"]), []).append(rec)
         now = _utcnow()
         silent = params.catch_up_silently
         new_rows: list[dict[str, Any]] = []
         take_over: list[int] = []
         done_before = 0
-        for r in result.notifications.to_dict("records"):
+        for r in plain_records(result.notifications):
             key = (int(r["orders_id"]), str(r["kind"]))
             skip_reason = r["skip_reason"] if isinstance(r["skip_reason"], str) else None  # pandas: None -> NaN
             if key in existing:

@@ -4,6 +4,12 @@ The shop is only ever read. Filters (order statuses, availability date after T, 
 pushed into SQL so that only backorder lines travel, and rows are streamed in chunks.
 Shop differences are data: the table prefix, and which column of `orders` holds the order's
 language (`LANGUAGE_COLUMNS`, found in the live schema).
+
+Messy data is read as it is and never drops a line silently: an order line whose product was
+deleted from `products` is found by an outer join (`missing_product_lines`, and in
+`arrived_lines`, where such an order is not counted as arrived); an order without a purchase date
+(NULL) is read like one with a zero date. What the emails do with such lines is decided in
+classify.py.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ _PLACEHOLDER_YEARS = (0, 1, 1000)
 # then modified's `orders.languages_id`, read as the `code` of that row of the shop's `languages`.
 LANGUAGE_COLUMNS: tuple[str, ...] = ("language_code", "language")
 LANGUAGE_ID_COLUMN = "languages_id"
+
+# The products_id of `products` beside each line, where lines of deleted products are kept (NULL there).
+PRODUCT_FOUND = "product_found"
 
 # What a backorder line says about the product, then about its order.
 PRODUCT_COLUMNS: tuple[str, ...] = (
@@ -186,17 +195,22 @@ def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopT
     return _tables(prefix, tuple(c for c in LANGUAGE_COLUMNS if c in order_cols), with_languages)
 
 
-def _lines_select(tables: ShopTables, params: RunParams) -> sa.Select[Any]:
-    """Order lines with their order's details (LINE_COLUMNS), of orders in the selected statuses."""
+def _lines_select(tables: ShopTables, params: RunParams, deleted_products: bool = False) -> sa.Select[Any]:
+    """Order lines with their order's details (LINE_COLUMNS), of orders in the selected statuses.
+
+    With `deleted_products`, lines whose product is no longer in `products` are kept too (outer
+    join; date_available NULL), and PRODUCT_FOUND tells them apart (NULL for those)."""
     o, op, p = tables.orders, tables.orders_products, tables.products
     sources: list[Any] = [sa.func.nullif(o.c[name], "") for name in tables.language_columns]
-    joined = op.join(o, o.c.orders_id == op.c.orders_id).join(p, p.c.products_id == op.c.products_id)
+    joined = op.join(o, o.c.orders_id == op.c.orders_id).join(
+        p, p.c.products_id == op.c.products_id, isouter=deleted_products
+    )
     if tables.languages is not None:
         lang = tables.languages
         joined = joined.outerjoin(lang, lang.c.languages_id == o.c[LANGUAGE_ID_COLUMN])
         sources.append(lang.c.code)
     language = sources[0] if len(sources) == 1 else sa.func.coalesce(*sources) if sources else sa.null()
-    return (
+    query = (
         sa.select(
             o.c.orders_id,
             op.c.orders_products_id,
@@ -215,6 +229,7 @@ def _lines_select(tables: ShopTables, params: RunParams) -> sa.Select[Any]:
         .where(o.c.orders_status.in_(params.order_status_ids))
         .order_by(o.c.orders_id, op.c.orders_products_id)
     )
+    return query.add_columns(p.c.products_id.label(PRODUCT_FOUND)) if deleted_products else query
 
 
 def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: datetime) -> sa.Select[Any]:
@@ -223,31 +238,64 @@ def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: date
     query = (
         _lines_select(tables, params)
         .where(p.c.products_date_available > shop_time)
-        # Orders placed after T did not exist on the day a run stands for (backfills, re-runs).
-        .where(o.c.date_purchased <= shop_time)
+        # Orders placed after T did not exist on the day a run stands for (backfills, re-runs). An order
+        # without a purchase date is kept, like one with a zero date (which compares as earlier than T).
+        .where(sa.or_(o.c.date_purchased <= shop_time, o.c.date_purchased.is_(None)))
     )
     if params.max_order_age_days is not None:
         query = query.where(o.c.date_purchased >= shop_time - timedelta(days=params.max_order_age_days))
     return query
 
 
-def arrived_lines(
-    engine: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, orders_products_ids: list[int]
-) -> list[dict[str, Any]]:
-    """Of the given order lines (once on backorder, no longer), those whose order is still in the
-    statuses, when no line of that order is on backorder any more: the date of every one was
-    reached or cleared. Keys: LINE_COLUMNS; `date_available` is None for a cleared date."""
-    op = tables.orders_products
+@dataclass(frozen=True)
+class Arrivals:
+    """What `arrived_lines` found: the lines of orders that wait no more, and the lines of deleted
+    products that keep their orders out of `lines` (keys: LINE_COLUMNS)."""
+
+    lines: list[dict[str, Any]]
+    deleted_products: list[dict[str, Any]]
+
+
+def _chunked_lines(engine: Engine, query: sa.Select[Any], column: Any, ids: list[int]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        for start in range(0, len(orders_products_ids), 1000):
-            chunk = orders_products_ids[start : start + 1000]
-            query = _lines_select(tables, params).where(op.c.orders_products_id.in_(chunk))
-            rows += [dict(row) for row in conn.execute(query).mappings()]
+        for start in range(0, len(ids), 1000):
+            rows += [dict(row) for row in conn.execute(query.where(column.in_(ids[start : start + 1000]))).mappings()]
+    return rows
+
+
+def missing_product_lines(
+    engine: Engine, tables: ShopTables, params: RunParams, orders_ids: list[int]
+) -> list[dict[str, Any]]:
+    """The lines of the given orders whose product is no longer in `products` (keys: LINE_COLUMNS)."""
+    query = _lines_select(tables, params, deleted_products=True).where(tables.products.c.products_id.is_(None))
+    rows = _chunked_lines(engine, query, tables.orders.c.orders_id, sorted(orders_ids))
+    return [{k: v for k, v in row.items() if k != PRODUCT_FOUND} for row in rows]
+
+
+def arrived_lines(
+    engine: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, orders_products_ids: list[int]
+) -> Arrivals:
+    """Of the given order lines (once on backorder, no longer), those whose order is still in the
+    statuses, when no line of that order is on backorder any more: the date of every one was
+    reached or cleared. `date_available` is None for a cleared date.
+
+    An order with a line whose product was deleted from `products` (one of these lines or any other
+    of the order) has not arrived: the goods of that line cannot be known to be on their way."""
+    query = _lines_select(tables, params, deleted_products=True)
+    rows = _chunked_lines(engine, query, tables.orders_products.c.orders_products_id, orders_products_ids)
     still_waiting = {
         r["orders_id"] for r in rows if r["date_available"] is not None and r["date_available"] > shop_time
     }
-    return [r for r in rows if r["orders_id"] not in still_waiting]
+    rows = [r for r in rows if r["orders_id"] not in still_waiting]
+    deleted = {r["orders_products_id"]: r for r in rows if r.pop(PRODUCT_FOUND) is None}
+    for row in missing_product_lines(engine, tables, params, list({r["orders_id"] for r in rows})):
+        deleted.setdefault(row["orders_products_id"], row)
+    blocked = {r["orders_id"] for r in deleted.values()}
+    return Arrivals(
+        lines=[r for r in rows if r["orders_id"] not in blocked],
+        deleted_products=sorted(deleted.values(), key=lambda r: (r["orders_id"], r["orders_products_id"])),
+    )
 
 
 def iter_backorder_lines(

@@ -10,7 +10,9 @@ Times are stored as naive UTC (reference times) or naive shop time (availability
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,18 @@ MYSQL_TABLE_OPTIONS: dict[str, Any] = {
 
 # MySQL's DATETIME drops fractions of a second unless asked; a manual run's T has microseconds.
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# MySQL's TEXT holds 64 KB: too little for the lines of a large order with 255-character names, or
+# for a run's list of skipped orders. MEDIUMTEXT holds 16 MB; elsewhere TEXT has no such limit.
+LongText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+# The widest text a supported shop declares for a column we copy (tests/fixtures/shops/*.sql and
+# shop-schemas.md): products_model varchar(255) (osCommerce 2.4), orders_products.products_name
+# varchar(255) (osCommerce 2.4, modified, Gambio), customers_name and customers_email_address
+# varchar(255) (osCommerce 2.3/2.4, modified), the order language varchar(32) (xt:Commerce,
+# modified, Gambio `orders.language`). A wider value (a column a plugin widened) is cut to fit by
+# `storable`, with a log line; it never fails the run.
+SHOP_TEXT = 255
+SHOP_LANGUAGE = 32
 
 runs = sa.Table(
     "bo_run",
@@ -47,11 +61,15 @@ runs = sa.Table(
     sa.Column("line_count", sa.Integer),
     sa.Column("order_count", sa.Integer),
     sa.Column("counts", sa.Text),  # {"sent": {"initial": {"en": 3}}, ...}
-    sa.Column("skipped", sa.Text),  # [{"orders_id": 7, "reason": "..."}]
+    sa.Column("skipped", LongText),  # [{"orders_id": 7, "reason": "..."}]
     sa.Column("stage_seconds", sa.Text, nullable=False, default="{}"),
     sa.Column("shop_schema", sa.Text),  # {"dialect": ..., "table_prefix": ..., "language_from": [...]}
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
+    # Lines whose shop data cannot be shown as it is (a deleted product, a quantity that is not
+    # positive, a date in 2100 or later; see classify.py), and what the emails did with them:
+    # [{"orders_id": 7, "orders_products_id": 12, "products_id": 3, "problem": "..."}] (migration 0008).
+    sa.Column("suspect_lines", LongText),
     sa.Index("ix_bo_run_dag_run", "dag_id", "dag_run_id"),  # the audit page's link from a DAG run
     **MYSQL_TABLE_OPTIONS,
 )
@@ -64,13 +82,13 @@ def _order_line_columns(date_nullable: bool) -> list[sa.Column[Any]]:
         sa.Column("orders_products_id", sa.Integer, primary_key=True),
         sa.Column("orders_id", sa.Integer, nullable=False),
         sa.Column("products_id", sa.Integer, nullable=False),
-        sa.Column("products_name", sa.String(255)),
-        sa.Column("products_model", sa.String(64)),
+        sa.Column("products_name", sa.String(SHOP_TEXT)),
+        sa.Column("products_model", sa.String(SHOP_TEXT)),  # 64 before migration 0008
         sa.Column("products_quantity", sa.Float),
         sa.Column("date_available", Timestamp, nullable=date_nullable),
-        sa.Column("customers_name", sa.String(255)),
-        sa.Column("customers_email_address", sa.String(255)),
-        sa.Column("order_language", sa.String(32)),
+        sa.Column("customers_name", sa.String(SHOP_TEXT)),
+        sa.Column("customers_email_address", sa.String(SHOP_TEXT)),
+        sa.Column("order_language", sa.String(SHOP_LANGUAGE)),
         sa.Column("customers_id", sa.Integer),
         sa.Column("date_purchased", Timestamp),
     ]
@@ -116,12 +134,12 @@ notifications = sa.Table(
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("reference_time", Timestamp, nullable=False),
     sa.Column("dry_run", sa.Boolean, nullable=False),
-    sa.Column("customers_email_address", sa.String(255)),
-    sa.Column("customers_name", sa.String(255)),
+    sa.Column("customers_email_address", sa.String(SHOP_TEXT)),
+    sa.Column("customers_name", sa.String(SHOP_TEXT)),
     sa.Column("language", sa.String(8), nullable=False),
     sa.Column("customers_id", sa.Integer),
     sa.Column("message_id", sa.String(255)),  # set when rendered
-    sa.Column("listed_lines", sa.Text, nullable=False),  # JSON: the products and dates the email lists
+    sa.Column("listed_lines", LongText, nullable=False),  # JSON: the products and dates the email lists
     sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run, silenced
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
     sa.Column("sent_at", Timestamp),
@@ -286,6 +304,34 @@ def suppressions_query(run_id: int) -> sa.Select[Any]:
     return sa.select(
         s.c.email_address, sa.case((by_id, s.c.customers_id), else_=sa.null()).label("customers_id"), s.c.reason
     ).where(sa.or_(s.c.email_address.in_(addresses), by_id))
+
+
+@lru_cache(maxsize=32)
+def _text_widths(table: sa.Table) -> dict[str, int]:
+    return {c.name: c.type.length for c in table.columns if isinstance(c.type, sa.String) and c.type.length}
+
+
+def storable(table: sa.Table, row: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`row` as `table` can hold it on any state database, whatever the shop sent: text without NUL
+    characters (PostgreSQL refuses them) and no longer than its column (the first characters are kept;
+    MariaDB and PostgreSQL would refuse the row). Returns the row and, per value cut, what was done,
+    e.g. 'products_model has 300 characters; the state keeps the first 255' (never the value itself).
+    An address cut to 255 characters is still longer than the 254 an address may have: it is skipped
+    as not valid, never sent to a different address."""
+    widths = _text_widths(table)
+    fitted = dict(row)
+    cut: list[str] = []
+    for name, width in widths.items():
+        value = fitted.get(name)
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        if len(value) > width:
+            cut.append(f"{name} has {len(value)} characters; the state keeps the first {width}")
+            value = value[:width]
+        fitted[name] = value
+    return fitted, cut
 
 
 def dumps(value: Any) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,6 +18,9 @@ from include.backorder.classify import (
     Rules,
     classify,
     email_problem,
+    line_problem,
+    plain,
+    plain_records,
     template_language,
 )
 
@@ -229,3 +234,77 @@ def test_suppressed_addresses_and_customers_are_skipped_with_the_reason() -> Non
     assert got[1] == "suppressed: one-click unsubscribe"  # matched case-insensitively
     assert got[2] == "suppressed: asked by phone"  # matched by customer id
     assert not isinstance(got[3], str)
+
+
+NEVER = datetime(9999, 12, 31)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        pytest.param(Case({1: NEVER}, previous={1: datetime(2999, 1, 1)}, **told), "-",
+                     id="one 'never' date for another -> nothing (both shown as no date)"),
+        pytest.param(Case({1: D1}, previous={1: NEVER}, **told), "changed", id="'never' became a date -> changed"),
+        pytest.param(Case({1: NEVER}, previous={1: D1}, **told), "changed", id="a date became 'never' -> changed"),
+    ],
+)  # fmt: skip
+def test_dates_in_2100_or_later_are_no_date(case: Case, expected: str) -> None:
+    """Finding 11: a shop's 'never' (9999-12-31) is shown as no date; two of them are no change."""
+    assert kind_of(case) == expected
+
+
+@pytest.mark.parametrize(
+    ("quantity", "listed"),
+    [
+        pytest.param(2.0, True, id="positive"),
+        pytest.param(0.5, True, id="fractional (Zen Cart, Gambio)"),
+        pytest.param(0.0, False, id="zero"),
+        pytest.param(-1.0, False, id="negative"),
+        pytest.param(None, False, id="NULL"),
+    ],
+)
+def test_lines_without_a_positive_quantity_are_never_listed(quantity: float | None, listed: bool) -> None:
+    """Finding 11: a quantity that is not positive is left out of every email; alone, it makes no email."""
+    lines, previous, history = frames({1: Case({1: D1, 2: D2}), 2: Case({3: D1})})
+    lines["products_quantity"] = lines["products_quantity"].astype(object)
+    lines.loc[lines["orders_products_id"].isin([1, 3]), "products_quantity"] = quantity
+    result = classify(lines, previous, history, Rules(T, 2, None, "en"))
+    assert sorted(result.listed["orders_products_id"]) == ([1, 2, 3] if listed else [2])
+    assert sorted(result.notifications["orders_id"]) == ([1, 2] if listed else [1])
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        pytest.param({"products_quantity": 1, "date_available": D1}, None, id="plain"),
+        pytest.param({"products_quantity": -2, "date_available": D1},
+                     "quantity -2 is not positive: left out of the email", id="negative"),
+        pytest.param({"products_quantity": 0.0, "date_available": D1},
+                     "quantity 0 is not positive: left out of the email", id="zero"),
+        pytest.param({"products_quantity": float("nan"), "date_available": D1}, "no quantity: left out of the email",
+                     id="NaN"),
+        pytest.param({"products_quantity": 1, "date_available": datetime(2100, 1, 1)},
+                     "date 2100-01-01 is in 2100 or later: the email shows no date", id="2100"),
+        pytest.param({"products_quantity": 1, "date_available": datetime(2099, 12, 31, 23)}, None, id="2099"),
+        pytest.param({"products_quantity": 1, "date_available": None}, None, id="cleared date"),
+    ],
+)  # fmt: skip
+def test_line_problem(line: dict[str, Any], problem: str | None) -> None:
+    assert line_problem(line) == problem
+
+
+def test_plain_records_turn_nulls_into_none_never_nan() -> None:
+    """Finding 5: with another order in the frame, pandas makes NaN of a NULL name; rows get None."""
+    lines, previous, history = frames({1: Case({1: D1}), 2: Case({2: D1}, email=None)})
+    lines["customers_name"] = lines["customers_name"].astype(object)
+    lines.loc[lines["orders_id"] == 2, ["customers_name", "customers_id", "order_language"]] = None
+    result = classify(lines, previous, history, Rules(T, 2, None, "en"))
+    raw = result.notifications.to_dict("records")[1]
+    assert any(isinstance(v, float) and math.isnan(v) for v in raw.values()), "pandas makes NaN (the finding)"
+    note = plain_records(result.notifications)[1]
+    assert note["customers_name"] is None and note["customers_id"] is None
+    assert note["customers_email_address"] is None and note["skip_reason"] == SKIP_NO_EMAIL
+    assert plain_records(result.notifications)[0]["customers_id"] == 101
+    listed = plain_records(result.listed)[0]
+    assert type(listed["date_available"]) is datetime and listed["previous_date"] is None
+    assert plain(pd.NaT) is None and plain(np.float64("nan")) is None and plain(pd.NA) is None

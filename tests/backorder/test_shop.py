@@ -9,9 +9,12 @@ import sqlalchemy as sa
 
 from include.backorder.config import RunParams
 from include.backorder.shop import (
+    LINE_COLUMNS,
     ShopSchemaError,
+    arrived_lines,
     inspect_shop,
     iter_backorder_lines,
+    missing_product_lines,
     parse_shop_datetime,
 )
 
@@ -173,3 +176,60 @@ def test_shop_time_follows_the_shop_timezone() -> None:
     t = datetime(2026, 3, 10, tzinfo=UTC)
     assert RunParams().shop_time(t) == datetime(2026, 3, 10)
     assert RunParams(shop_timezone="Europe/Berlin").shop_time(t) == datetime(2026, 3, 10, 1)
+
+
+def _delete_product(shop, pid: int) -> None:
+    with shop.engine.begin() as c:
+        c.exec_driver_sql(f"DELETE FROM products WHERE products_id = {pid}")
+
+
+def test_lines_of_deleted_products_are_found_not_dropped(shop) -> None:
+    """Finding 8: the lines of a waiting order whose product left `products` are found by an outer join."""
+    shop.product(1, T + timedelta(days=5))
+    shop.product(2, T + timedelta(days=5))
+    shop.order(10, [1, 2], purchased=T - timedelta(days=1))
+    shop.order(11, [1], purchased=T - timedelta(days=1))
+    _delete_product(shop, 2)
+    p = RunParams()
+    tables = inspect_shop(shop.engine, "")
+    assert [r["products_id"] for r in extract(shop)] == [1, 1], "a deleted product is not on backorder"
+    (missing,) = missing_product_lines(shop.engine, tables, p, [10, 11])
+    assert (missing["orders_id"], missing["orders_products_id"], missing["products_id"]) == (10, 2, 2)
+    assert missing["products_name"] == "Product 2" and missing["date_available"] is None
+    assert set(missing) == set(LINE_COLUMNS)
+
+
+def test_an_order_with_a_deleted_product_has_not_arrived(shop) -> None:
+    """Finding 8: order 10's product 1 arrived and product 2 was deleted: not arrived, the line named."""
+    shop.product(1, T - timedelta(days=1))
+    shop.product(2, T + timedelta(days=5))
+    shop.product(3, None)
+    shop.order(10, [1, 2], purchased=T - timedelta(days=9))  # lines 1, 2
+    shop.order(11, [1, 3], purchased=T - timedelta(days=9))  # lines 3, 4
+    _delete_product(shop, 2)
+    tables = inspect_shop(shop.engine, "")
+    arrivals = arrived_lines(shop.engine, tables, RunParams(), T, [1, 2, 3, 4])
+    assert [(r["orders_id"], r["products_id"]) for r in arrivals.lines] == [(11, 1), (11, 3)]
+    assert [(r["orders_id"], r["orders_products_id"], r["products_id"]) for r in arrivals.deleted_products] == [
+        (10, 2, 2)
+    ]
+    # The deleted line need not be one the snapshot knew: any line of the order counts.
+    arrivals = arrived_lines(shop.engine, tables, RunParams(), T, [1])
+    assert arrivals.lines == [] and [r["orders_products_id"] for r in arrivals.deleted_products] == [2]
+    assert all(set(r) == set(LINE_COLUMNS) for r in arrivals.lines + arrivals.deleted_products)
+
+
+def test_an_order_without_a_purchase_date_is_read_like_a_zero_date(tmp_path) -> None:
+    """Finding 5: date_purchased NULL does not drop the order (a zero date never did); with
+    max_order_age_days its age is unknown, so it is outside the window, as a zero date is."""
+    engine = minimal_shop(tmp_path / "shop.sqlite")
+    with engine.begin() as c:
+        c.exec_driver_sql("INSERT INTO products VALUES (1, '2026-04-01 00:00:00')")
+        c.exec_driver_sql("INSERT INTO orders VALUES (5, 'Ann', 'a@example.com', NULL, 1, 7)")
+        c.exec_driver_sql("INSERT INTO orders VALUES (6, 'Bob', 'b@example.com', '0000-00-00 00:00:00', 1, 8)")
+        c.exec_driver_sql("INSERT INTO orders_products VALUES (1, 5, 1, 'M', 'Tent', 1), (2, 6, 1, 'M', 'Tent', 1)")
+    tables = inspect_shop(engine, "")
+    for max_age, expected in ((None, [(5, None), (6, None)]), (30, [])):
+        p = RunParams(max_order_age_days=max_age)
+        rows = [r for chunk in iter_backorder_lines(engine, tables, p, T) for r in chunk]
+        assert [(r["orders_id"], r["date_purchased"]) for r in rows] == expected

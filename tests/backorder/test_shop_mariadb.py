@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.backorder import pipeline
+from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams
 from include.backorder.shop import ShopSchemaError, inspect_shop, iter_backorder_lines, shop_engine
 from tests.mariadb_shops import T0, VARIANTS, naive, variant_shop_database
@@ -167,3 +168,53 @@ def test_modified_order_without_folder_name_gets_its_language_through_languages_
         ]
         engine.dispose()
     assert {r["orders_id"]: r["order_language"] for r in rows} == {1: "german", 2: "de"}
+
+
+def _declared_width(shop, table: str, column: str) -> int | None:
+    t = shop.md.tables[shop.variant.prefix + table]
+    return getattr(t.c[column].type, "length", None) if column in t.c else None
+
+
+def test_every_variants_widest_values_reach_the_state_whole() -> None:
+    """Finding 4: each shop's widest name, model, address and language, read over its own charset by
+    PyMySQL, staged in a MariaDB state (strict: a value too wide fails the insert) character for character."""
+    from tests.conftest import server_database
+
+    with server_database("mariadb", "backorder_state_db") as state:
+        for variant in VARIANTS:
+            with variant_shop_database(variant) as (shop, conn):
+                width = {
+                    (table, column): _declared_width(shop, table, column)
+                    for table, column in (
+                        ("orders_products", "products_model"), ("orders_products", "products_name"),
+                        ("orders", "customers_name"), ("orders", "customers_email_address"),
+                    )
+                }  # fmt: skip
+                model = ("ÄÖÜß-" * 60)[: width["orders_products", "products_model"]]
+                name = ("Schlafsack für Kälte " * 20)[: width["orders_products", "products_name"]]
+                customer = ("Jürgen Weiß " * 30)[: width["orders", "customers_name"]]
+                address = "a" * (min(254, width["orders", "customers_email_address"] or 0) - 12) + "@example.com"
+                language: dict[str, str] = {}
+                if variant.language:
+                    column = variant.language[0]
+                    language = {column: "g" * (_declared_width(shop, "orders", column) or 0)}
+                shop.product(1, naive(10), "Zelt")
+                shop.insert(
+                    "orders", orders_id=1, customers_id=1, customers_name=customer, customers_email_address=address,
+                    orders_status=1, date_purchased=naive(-1), **language,
+                )  # fmt: skip
+                shop.insert(
+                    "orders_products", orders_id=1, products_id=1, products_model=model, products_name=name,
+                    products_quantity=1,
+                )  # fmt: skip
+                result = pipeline.extract(
+                    conn, state, RunContext(T0, dag_id=f"widths_{variant.name}"), RunParams(table_prefix=variant.prefix)
+                )
+            engine = sa.create_engine(state.url())
+            with engine.connect() as c:
+                staged = c.execute(sa.select(st.staged_lines).where(st.staged_lines.c.run_id == result.run_id))
+                (row,) = staged.mappings().all()
+            engine.dispose()
+            got = (row["products_model"], row["products_name"], row["customers_name"], row["customers_email_address"])
+            assert got == (model, name, customer, address), variant.name
+            assert row["order_language"] == (next(iter(language.values())) if language else None), variant.name
