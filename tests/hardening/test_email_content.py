@@ -271,15 +271,7 @@ def run_day(shop: Any, state_db: DbConnection, smtp: SmtpSettings, **run_params:
 @pytest.mark.parametrize("case", params([c for c in CASES if c.id == "audit-keeps-every-line"]))
 def test_the_audit_keeps_every_line_the_email_does_not_list(
     case: Case, shop: Any, state_db: DbConnection, smtp: SmtpSettings, mail_sink: MailSink,
-    request: pytest.FixtureRequest,
 ) -> None:  # fmt: skip
-    if state_db.conn_type == "mysql":
-        # Strict: it fails the suite the day the column is widened, so that this mark goes with it.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=sa.exc.DataError,
-            reason="bo_notification.listed_lines is TEXT (65,535 bytes) on MariaDB; 1,000 lines of JSON are"
-                   " about 200 KB: the column needs LONGTEXT there (state.py and a migration, not this module)",
-        ))  # fmt: skip
     products = list(range(1, 1001))
     with shop.engine.begin() as c:
         c.execute(sa.insert(demo_shop.products), [
