@@ -63,11 +63,15 @@ def markdown() -> str:
     """The README section's body: a table per surface."""
     out: list[str] = []
     for module in surfaces():
-        out += [f"**{module.SURFACE}** (`tests/hardening/{Path(module.__file__ or '').name}`)", ""]
+        name = Path(module.__file__ or "").name
+        out += [
+            f"<details><summary><b>{module.SURFACE}</b>: {len(module.CASES)} cases (<code>{name}</code>)</summary>",
+            "",
+        ]
         out += ["| given | what you see | finding |", "|---|---|---|"]
         for case in module.CASES:
             out.append(f"| {_cell(case.given)} | {_cell(case.expect)} | {case.finding or ''} |")
-        out.append("")
+        out += ["", "</details>", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
