@@ -171,6 +171,7 @@ def _smtp() -> Any:
         use_ssl=not flag("disable_ssl"),
         use_starttls=not flag("disable_tls"),
         timeout=float(extra.get("timeout", 30)),
+        conn_id=SMTP_CONN_ID,
     )
 
 

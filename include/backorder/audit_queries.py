@@ -52,7 +52,7 @@ class RunSummary:
     dag_run_id: str
     reference_time: datetime
     dry_run: bool
-    status: str  # running, finished, abandoned
+    status: str  # running, failed (a stage raised; see lease.py), finished, abandoned
     line_count: int | None
     order_count: int | None
     started_at: datetime

@@ -56,7 +56,7 @@ runs = sa.Table(
     sa.Column("reference_time", Timestamp, nullable=False, index=True),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("params", sa.Text, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),  # running, finished
+    sa.Column("status", sa.String(20), nullable=False),  # running, failed, finished, abandoned (lease.py)
     sa.Column("previous_snapshot_id", sa.Integer),
     sa.Column("line_count", sa.Integer),
     sa.Column("order_count", sa.Integer),
