@@ -50,6 +50,20 @@ _PATTERN_MEANS = {
     "order_url": "must be an https:// URL with {order_id} where the order number goes (printable ASCII, no spaces"
     " or line breaks)",
 }
+# Texts the emails show: each bounded, so that no branding can push an email past render.MAX_EMAIL_BYTES
+# (a postal address of a megabyte would, whatever the list of lines) or a URL past what mail clients take.
+MAX_LENGTHS: dict[str, int] = {
+    "shop_name": 200,
+    "postal_address": 1000,
+    "unsubscribe_mailto": 254,  # RFC 5321's longest path, less the angle brackets
+    "support_email": 254,
+    # in List-Unsubscribe with "?token=" and a token of up to about 420 characters, on one header
+    # line of at most 998 (RFC 5322; a server refuses a longer one, and with it every email)
+    "unsubscribe_url": 500,
+    "logo_url": 2000,
+    "order_url": 2000,
+    "table_prefix": 64,
+}
 MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
 # Day counts become timedeltas from T: beyond a hundred years they leave the calendar (OverflowError).
 MAX_DAYS = 36500
@@ -59,6 +73,12 @@ def check_pattern(name: str, value: str) -> None:
     """Refuse a param that does not match its pattern (as the DAG's JSON Schema would)."""
     if not isinstance(value, str) or not re.search(PATTERNS[name], value):
         raise ConfigError(f"{name} {_PATTERN_MEANS[name]}, got {value!r}")
+
+
+def check_length(name: str, value: str) -> None:
+    """Refuse a text param longer than MAX_LENGTHS allows (as the DAG's JSON Schema `maxLength` would)."""
+    if len(value) > MAX_LENGTHS[name]:
+        raise ConfigError(f"{name} may be at most {MAX_LENGTHS[name]} characters long, got {len(value)}")
 
 
 def check_conf_keys(conf: Mapping[str, Any] | None, known: Iterable[str]) -> None:
@@ -94,6 +114,8 @@ class Branding:
     order_url: str = ""  # https URL of a customer's order page, with {order_id} where the id goes
 
     def __post_init__(self) -> None:
+        for name in ("shop_name", "postal_address", "logo_url", "support_email", "order_url"):
+            check_length(name, getattr(self, name))
         for name in ("logo_url", "brand_color", "support_email", "order_url"):
             check_pattern(name, getattr(self, name))
 
@@ -142,6 +164,7 @@ class RunParams:
                 f" {self.max_order_age_days}"
             )
         for name in ("table_prefix", "unsubscribe_mailto", "unsubscribe_url"):
+            check_length(name, getattr(self, name))
             check_pattern(name, getattr(self, name))
         if self.default_language not in LANGUAGES:
             raise ConfigError(f"default_language must be one of {LANGUAGES}, got {self.default_language!r}")

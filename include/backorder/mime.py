@@ -34,6 +34,7 @@ from functools import lru_cache
 
 CRLF = "\r\n"
 MAX_LINE = 78
+MAX_HARD_LINE = 998  # RFC 5322 2.1.1: no line longer, without its CRLF
 # One addr-spec as the envelope takes it: no space, no angle bracket, quote, comma or semicolon (what
 # classify.email_problem lets through, so that an address it takes is never refused here).
 _ADDR_SPEC_RE = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+")
@@ -125,6 +126,12 @@ def _fold(name: str, words: list[str]) -> HeaderLine:
         if not fresh and len(lines[-1]) + 1 + len(word) > MAX_LINE:
             lines.append("")
         lines[-1] += f" {word}"
+    longest = max(len(line) for line in lines)
+    if longest > MAX_HARD_LINE:  # one word too long to fold: a server refuses the whole message (500)
+        raise HeaderError(
+            f"header {name}: a word of {longest} characters cannot be folded under RFC 5322's {MAX_HARD_LINE}"
+            " characters a line; the server would refuse the message"
+        )
     return _checked(CRLF.join(lines))
 
 

@@ -100,3 +100,12 @@ def test_a_raw_header_line_cannot_reach_a_message() -> None:
         with pytest.raises(mime.HeaderError, match="not a well-formed header line"):
             mime.HeaderLine(raw)
     assert mime.HeaderLine("Subject: a\r\n folded") == "Subject: a\r\n folded"
+
+
+def test_a_word_too_long_for_one_header_line_is_refused_not_sent() -> None:
+    """RFC 5322 allows 998 characters a line; a server refuses a longer one (500, for every email alike)."""
+    url = "<https://shop.example/" + "u" * 940 + ">"
+    line = mime.header("List-Unsubscribe", url)  # 981 characters with its name: one line
+    assert max(len(part) for part in line.split("\r\n")) <= mime.MAX_HARD_LINE
+    with pytest.raises(mime.HeaderError, match="cannot be folded under RFC 5322's 998"):
+        mime.header("List-Unsubscribe", url.replace(">", "u" * 40 + ">"))

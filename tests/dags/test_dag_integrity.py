@@ -84,9 +84,10 @@ def test_bad_params_are_refused(dag, conf: dict, error: str) -> None:
 
 def test_the_dags_patterns_are_the_librarys(dag) -> None:
     """The DAG validates with the same patterns as config.py (the DAG file may not import the library)."""
-    from include.backorder.config import MAX_DAYS, MAX_ID, PATTERNS
+    from include.backorder.config import MAX_DAYS, MAX_ID, MAX_LENGTHS, PATTERNS
 
     assert {name: dag.params.get_param(name).schema.get("pattern") for name in PATTERNS} == PATTERNS
+    assert {name: dag.params.get_param(name).schema.get("maxLength") for name in MAX_LENGTHS} == MAX_LENGTHS
     for name in ("reminder_interval_days", "max_order_age_days"):
         assert dag.params.get_param(name).schema["maximum"] == MAX_DAYS
     assert dag.params.get_param("order_status_ids").schema["items"]["maximum"] == MAX_ID

@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES, demo_shop, pipeline
 from include.backorder import state as st
-from include.backorder.config import Branding, DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.config import MAX_LENGTHS, Branding, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
 from include.backorder.render import MAX_EMAIL_BYTES, MAX_LISTED_LINES, ListedLine, Notice, Renderer
 from include.backorder.smtp_sink import MailSink, Received
@@ -67,6 +68,15 @@ CASES = [
         " unsubscribe link there",
         finding="13",
         data={"fill": "\N{GRINNING FACE}", "lines": 1000},
+    ),
+    Case(
+        id="order-of-1000-emoji-lines-longest-branding",
+        given="the same, and every branding text as long as its param allows (shop name 200 emoji, postal address"
+        " 1,000 characters of emoji, logo and order URLs 2,000 characters, unsubscribe URL 500, addresses 254)",
+        expect="under 100,000 bytes, at least one line listed, the rest counted and linked; footer and"
+        " unsubscribe link there (a longer branding text is refused as a param: see Params and run conf)",
+        finding="13",
+        data={"fill": "\N{GRINNING FACE}", "lines": 1000, "branding": "longest"},
     ),
     Case(
         id="order-of-1000-lines-no-order-page",
@@ -152,6 +162,32 @@ BRANDING = Branding(
 UNSUBSCRIBE = Unsubscribe(
     mailto="optout@trailhead.example", url="https://trailhead.example/backorder/optout", secret="s3cret"
 )
+
+
+def _longest_branding() -> tuple[Branding, Unsubscribe]:
+    """Every branding text at its param's MAX_LENGTHS (config.py), the longest the DAG lets through."""
+    emoji = "\N{GRINNING FACE}"
+    postal_head = "79098 Freiburg im Breisgau\n"
+    url = "https://trailhead.example/"
+    domain = ".".join(["d" * 61] * 3) + ".example"  # labels of at most 63 characters
+    branding = Branding(
+        shop_name=emoji * MAX_LENGTHS["shop_name"],
+        logo_url=url + "l" * (MAX_LENGTHS["logo_url"] - len(url)),
+        support_email=("h" * 64 + "@" + domain)[: MAX_LENGTHS["support_email"] - 8] + ".example",
+        postal_address=postal_head + emoji * (MAX_LENGTHS["postal_address"] - len(postal_head)),
+        order_url=url + "?order_id={order_id}&" + "o" * (MAX_LENGTHS["order_url"] - len(url) - 21),
+    )
+    unsubscribe = Unsubscribe(
+        mailto="o" * 64 + "@" + domain[: MAX_LENGTHS["unsubscribe_mailto"] - 65 - 8] + ".example",
+        url=url + "u" * (MAX_LENGTHS["unsubscribe_url"] - len(url)),
+        secret="s3cret",
+    )
+    for name in ("shop_name", "postal_address", "logo_url", "support_email", "order_url"):
+        assert len(getattr(branding, name)) <= MAX_LENGTHS[name], name
+    RunParams(unsubscribe_mailto=unsubscribe.mailto, unsubscribe_url=unsubscribe.url)  # the params take them
+    return branding, unsubscribe
+
+
 T = datetime(2026, 11, 23, tzinfo=UTC)
 FOOTER = {
     "en": ("You receive this email because you ordered items", "Unsubscribe from these updates"),
@@ -164,12 +200,14 @@ MORE_RE = {
 }
 
 
-def send(smtp: SmtpSettings, sink: MailSink, renderer: Renderer, notice: Notice) -> Received:
+def send(
+    smtp: SmtpSettings, sink: MailSink, renderer: Renderer, notice: Notice, unsubscribe: Unsubscribe = UNSUBSCRIBE
+) -> Received:
     """Render and send one email; the message as the SMTP server received it."""
     before = len(sink.messages)
     with Mailer(smtp) as mailer:
         mailer.send(renderer.render(notice, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example",
-                                    T, UNSUBSCRIBE))  # fmt: skip
+                                    T, unsubscribe))  # fmt: skip
     assert len(sink.messages) == before + 1
     return sink.messages[-1]
 
@@ -204,16 +242,19 @@ def test_a_large_order_makes_an_email_under_100_kb_with_its_footer(
     case: Case, smtp: SmtpSettings, mail_sink: MailSink
 ) -> None:
     branding = replace(BRANDING, order_url=case.data.get("order_url", BRANDING.order_url))
+    unsubscribe = UNSUBSCRIBE
+    if case.data.get("branding") == "longest":
+        branding, unsubscribe = _longest_branding()
     renderer = Renderer(branding)
     fill, count = case.data["fill"], case.data["lines"]
     lines = long_lines(fill, count, case.data.get("name", LONGEST))
-    link = UNSUBSCRIBE.link(815, "juergen.mueller@example.com")
+    link = unsubscribe.link(815, "juergen.mueller@example.com")
     order_link = branding.order_link(4711)
     sizes = []
     for kind in KINDS:
         for language in LANGUAGES:
             notice = Notice(4711, kind, language, "juergen.mueller@example.com", fill * LONGEST, T, lines, 3, 815)
-            item = send(smtp, mail_sink, renderer, notice)
+            item = send(smtp, mail_sink, renderer, notice, unsubscribe)
             where = f"{kind}/{language}"
             sizes.append(len(item.raw))
             assert len(item.raw) < MAX_EMAIL_BYTES <= CLIP, where
@@ -224,7 +265,9 @@ def test_a_large_order_makes_an_email_under_100_kb_with_its_footer(
             assert len(re.findall(r'<td class="qty"', html)) == listed, where  # the HTML lists the same
             if more:
                 assert linked is bool(order_link), where
-                assert (f'<a href="{order_link}"' in html.split('class="more"', 1)[1]) is bool(order_link), where
+                assert (f'<a href="{escape(order_link)}"' in html.split('class="more"', 1)[1]) is bool(order_link), (
+                    where
+                )
             else:
                 assert 'class="more"' not in html, where
             notice_text, unsubscribe_text = FOOTER[language]

@@ -53,6 +53,17 @@ REFUSED = [
          " URL (printable ASCII, no spaces or line breaks ...)`",
          "1", _refused("unsubscribe_url", f"https://shop.example/u{INJECT}", NO_MATCH,
                        "unsubscribe_url must be an https:// URL")),
+    Case("postal-address-too-long", "run conf `postal_address` of 1,001 characters",
+         "refused: `Invalid input for param postal_address: ... is too long`; without Airflow: `postal_address may be"
+         " at most 1000 characters long` (every branding text is bounded, so that no email can pass 100,000 bytes)",
+         "13", _refused("postal_address", "x" * 1001, "is too long", "postal_address may be at most 1000 characters")),
+    Case("shop-name-too-long", "run conf `shop_name` of 201 characters", "refused as above (at most 200)", "13",
+         _refused("shop_name", "x" * 201, "is too long", "shop_name may be at most 200 characters")),
+    Case("unsubscribe-url-too-long", "run conf `unsubscribe_url` = `https://shop.example/` + 480 more characters",
+         "refused: `... is too long`; without Airflow: `unsubscribe_url may be at most 500 characters long` (with"
+         " its token it must fit one header line of 998 characters, or the server refuses every email)", "1",
+         _refused("unsubscribe_url", "https://shop.example/" + "u" * 480, "is too long",
+                  "unsubscribe_url may be at most 500 characters")),
     Case("unsubscribe-url-final-newline", "run conf `unsubscribe_url` = `https://shop.example/u` + CR LF",
          "refused as above", "1",
          _refused("unsubscribe_url", "https://shop.example/u\r\n", NO_MATCH, "unsubscribe_url must be an https://")),
