@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import traceback
 import uuid
@@ -32,6 +31,7 @@ from include.backorder import lease, pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams
 from include.backorder.db import LoginRefusedError
+from tests.backorder.test_lease import Clock
 from tests.conftest import MARIADB, POSTGRES, ROOT, _unavailable
 from tests.hardening.matrix import Case, params
 
@@ -142,23 +142,6 @@ CASES = [*LEASE, *ERRORS]
 
 
 # --- the lease -------------------------------------------------------------------------------
-
-
-class Clock:
-    """Naive UTC that the test moves on; the holder's heartbeat thread reads it too."""
-
-    def __init__(self) -> None:
-        self.now = lease.utcnow()
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, delta: timedelta) -> datetime:
-        with self._lock:
-            self.now += delta
-            return self.now
 
 
 @pytest.fixture
