@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -95,7 +96,8 @@ def test_dry_run_records_but_sends_nothing_and_keeps_state(small_shop, state_db,
     assert mail_sink.messages == []
     assert summary["dry_run"] is True and summary["counts"]["dry_run"] == {"initial": {"de": 1}}
     dry = rows(state_db, st.notifications, st.notifications.c.status == "dry_run")
-    assert len(dry) == 1 and dry[0]["dry_run"] and dry[0]["message_id"]
+    assert len(dry) == 1 and dry[0]["dry_run"]
+    assert dry[0]["message_id"] == "<backorder.1.initial.20260302T000000Z@example.com>"  # as a real send would have
     assert rows(state_db, st.snapshots) == []
 
     run_day(small_shop, state_db, smtp, T0)  # the real run at the same T still sends
@@ -228,6 +230,14 @@ def test_a_big_batch_is_rendered_by_the_worker_process_and_sent_once(
     from include.backorder import sending
 
     monkeypatch.setattr(sending, "RENDER_PROCESS_MIN", 2)  # 5 emails count as big here
+    workers: list[int] = []
+
+    class CountedWorker(sending.RenderWorker):  # the real worker process, its pid noted
+        def __enter__(self) -> sending.RenderWorker:
+            workers.append(self.process.pid)
+            return super().__enter__()
+
+    monkeypatch.setattr(sending, "RenderWorker", CountedWorker)
     shop.product(1, datetime(2026, 3, 20))
     for oid in range(1, 6):
         shop.order(oid, [1], purchased=datetime(2026, 3, 1), language="de" if oid % 2 else "en")
@@ -235,7 +245,8 @@ def test_a_big_batch_is_rendered_by_the_worker_process_and_sent_once(
     assert summary["counts"]["sent"] == {"initial": {"de": 3, "en": 2}}
     assert sorted(int(m.message["X-Backorder-Order-Id"]) for m in mail_sink.messages) == [1, 2, 3, 4, 5]
     (run,) = rows(state_db, st.runs)
-    assert json.loads(run["stage_seconds"])["send_initial.render"] > 0
+    assert len(workers) == 1 and workers[0] != os.getpid(), "one worker process rendered the batch"
+    assert "send_initial.render" in json.loads(run["stage_seconds"])
 
 
 def three_waiting_orders(shop) -> None:

@@ -62,7 +62,11 @@ def test_upgrade_from_the_first_revision_keeps_the_rows(state_db) -> None:
         None,
     )
     assert (note["orders_id"], note["status"], note["detail"], note["language"]) == (7, "sent", "250 OK", "de")
-    st.migrate(engine)  # idempotent
+    st.migrate(engine)  # idempotent: nothing changes the second time
+    assert st.current_revision(engine) == head_revision()
+    with engine.connect() as c:
+        assert c.execute(sa.select(st.runs.c.id)).scalars().all() == [1]
+        assert c.execute(sa.select(st.notifications.c.orders_id)).scalars().all() == [7]
     engine.dispose()
 
 

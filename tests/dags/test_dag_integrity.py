@@ -25,7 +25,6 @@ def dag():
 
 
 def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
-    assert dag is not None
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     ids = {t.task_id for t in dag.tasks}
