@@ -26,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES
-from include.backorder.config import ConfigError, DbConnection, RunParams
+from include.backorder.config import ConfigError, DbConnection, RunParams, check_conf_keys
 from include.backorder.render import ListedLine, Notice, Renderer
 from include.backorder.shop import backorder_lines_query, inspect_shop
 from include.backorder.unsubscribe import Unsubscribe
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         conf["shop_name"] = args.shop_name
     if args.interval is not None:
         conf["reminder_interval_days"] = args.interval
-    try:
+    try:  # the DAG's params: RunParams' fields and send_parallelism; a typo is an error, as in a run
+        check_conf_keys(conf, [*RunParams.__dataclass_fields__, "send_parallelism"])
         params = RunParams.from_mapping(conf)
     except ConfigError as exc:
         parser.error(str(exc))

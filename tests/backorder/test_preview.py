@@ -34,6 +34,9 @@ def test_preview_refuses_bad_conf_with_the_reason(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--conf", '{"brand_color": "red"}'])
     assert "brand_color must be a hex colour" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--conf", '{"dryrun": true}'])
+    assert "unknown key: 'dryrun' (did you mean 'dry_run'?)" in capsys.readouterr().err
 
 
 def test_preview_of_one_order_of_a_shop(shop, tmp_path) -> None:
