@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import available_timezones
 
 from airflow.sdk import Asset, AssetAlias, BaseHook, Param, Variable, conf, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
@@ -62,6 +63,9 @@ _PREFIX = rf"^[A-Za-z0-9_]*{_END}"
 _COLOR = rf"^#(?:[0-9A-Fa-f]{{3}}){{1,2}}{_END}"
 MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
 MAX_DAYS = 36500  # day counts become timedeltas from T: beyond a hundred years they leave the calendar
+# The form offers the IANA zones to choose from (a typo is flagged before the run starts); without a zone
+# database on the machine (no tzdata), the library's check at the first task is the only one.
+ZONES = sorted(available_timezones())
 MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG, at most (each holds an SMTP connection)
 MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
 # The languages are the template folders (include/backorder/__init__.py reads them the same way).
@@ -247,7 +251,7 @@ def _permanent_errors_fail_at_once() -> Iterator[None]:
         "catch_up_silently": Param(False, type="boolean",
                                    description="Bring the state up to date without emailing (e.g. a backfill): due"
                                                " emails are recorded as silenced and count as told."),
-        "shop_timezone": Param("UTC", type="string",
+        "shop_timezone": Param("UTC", type="string", **({"enum": ZONES} if ZONES else {}),
                                description="IANA time zone the shop writes its dates in, e.g. Europe/Berlin."),
         "shop_name": Param("", type=TEXT, maxLength=200,
                            description="Signature of the emails; empty: 'Your shop team'."),

@@ -67,6 +67,7 @@ MAX_LENGTHS: dict[str, int] = {
 MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the query on SQLite)
 # Day counts become timedeltas from T: beyond a hundred years they leave the calendar (OverflowError).
 MAX_DAYS = 36500
+MAX_SEND_PARALLELISM = 16  # batches per kind, each a mapped task with its own SMTP connection
 
 
 def check_pattern(name: str, value: str) -> None:
@@ -140,6 +141,7 @@ class RunParams:
     unsubscribe_mailto: str = ""
     unsubscribe_url: str = ""
     send_available: bool = False
+    send_parallelism: int = 1  # the DAG plans the batches; kept here so that the run record has every param
     logo_url: str = ""
     brand_color: str = "#1f4e79"
     support_email: str = ""
@@ -156,6 +158,8 @@ class RunParams:
             )
         if not 1 <= self.reminder_interval_days <= MAX_DAYS:
             raise ConfigError(f"reminder_interval_days must be from 1 to {MAX_DAYS}, got {self.reminder_interval_days}")
+        if not 1 <= self.send_parallelism <= MAX_SEND_PARALLELISM:
+            raise ConfigError(f"send_parallelism must be from 1 to {MAX_SEND_PARALLELISM}, got {self.send_parallelism}")
         if self.max_reminders is not None and self.max_reminders < 0:
             raise ConfigError(f"max_reminders must be >= 0 or null, got {self.max_reminders}")
         if self.max_order_age_days is not None and not 1 <= self.max_order_age_days <= MAX_DAYS:

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         conf["shop_name"] = args.shop_name
     if args.interval is not None:
         conf["reminder_interval_days"] = args.interval
-    try:  # the DAG's params: RunParams' fields and send_parallelism; a typo is an error, as in a run
-        check_conf_keys(conf, [*RunParams.__dataclass_fields__, "send_parallelism"])
+    try:  # the DAG's params are RunParams' fields; a typo is an error, as in a run
+        check_conf_keys(conf, RunParams.__dataclass_fields__)
         params = RunParams.from_mapping(conf)
     except ConfigError as exc:
         parser.error(str(exc))

@@ -92,6 +92,45 @@ def test_the_dags_patterns_are_the_librarys(dag) -> None:
     assert dag.params.get_param("order_status_ids").schema["items"]["maximum"] == MAX_ID
 
 
+# A RunParams field's annotation, and the JSON Schema type the DAG's Param of the same name must have.
+JSON_TYPES = {
+    "bool": "boolean",
+    "int": "integer",
+    "int | None": ["null", "integer"],
+    "str": ["null", "string"],  # an optional text: the trigger form sends an empty field as null
+    "tuple[int, ...]": "array",
+}
+REQUIRED_TEXTS = {"default_language", "shop_timezone", "brand_color"}  # never empty: a plain "string"
+
+
+def test_the_dags_params_are_the_library_run_params_key_type_and_default(dag) -> None:
+    """One set of params: the DAG's Params and config.RunParams name the same keys, with the same defaults
+    and matching types, so that every param a run used reaches its run record (bo_run.params)."""
+    import dataclasses
+
+    from include.backorder.config import MAX_SEND_PARALLELISM, RunParams
+
+    fields = {f.name: f for f in dataclasses.fields(RunParams)}
+    assert sorted(dag.params.keys()) == sorted(fields)
+    for name, f in fields.items():
+        param = dag.params.get_param(name)
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        assert param.value == default, name
+        expected = "string" if name in REQUIRED_TEXTS else JSON_TYPES[str(f.type)]
+        assert param.schema["type"] == expected, name
+    assert dag.params.get_param("send_parallelism").schema["maximum"] == MAX_SEND_PARALLELISM
+    assert json.loads(RunParams.from_mapping(dag.params.dump()).to_json()).keys() == fields.keys()
+
+
+def test_the_form_offers_the_iana_zones_and_refuses_a_typo(dag) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    zone = dag.params.get_param("shop_timezone")
+    assert zone.resolve("Europe/Berlin") == "Europe/Berlin" and "UTC" in zone.schema["enum"]
+    with pytest.raises(ParamValidationError, match="is not one of"):
+        zone.resolve("Europe/Berln")
+
+
 def test_top_level_imports_only_airflow_sdk() -> None:
     """Importing the DAG file adds none of the heavy libraries to what airflow.sdk already loads."""
     probe = (

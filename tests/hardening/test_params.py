@@ -64,6 +64,14 @@ REFUSED = [
          " its token it must fit one header line of 998 characters, or the server refuses every email)", "1",
          _refused("unsubscribe_url", "https://shop.example/" + "u" * 480, "is too long",
                   "unsubscribe_url may be at most 500 characters")),
+    Case("shop-timezone-typo", "run conf `shop_timezone` = `Europe/Berln`",
+         "refused: the trigger form offers the IANA zones, and the run says `... is not one of ...`; without Airflow:"
+         " `shop_timezone is not a known IANA time zone: 'Europe/Berln'` (before: the form took it, the run failed)",
+         "", _refused("shop_timezone", "Europe/Berln", "is not one of", "shop_timezone is not a known IANA")),
+    Case("send-parallelism-too-high", "run conf `send_parallelism` = 17",
+         "refused: `... greater than the maximum of 16`; without Airflow: `send_parallelism must be from 1 to 16`;"
+         " the run record keeps the value a run used", "",
+         _refused("send_parallelism", 17, "greater than the maximum of 16", "send_parallelism must be from 1 to 16")),
     Case("unsubscribe-url-final-newline", "run conf `unsubscribe_url` = `https://shop.example/u` + CR LF",
          "refused as above", "1",
          _refused("unsubscribe_url", "https://shop.example/u\r\n", NO_MATCH, "unsubscribe_url must be an https://")),
