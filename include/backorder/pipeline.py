@@ -577,7 +577,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
                 .order_by(n.c.orders_id)
             )
         ]
-        summary_counts = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}
+        summary_counts: dict[str, Any] = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}
         if again:
             summary_counts = json.loads(run["counts"] or "{}") or summary_counts  # as the run recorded them
         else:
@@ -607,19 +607,31 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         "snapshot": snapshot,
     }
     if again:
-        log.info("finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept)",
-                 run_id, t_utc, run["finished_at"])  # fmt: skip
+        log.info("finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept);"
+                 " this try: sent 0; the run's total: %s", run_id, t_utc, run["finished_at"],
+                 _totals(summary_counts.get(st.STATUS_SENT) or {}) or "nothing sent")  # fmt: skip
         return summary
     log.info("finish: run %d at T=%s%s", run_id, t_utc, " (dry run: no snapshot written)" if run["dry_run"] else "")
     for status, kinds in sorted(counts.items()):
         for kind, langs in sorted(kinds.items()):
             log.info("  %-8s %-9s %s", status, kind, ", ".join(f"{lang} {c}" for lang, c in sorted(langs.items())))
+    quiet = [kind for kind in KINDS if not any(kind in kinds for kinds in counts.values())]
+    if quiet:
+        log.info("  nothing due: %s", ", ".join(quiet))
     for item in skipped[:20]:
         log.info("  skipped order %d (%s): %s", item["orders_id"], item["kind"], item["reason"])
     if earlier:
         log.info("  %d notification(s) at this T were handled by an earlier run and were not sent again", earlier)
     log.info("  stage seconds: %s", stage_seconds)
     return summary
+
+
+def _totals(by_kind: dict[str, dict[str, int]]) -> str:
+    """'initial 114 (de 76, en 38), periodic 3 (en 3)': counts per kind and language, for a log line."""
+    return ", ".join(
+        f"{kind} {sum(langs.values())} ({', '.join(f'{lang} {c}' for lang, c in sorted(langs.items()))})"
+        for kind, langs in sorted(by_kind.items())
+    )
 
 
 def _drop_staged(conn: sa.Connection, run_id: int) -> None:

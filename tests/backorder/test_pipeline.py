@@ -272,3 +272,21 @@ def test_finish_run_again_keeps_the_snapshot_and_the_next_day_sends_no_false_cha
     mail_sink.clear()
     run_day(shop, state_db, smtp, T0 + timedelta(days=1), reminder_interval_days=7)
     assert mail_sink.messages == [], "no false `changed` the next day"
+
+
+def test_the_finish_log_says_what_this_try_did_and_what_was_not_due(shop, tmp_path, smtp, mail_sink, caplog) -> None:
+    """The task log a data engineer reads: kinds with nothing due are named, and a cleared finish says
+    that this try sent nothing, beside the run's total, instead of repeating the totals as if re-sent."""
+    state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
+    three_waiting_orders(shop)
+    caplog.set_level("INFO", logger="include.backorder.pipeline")
+    first = run_day(shop, state, smtp, T0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert "  nothing due: changed, periodic, available" in lines
+    caplog.clear()
+    pipeline.finish(state, first["run_id"])  # the cleared task's next try
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("finish:")]
+    sent = first["counts"]["sent"]["initial"]
+    assert line.endswith(
+        f"this try: sent 0; the run's total: initial 3 ({', '.join(f'{k} {v}' for k, v in sorted(sent.items()))})"
+    ), line
