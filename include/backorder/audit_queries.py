@@ -209,7 +209,7 @@ def daily_series(conn: Connection, days: int = 60, until: datetime | None = None
     rows = conn.execute(
         sa.select(r.c.reference_time, r.c.counts, r.c.line_count)
         .where(r.c.reference_time >= since, r.c.reference_time <= until, r.c.dry_run.is_(False))
-        .where(r.c.status == "finished")
+        .where(r.c.status == st.RUN_FINISHED)
         .order_by(r.c.reference_time, r.c.id)
     ).all()
     emails: dict[date, int] = defaultdict(int)

@@ -78,6 +78,8 @@ def check_pattern(name: str, value: str) -> None:
 
 def check_length(name: str, value: str) -> None:
     """Refuse a text param longer than MAX_LENGTHS allows (as the DAG's JSON Schema `maxLength` would)."""
+    if not isinstance(value, str):  # a caller of the library, not the DAG's form: say so, not TypeError
+        raise ConfigError(f"{name} must be text, got {value!r}")
     if len(value) > MAX_LENGTHS[name]:
         raise ConfigError(f"{name} may be at most {MAX_LENGTHS[name]} characters long, got {len(value)}")
 

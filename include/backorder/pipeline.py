@@ -84,9 +84,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-RUN_FINISHED = "finished"  # bo_run.status once finish committed: the record is final, a stage run again changes nothing
-
-
 # --- extract ---------------------------------------------------------------------------------
 
 
@@ -210,7 +207,7 @@ def extract(
                     reference_time=run.reference_utc,
                     dry_run=params.dry_run,
                     params=params.to_json(),
-                    status="running",
+                    status=st.RUN_RUNNING,
                     stage_seconds="{}",
                     shop_schema=st.dumps({"dialect": shop.dialect.name, **tables.describe()}),
                     started_at=_utcnow(),
@@ -263,7 +260,7 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
     with _engine(state_db) as state, lease.hold(state, run_id, "previous_snapshot"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
-        if run["status"] == RUN_FINISHED:
+        if run["status"] == st.RUN_FINISHED:
             pinned = run["previous_snapshot_id"]
             snaps = st.snapshots
             snap = conn.execute(sa.select(snaps).where(snaps.c.id == pinned)).mappings().first() if pinned else None
@@ -377,7 +374,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     """
     with _engine(state_db) as state, state.begin() as conn:
         lease.check(conn, run_id)
-        if st.get_run(conn, run_id)["status"] == RUN_FINISHED:
+        if st.get_run(conn, run_id)["status"] == st.RUN_FINISHED:
             due = _due_counts(conn, run_id)
             log.info("classify: run %d is finished: nothing classified again; due: %s", run_id, due)
             return due
@@ -553,7 +550,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         t = run["reference_time"]
-        again = run["status"] == RUN_FINISHED  # its staged lines are gone: writing a snapshot now would empty it
+        again = run["status"] == st.RUN_FINISHED  # its staged lines are gone: writing a snapshot now would empty it
         snapshot = None
         if not run["dry_run"] and not again:
             snapshot = "written" if _write_snapshot(conn, run_id, t, run["line_count"] or 0) else "replaced"
@@ -588,7 +585,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
                 sa.update(runs)
                 .where(runs.c.id == run_id)
                 .values(
-                    status=RUN_FINISHED,
+                    status=st.RUN_FINISHED,
                     counts=st.dumps(summary_counts),
                     skipped=st.dumps(skipped),
                     finished_at=_utcnow(),

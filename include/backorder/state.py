@@ -182,6 +182,11 @@ suppressions = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+# bo_run.status: running (a stage works or the run waits between tasks), failed (a stage raised: a later
+# run may take the lease over at once, see lease.py), finished (final: a stage run again changes nothing),
+# abandoned (a later run took its lease over).
+RUN_RUNNING, RUN_FAILED, RUN_FINISHED, RUN_ABANDONED = "running", "failed", "finished", "abandoned"
+
 STATUS_DUE = "due"
 STATUS_SENT = "sent"
 STATUS_FAILED = "failed"
