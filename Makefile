@@ -24,17 +24,17 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 ## demo: the real DAG for a week of demo days on a SQLite shop; emails land in .demo/mail/
-demo: install
-	$(PY) -m include.backorder.demo
+demo: install-dev
+	$(PY) -m tools.demo
 
 ## airflow: a local Airflow (api-server, scheduler, dag-processor, triggerer) with the demo shop and an SMTP sink;
 ##          prints the URL and the login; everything in .airflow/ (ARGS="--fresh", "--port 8081", "--db URL")
-airflow: install
-	$(PY) -m include.backorder.local_airflow $(ARGS)
+airflow: install-dev
+	$(PY) -m tools.local_airflow $(ARGS)
 
 ## preview: every kind in every language from sample data, as .eml and .html under previews/
-preview: install
-	$(PY) -m include.backorder.preview
+preview: install-dev
+	$(PY) -m tools.preview
 
 ## bench: the pipeline at shop scale against L_read and L_send (never part of `make test`);
 ##        SIZE=quick (default, ~2 min) or SIZE=full (1,000,000 order lines; ~15 min a repeat); results in bench/results/
@@ -45,8 +45,8 @@ bench: install-dev
 
 ## screenshots: every kind in English, 700 px (desktop) and 375 px (phone) wide, as PNGs in docs/screenshots/;
 ## needs Debian's chromium (.ci/run installs it) and fails if an email overflows either width
-screenshots: install
-	$(PY) -m include.backorder.picture
+screenshots: install-dev
+	$(PY) -m tools.picture
 
 ## test: lint, type check and the whole test suite
 test: lint typecheck pytest

@@ -4,7 +4,7 @@ Fills a fresh state database (migrated by Alembic, so with exactly the productio
 `days` daily run records, `per_day` notifications each (kinds, statuses, languages and addresses
 spread like a real shop's: orders come back every few days, skipped and failed ones among them)
 and the last two snapshots with `lines` backorder lines each, then times each query of
-include/backorder/audit_queries.py (median of `repeats` calls) on the newest and on the oldest data.
+include/backorder/audit/queries.py (median of `repeats` calls) on the newest and on the oldest data.
 
     python -m bench.audit [--url SQLALCHEMY_URL] [--days 365] [--per-day 5000] [--lines 80000]
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from include.backorder import audit_queries as q
 from include.backorder import state as st
+from include.backorder.audit import queries as q
 
 T_LAST = datetime(2026, 11, 29)
 KINDS = ("initial", "periodic", "periodic", "periodic", "changed")

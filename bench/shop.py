@@ -44,9 +44,9 @@ from typing import Any, Literal, TypeVar
 import pymysql
 import sqlalchemy as sa
 
-from include.backorder import demo_shop
 from include.backorder.config import DbConnection, RunParams
 from include.backorder.shop import backorder_lines_query, inspect_shop
+from tools import demo_shop
 
 REFERENCE_TIME = datetime(2026, 11, 2)  # naive, as the shop writes its dates (shop_timezone UTC)
 REFERENCE_TIME_UTC = REFERENCE_TIME.replace(tzinfo=UTC)  # the same instant, for a run's reference time

@@ -45,7 +45,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from include.backorder.smtp_sink import offer_pipelining
+from tools.smtp_sink import offer_pipelining
 
 HOST = "127.0.0.1"
 SENDER = "shop@example.com"
@@ -547,9 +547,9 @@ def rendered_samples(n: int, distinct: int = 64) -> tuple[list[bytes], list[tupl
 
     from include.backorder import KINDS, LANGUAGES
     from include.backorder.config import RunParams
-    from include.backorder.preview import SAMPLE_LINES
     from include.backorder.render import Notice, Renderer
     from include.backorder.unsubscribe import Unsubscribe
+    from tools.preview import SAMPLE_LINES
 
     params = RunParams()
     renderer = Renderer(params.branding())

@@ -70,7 +70,7 @@ MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG, at most (each h
 MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
 # The languages are the template folders (include/backorder/__init__.py reads them the same way).
 TEMPLATES = Path(__file__).resolve().parents[1] / "include" / "templates"
-LANGUAGES = sorted(p.name for p in TEMPLATES.glob("*") if p.is_dir() and p.name[0] != "_")
+LANGUAGES = sorted(p.name for p in TEMPLATES.glob("*") if p.is_dir())
 
 
 def _setting(key: str, default: str) -> str:

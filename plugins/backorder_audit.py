@@ -1,4 +1,4 @@
-"""The Airflow UI page "Backorder notifications": the audit app (include/backorder/audit_app.py) behind the login.
+"""The Airflow UI page "Backorder notifications": the audit app (include/backorder/audit/app.py) behind the login.
 
 A nav entry opens the runs overview; a tab on each DAG run of `backorder_notifications` opens that
 run's emails. The app is served by the api-server under /backorder. Every route requires a logged-in
@@ -66,10 +66,10 @@ def access_checks() -> list[Any]:
 def audit_app() -> Any | None:
     """The FastAPI app, or None (logged) when the library cannot be imported."""
     try:
-        from include.backorder.audit_app import create_app
+        from include.backorder.audit.app import create_app
     except ImportError as exc:
         log.error(
-            "%s: the page is not served: cannot import include.backorder.audit_app (%s). Put the project root "
+            "%s: the page is not served: cannot import include.backorder.audit.app (%s). Put the project root "
             "on PYTHONPATH of the api-server.",
             NAME,
             exc,

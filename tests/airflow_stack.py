@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from include.backorder.config import DbConnection
-from include.backorder.local_airflow import stop_session
 from tests.conftest import ROOT
+from tools.local_airflow import stop_session
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 T = TypeVar("T")

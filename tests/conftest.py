@@ -33,9 +33,9 @@ os.environ.setdefault("PYTHONPATH", str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from include.backorder import demo_shop  # noqa: E402
 from include.backorder.config import DbConnection, SmtpSettings  # noqa: E402
-from include.backorder.smtp_sink import MailSink, Received  # noqa: E402
+from tools import demo_shop  # noqa: E402
+from tools.smtp_sink import MailSink, Received  # noqa: E402
 
 
 @dataclass

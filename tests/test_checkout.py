@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import ROOT
 
 WRITTEN = [
-    ".demo/shop.sqlite",  # make demo (include/backorder/demo.py --work-dir)
-    "previews/initial-en.eml",  # make preview (include/backorder/preview.py --out)
-    ".airflow/airflow.cfg",  # make airflow (include/backorder/local_airflow.py --home)
+    ".demo/shop.sqlite",  # make demo (tools/demo.py --work-dir)
+    "previews/initial-en.eml",  # make preview (tools/preview.py --out)
+    ".airflow/airflow.cfg",  # make airflow (tools/local_airflow.py --home)
     ".venv/bin/python",  # the Makefile's venv
     ".pytest_cache/README.md",
     ".mypy_cache/3.11/cache.db",

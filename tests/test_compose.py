@@ -115,7 +115,7 @@ def test_secrets_stay_out_of_git() -> None:
 
 
 def test_the_demo_shop_loads_into_mariadb_as_shop_db_demo_does_and_only_once(tmp_path: Path) -> None:
-    from include.backorder import demo_shop
+    from tools import demo_shop
 
     with server_database("mariadb", "shop_db") as shop:
         url = shop.url()

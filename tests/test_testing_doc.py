@@ -3,7 +3,7 @@
 Every module of the library (include/backorder/), the DAG file (dags/), the UI plugin (plugins/), the
 README's downstream DAG (docs/examples/) and the benchmark (bench/) is listed with the test files that
 reach it by name: an import (`from include.backorder import pipeline`, `from include.backorder.shop
-import ...`), a module run by name in a subprocess (`-m include.backorder.demo`, a probe script), or a
+import ...`), a module run by name in a subprocess (`-m tools.demo`, a probe script), or a
 path (the DAG folder, the plugins folder). A module no test names is listed with the library modules
 that import it and are tested, so nothing is left untested without it showing. After adding a module
 or a test, rewrite the index with
@@ -31,8 +31,8 @@ PLUGIN = "plugins/backorder_audit.py"
 EXAMPLE = "docs/examples/backorder_report.py"
 # Not tests: shared fixtures and helpers (their imports are listed in the doc by hand).
 # Modules that start Airflow on dags/ when a test runs them by name (`airflow dags test`, `airflow standalone`).
-RUN_THE_DAG = {"include.backorder.demo", "include.backorder.local_airflow"}
-HELPERS = {"tests/conftest.py", "tests/audit/conftest.py", "tests/dags/conftest.py", "tests/airflow_stack.py",
+RUN_THE_DAG = {"tools.demo", "tools.local_airflow"}
+HELPERS = {"tests/conftest.py", "tests/backorder/audit/conftest.py", "tests/dags/conftest.py", "tests/airflow_stack.py",
            "tests/mariadb_shops.py", "tests/integration/worker_name.py", "tests/hardening/matrix.py"}  # fmt: skip
 
 
@@ -44,17 +44,22 @@ class Source:
     dotted: str = ""
 
 
+def _dotted(path: Path) -> str:
+    """`include/backorder/audit/app.py` -> `include.backorder.audit.app`; a package's `__init__` is the package."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def sources() -> list[Source]:
-    """Every module the index covers, in the order the doc lists them."""
-    found = [
-        Source(f"{LIBRARY}/{p.name}", f"include.backorder.{p.stem}") for p in sorted((ROOT / LIBRARY).glob("*.py"))
-    ]
-    found = [Source(f"{LIBRARY}/__init__.py", "include.backorder") if s.path.endswith("__init__.py") else s
-             for s in found]  # fmt: skip
+    """Every module the index covers, in the order the doc lists them: the library (its subpackages after its
+    own modules, migrations as one), the DAG, the plugin, the example, the developer tools, the benchmark."""
+    library = sorted((ROOT / LIBRARY).rglob("*.py"), key=lambda p: (len(p.parts), str(p)))
+    found = [Source(str(p.relative_to(ROOT)), _dotted(p)) for p in library if not str(p).count("/migrations/")]
     found.append(Source(MIGRATIONS))
     found += [Source(DAG), Source(PLUGIN), Source(EXAMPLE)]
-    found += [Source(f"bench/{p.name}", f"bench.{p.stem}") for p in sorted((ROOT / "bench").glob("*.py"))
-              if p.name != "__init__.py"]  # fmt: skip
+    for folder in ("tools", "bench"):
+        found += [Source(f"{folder}/{p.name}", _dotted(p)) for p in sorted((ROOT / folder).glob("*.py"))
+                  if p.name != "__init__.py"]  # fmt: skip
     return found
 
 
@@ -97,7 +102,9 @@ def reached(test: Path) -> set[str]:
     tree = ast.parse(test.read_text(encoding="utf-8"))
     imported = _imports(tree)
     strings = _strings(tree)
-    run_by_name = {m for text in strings for m in re.findall(r"\b(?:include\.backorder|bench)\.\w+", text)}
+    run_by_name = {
+        m for text in strings for m in re.findall(r"\b(?:include\.backorder(?:\.audit)?|bench|tools)\.\w+", text)
+    }
     named = imported | run_by_name
     modules = {s.dotted: s.path for s in sources() if s.dotted and s.dotted != "include.backorder"}
     out = {modules[name] for name in named if name in modules}
@@ -194,12 +201,13 @@ def test_the_index_in_docs_testing_md_is_the_generated_one() -> None:
     assert actual == expected, "docs/testing.md's index is stale: run python -m tests.test_testing_doc --write"
 
 
-def test_every_module_of_the_library_dag_and_plugin_is_reached_by_a_test() -> None:
+def test_every_module_of_the_library_dag_plugin_and_tools_is_reached_by_a_test() -> None:
     tests, importers = index(), library_importers()
     shipped = [s.path for s in sources() if not s.path.startswith(("bench/", "docs/"))]
     unreached = [p for p in shipped if not tests[p] and not reached_through(p, tests, importers)]
     assert unreached == [], f"no test reaches {unreached}"
-    assert len([p for p in shipped if p.startswith(f"{LIBRARY}/") and p.endswith(".py")]) >= 22, "the scan sees them"
+    assert len([p for p in shipped if p.startswith(f"{LIBRARY}/") and p.endswith(".py")]) >= 18, "the scan sees them"
+    assert len([p for p in shipped if p.startswith("tools/")]) >= 6, "the scan sees the developer tools"
 
 
 def test_the_scan_sees_each_way_a_test_names_a_module(tmp_path: Path) -> None:
@@ -210,22 +218,22 @@ def test_the_scan_sees_each_way_a_test_names_a_module(tmp_path: Path) -> None:
         "from include.backorder.shop import inspect_shop\n"
         "import bench.smtp\n"
         "def test_x(dag):\n"
-        "    subprocess.run(['python', '-m', 'include.backorder.demo'])\n"
+        "    subprocess.run(['python', '-m', 'tools.demo'])\n"
         "    print(ROOT / 'plugins')\n",
         encoding="utf-8",
     )
     assert reached(probe) == {
-        f"{LIBRARY}/pipeline.py", f"{LIBRARY}/shop.py", f"{LIBRARY}/demo.py", f"{LIBRARY}/__init__.py",
+        f"{LIBRARY}/pipeline.py", f"{LIBRARY}/shop.py", "tools/demo.py", f"{LIBRARY}/__init__.py",
         "bench/smtp.py", DAG, PLUGIN,
     }  # fmt: skip
     quiet = tmp_path / "test_quiet.py"
     quiet.write_text(
-        '"""Mentions include.backorder.demo and dags."""\nfrom include.backorder.local_airflow import stop_session\n'
+        '"""Mentions tools.demo and dags."""\nfrom tools.local_airflow import stop_session\n'
         "def test_y():\n    st.migrate(engine)\n",
         encoding="utf-8",
     )
     # A docstring names nothing; an imported helper of local_airflow does not start Airflow on dags/.
-    assert reached(quiet) == {f"{LIBRARY}/local_airflow.py", MIGRATIONS}
+    assert reached(quiet) == {"tools/local_airflow.py", MIGRATIONS}
 
 
 if __name__ == "__main__":

@@ -25,4 +25,4 @@ from pathlib import Path
 KINDS: tuple[str, ...] = ("initial", "changed", "periodic", "available")
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 # A language is a folder of templates named by its Babel locale (`en`, `de`, `fr`, `pt_BR`, ...).
-LANGUAGES: tuple[str, ...] = tuple(sorted(p.name for p in TEMPLATES_DIR.iterdir() if p.is_dir() and p.name[0] != "_"))
+LANGUAGES: tuple[str, ...] = tuple(sorted(p.name for p in TEMPLATES_DIR.iterdir() if p.is_dir()))

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from include.backorder import demo_shop
 from include.backorder import state as st
 from tests.backorder.test_pipeline import T0, rows, run_day
+from tools import demo_shop
 
 T1 = T0 + timedelta(days=1)
 T2 = T0 + timedelta(days=2)

@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from include.backorder import pipeline, sending
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams
-from include.backorder.smtp_sink import Faults
 from tests.backorder.test_sending import StateLock, Watch, due_orders
 from tests.conftest import ROOT
+from tools.smtp_sink import Faults
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 SENDER = """

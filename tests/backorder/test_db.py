@@ -12,8 +12,8 @@ from include.backorder.config import DbConnection
 from tests.conftest import ROOT
 
 # Developer tools that build their own SQLite demo databases (no customer's data, no Airflow connection).
-DEV_TOOLS = {"include/backorder/demo.py", "include/backorder/demo_shop.py", "include/backorder/local_airflow.py",
-             "include/backorder/preview.py"}  # fmt: skip
+DEV_TOOLS = {"tools/demo.py", "tools/demo_shop.py", "tools/local_airflow.py",
+             "tools/preview.py"}  # fmt: skip
 
 
 def test_every_engine_of_a_connection_is_made_by_db_engine() -> None:

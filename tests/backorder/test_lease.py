@@ -23,8 +23,8 @@ from include.backorder import lease, pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams
 from include.backorder.lease import RunAbandonedError, RunOverlapError
-from include.backorder.smtp_sink import Faults
 from tests.conftest import ROOT
+from tools.smtp_sink import Faults
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from include.backorder import state as st
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import SMTPUnavailable
 from include.backorder.shop import ShopSchemaError
-from include.backorder.smtp_sink import Faults
+from tools.smtp_sink import Faults
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -282,8 +282,8 @@ def test_very_long_names_are_folded_and_kept_whole() -> None:
 
 
 def test_the_check_every_received_email_gets_refuses_an_extra_header_and_passes_ours() -> None:
-    from include.backorder.smtp_sink import Received
     from tests.conftest import assert_well_formed
+    from tools.smtp_sink import Received
 
     def received(raw: bytes) -> Received:
         msg: Any = message_from_bytes(raw, policy=policy.default)

@@ -24,7 +24,7 @@ import pytest
 from include.backorder.config import ConfigError
 from include.backorder.mailer import Mailer, PermanentSendError, _refuses_session, wire_data
 from include.backorder.mime import Rendered
-from include.backorder.smtp_sink import Faults
+from tools.smtp_sink import Faults
 
 CRLF = b"\r\n"
 DOT_LINES = [b".", b"..", b".x", b"...", b". ", b".\t."]

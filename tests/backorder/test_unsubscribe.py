@@ -123,7 +123,7 @@ def test_a_token_with_any_characters_is_invalid_not_a_crash(signature: str) -> N
 def test_one_guests_opt_out_never_silences_another_guest(shop, state_db, smtp, mail_sink, guest_id: int) -> None:
     """Finding 7 of issue 14: osCommerce-family guest checkouts share customers_id 0 (or one guest account);
     Ann opts out through her email's token, Bea (same id, another address) still gets her reminder."""
-    from include.backorder import demo_shop
+    from tools import demo_shop
 
     shop.product(1, datetime(2026, 3, 20))
     shop.order(1, [1], purchased=datetime(2026, 3, 1), email="ann@guest.example", name="Ann Guest")

@@ -22,7 +22,7 @@ from bench.smtp import (
     smtp_connection_json,
     split,
 )
-from include.backorder.smtp_sink import MailSink
+from tools.smtp_sink import MailSink
 
 # Lines a sink must get right: dot-stuffing (".", "..", ".x" at line starts), a line ending in "."
 # (which ends a readuntil(b".\r\n") early), and a message without a final CRLF (smtplib adds it).

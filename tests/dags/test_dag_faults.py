@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from include.backorder.smtp_sink import Faults
+from tools.smtp_sink import Faults
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from include.backorder import state as st
-from include.backorder.audit_app import create_app
+from include.backorder.audit.app import create_app
 from include.backorder.config import DbConnection
 from tests.conftest import server_database
 from tests.hardening.matrix import Case, params

@@ -19,15 +19,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from include.backorder import KINDS, LANGUAGES, demo_shop, pipeline
+from include.backorder import KINDS, LANGUAGES, pipeline
 from include.backorder import state as st
 from include.backorder.config import MAX_LENGTHS, Branding, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
 from include.backorder.render import MAX_EMAIL_BYTES, MAX_LISTED_LINES, ListedLine, Notice, Renderer
-from include.backorder.smtp_sink import MailSink, Received
 from include.backorder.unsubscribe import Unsubscribe
 from tests.conftest import Shop, assert_well_formed
 from tests.hardening.matrix import Case, params
+from tools import demo_shop
+from tools.smtp_sink import MailSink, Received
 
 SURFACE = "What the emails show"
 OTHER = {"en": "de", "de": "en"}

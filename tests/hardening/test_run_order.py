@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from include.backorder import lease, pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
-from include.backorder.smtp_sink import Faults
 from tests.hardening.matrix import Case, params
+from tools.smtp_sink import Faults
 
 SURFACE = "Time and ordering of runs"
 T0 = datetime(2026, 11, 2, tzinfo=UTC)

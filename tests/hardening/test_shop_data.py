@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from include.backorder import demo_shop
 from include.backorder import state as st
 from include.backorder.config import DbConnection
 from tests.backorder.test_pipeline import T0, rows, run_day
 from tests.conftest import ROOT, Shop, server_database
 from tests.hardening.matrix import Case, params
+from tools import demo_shop
 
 SURFACE = "Shop data"
 

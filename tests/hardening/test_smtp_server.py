@@ -26,14 +26,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from include.backorder import demo_shop, pipeline
+from include.backorder import pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
 from include.backorder.mime import Rendered
-from include.backorder.smtp_sink import Faults
 from tests.conftest import ROOT, Shop
 from tests.hardening.matrix import Case, params
+from tools import demo_shop
+from tools.smtp_sink import Faults
 
 SURFACE = "SMTP server behaviour"
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from include.backorder import demo_shop
 from include.backorder import state as st
 from include.backorder.config import DbConnection
 from tests.airflow_stack import (
@@ -40,6 +39,7 @@ from tests.airflow_stack import (
     wait_for,
 )
 from tests.conftest import _unavailable, airflow_conn_json, server_database
+from tools import demo_shop
 
 DAG_ID = "backorder_notifications"
 ORDERS = 2000

@@ -1,6 +1,6 @@
 """`make airflow`'s launcher end to end, as a user meets it.
 
-`python -m include.backorder.local_airflow` starts `airflow standalone` (SQLite metadata database),
+`python -m tools.local_airflow` starts `airflow standalone` (SQLite metadata database),
 the demo shop and the SMTP sink in a fresh home. The test waits for the block it prints, logs in
 with the printed password through POST /auth/token, finds the DAG unpaused and today's scheduled
 run successful, with every email the run records as sent kept as an .eml file, then types Ctrl-C
@@ -36,7 +36,7 @@ class Launcher:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "include.backorder.local_airflow", *args],
+            [sys.executable, "-m", "tools.local_airflow", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
         self.lines: list[str] = []

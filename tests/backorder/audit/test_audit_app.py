@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
-from include.backorder.audit_app import create_app, csv_safe
-from tests.audit.conftest import DAG_ID, History, dag_run_id
+from include.backorder.audit.app import create_app, csv_safe
+from tests.backorder.audit.conftest import DAG_ID, History, dag_run_id
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_every_route_runs_the_access_dependencies(sqlite_history: History) -> No
 
 def test_an_older_runs_params_that_validation_now_refuses_still_give_its_emails() -> None:
     """Issue 14 made the address and URL patterns stricter: a run recorded before keeps its email pages."""
-    from include.backorder.audit_app import _recorded_params
+    from include.backorder.audit.app import _recorded_params
 
     recorded = {"logo_url": "https://shop.example/bild-ä.png", "shop_name": "Outdoor & Co", "reminder_interval_days": 3}
     params = _recorded_params(recorded)

@@ -1,6 +1,6 @@
 """The emails in headless Chromium: no horizontal overflow at phone and desktop widths, and screenshots.
 
-Every kind in every language, from the sample data of `include.backorder.preview`, laid out at 320 and
+Every kind in every language, from the sample data of `tools.preview`, laid out at 320 and
 375 px (phones) and 1024 px (desktop), all in one Chromium run. Skipped without Chromium, or when Arial
 is laid out in a wider stand-in font (no fonts-liberation), unless BACKORDER_REQUIRE_SERVERS=1, which
 makes either a failure (see .ci/run, which installs both).
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from include.backorder import KINDS, LANGUAGES, preview
-from include.backorder import picture as pic
+from include.backorder import KINDS, LANGUAGES
+from tools import picture as pic
+from tools import preview
 
 WIDTHS = (375, 320, 1024)
 LONG_NAME = "Ultralight" * 20  # 200 characters, no space to break at

@@ -1,7 +1,7 @@
 """Pictures of the emails in headless Chromium: overflow checks at phone and desktop widths, and screenshots.
 
-`python -m include.backorder.picture` (`make screenshots`) renders every kind from sample data with
-`include.backorder.preview` and writes `docs/screenshots/<kind>-desktop.png` (700 px wide) and
+`python -m tools.picture` (`make screenshots`) renders every kind from sample data with
+`tools.preview` and writes `docs/screenshots/<kind>-desktop.png` (700 px wide) and
 `<kind>-phone.png` (375 px), each as tall as the whole email.
 
 Chromium is Debian's `chromium` package, run once per measurement or screenshot as
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from include.backorder import KINDS, LANGUAGES
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS_DIR = ROOT / "docs" / "screenshots"
 PHONE_WIDTH = 375
 DESKTOP_WIDTH = 700
@@ -293,9 +293,9 @@ SAMPLE_CONF = {
 
 
 def render_previews(out: Path, language: str = "all", at: str = SAMPLE_AT) -> dict[tuple[str, str], Path]:
-    """The sample emails as HTML, written by `python -m include.backorder.preview`; by (kind, language)."""
+    """The sample emails as HTML, written by `python -m tools.preview`; by (kind, language)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "include.backorder.preview", "--language", language, "--at", at, "--out", str(out),
+    cmd = [sys.executable, "-m", "tools.preview", "--language", language, "--at", at, "--out", str(out),
            "--conf", json.dumps(SAMPLE_CONF)]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     return preview_pages(out)

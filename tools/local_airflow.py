@@ -12,7 +12,7 @@ between starts (runs, state and emails survive a restart); `--fresh` wipes it fi
 
 It does not import Airflow: it runs the `airflow` command line next to this Python.
 
-Usage: python -m include.backorder.local_airflow [--port 8080] [--db URL] [--smtp-port 1025]
+Usage: python -m tools.local_airflow [--port 8080] [--db URL] [--smtp-port 1025]
                                                  [--home .airflow] [--fresh]
 """
 
@@ -40,12 +40,12 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from include.backorder import demo
 from include.backorder import state as st
-from include.backorder.demo_shop import create_demo_shop
-from include.backorder.smtp_sink import MailSink
+from tools import demo
+from tools.demo_shop import create_demo_shop
+from tools.smtp_sink import MailSink
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "backorder_notifications"
 AIRFLOW = Path(sys.executable).with_name("airflow")
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"

@@ -4,7 +4,7 @@ It starts from scratch in `.demo/` each time (shop, state database, Airflow home
 an SMTP sink on loopback that keeps every email as an `.eml` file, runs the DAG for each demo day
 while changing some availability dates in between, and prints what each day sent.
 
-Usage: python -m include.backorder.demo [--days 7] [--first-day 2026-11-02]
+Usage: python -m tools.demo [--days 7] [--first-day 2026-11-02]
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES
 from include.backorder import state as st
-from include.backorder.demo_shop import apply_changes, create_demo_shop
-from include.backorder.smtp_sink import MailSink
+from tools.demo_shop import apply_changes, create_demo_shop
+from tools.smtp_sink import MailSink
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "backorder_notifications"
 SHOP_NAME = "Trailhead Outdoor"
 # The conf every demo day is triggered with: the shop's branding, and the optional `available` kind.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit.conftest import DAG_ID, History, dag_run_id
+from tests.backorder.audit.conftest import DAG_ID, History, dag_run_id
 from tests.conftest import ROOT, airflow_conn_json
 
 
@@ -133,4 +133,4 @@ def test_without_include_on_the_path_the_plugin_logs_why_and_serves_nothing(tmp_
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[] []"
     logged = done.stdout + done.stderr  # Airflow's log goes to stdout
-    assert "the page is not served: cannot import include.backorder.audit_app" in logged and "PYTHONPATH" in logged
+    assert "the page is not served: cannot import include.backorder.audit.app" in logged and "PYTHONPATH" in logged

@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from include.backorder.preview import main
+from tools.preview import main
 
 
 def test_sample_previews_of_every_kind_and_language(tmp_path) -> None:

@@ -2,14 +2,14 @@
 Chromium driven over the Chrome DevTools Protocol (the `websockets` package; no browser download).
 
 The api-server runs alone on a fresh PostgreSQL metadata database (`airflow db migrate`), with the
-three days of tests/audit/conftest.py in a SQLite state database. The browser logs in as the simple
+three days of tests/backorder/audit/conftest.py in a SQLite state database. The browser logs in as the simple
 auth manager's admin through the login form (/auth/login/; the UI keeps the token in the `_token`
 cookie, which the plugin's pages accept). It opens the nav page in the UI
 (/plugin/backorder-notifications: the audit page in the UI's iframe), one run's page and one email's
 page, asserts on what they show, and saves screenshots:
 audit-runs.png, audit-run.png and audit-email.png, 1280 px wide, into the test's temporary folder,
 or, to refresh the README's pictures, into docs/screenshots/ with
-`BACKORDER_AUDIT_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/audit/test_audit_browser.py`
+`BACKORDER_AUDIT_SCREENSHOTS=docs/screenshots .venv/bin/python -m pytest tests/backorder/audit/test_audit_browser.py`
 (they show the run's wall-clock times, so every run changes them: not written by default).
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from include.backorder import picture as pic
-from include.backorder.local_airflow import stop_session
 from tests.airflow_stack import AIRFLOW, airflow_env, cli, free_port, postgres_url, wait_for
-from tests.audit.conftest import History, dag_run_id
+from tests.backorder.audit.conftest import History, dag_run_id
 from tests.conftest import ROOT, _unavailable, airflow_conn_json, server_database
+from tools import picture as pic
+from tools.local_airflow import stop_session
 
 WIDTH, HEIGHT = 1280, 800
 SCREENSHOTS_ENV = "BACKORDER_AUDIT_SCREENSHOTS"  # a folder (relative: to the project root) for the PNGs

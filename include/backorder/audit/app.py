@@ -1,6 +1,6 @@
 """The audit page as a FastAPI app: runs, a run's emails with previews, an order's history, search, CSV.
 
-Server-side HTML from the Jinja2 templates in `include/templates/_audit/` (autoescaped), small
+Server-side HTML from the Jinja2 templates in `include/backorder/audit/templates/` (autoescaped), small
 charts as inline SVG, no JavaScript. The app knows nothing of Airflow: whoever builds it passes
 a callable that gives the state database's engine and the dependencies that guard every route
 (the Airflow plugin passes Airflow's access checks). Customer addresses are personal data, so
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import pathlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,11 +31,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from include.backorder import TEMPLATES_DIR
-from include.backorder import audit_queries as q
 from include.backorder import state as st
+from include.backorder.audit import queries as q
 from include.backorder.config import Branding, ConfigError, RunParams
 from include.backorder.render import ListedLine, Notice, Renderer
+
+TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"  # the page's own, apart from the emails'
 
 NO_STORE = {
     "Cache-Control": "private, no-store",
@@ -165,7 +167,7 @@ def _url(request: Request) -> Callable[..., str]:
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """A template of `_audit/` rendered for this request."""
+    """A template of `audit/templates/` rendered for this request."""
     state = request.app.state
     html = state.templates.get_template(template).render(title=state.title, url=_url(request), **context)
     return HTMLResponse(html, status_code=status_code)
@@ -308,7 +310,7 @@ def create_app(
     app.state.tables_seen = False
     app.state.title = title
     app.state.templates = Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR / "_audit"),
+        loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,

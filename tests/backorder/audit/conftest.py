@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from include.backorder import demo_shop, pipeline
+from include.backorder import pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
-from include.backorder.smtp_sink import Faults, MailSink
 from tests.conftest import Shop
+from tools import demo_shop
+from tools.smtp_sink import Faults, MailSink
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 DAG_ID = "backorder_notifications"

@@ -271,7 +271,7 @@ def apply_changes(engine: Engine, first_day: datetime, day: int) -> list[DateCha
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m include.backorder.demo_shop --url URL`: the demo shop in any database SQLAlchemy
+    """`python -m tools.demo_shop --url URL`: the demo shop in any database SQLAlchemy
     reaches (the compose stack's MariaDB `shop-db` is loaded this way); a database that already
     holds an `orders` table is left as it is."""
     import argparse

@@ -4,7 +4,7 @@ From sample data (the default) or from one order of a shop, in any language and 
 owner can look at the emails before going live.
 
 Usage:
-  python -m include.backorder.preview [--kind initial|changed|periodic|available|all] [--language en|de|all]
+  python -m tools.preview [--kind initial|changed|periodic|available|all] [--language en|de|all]
                                       [--order ID [--shop-url URL] [--at 2026-11-23T00:00]]
                                       [--conf JSON|@FILE] [--shop-name NAME] [--sender ADDRESS] [--out DIR]
   URL is a SQLAlchemy URL of the shop, e.g. sqlite:////path/shop.sqlite or

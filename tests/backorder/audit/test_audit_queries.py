@@ -7,9 +7,9 @@ from datetime import date, datetime
 import pytest
 import sqlalchemy as sa
 
-from include.backorder import audit_queries as q
 from include.backorder import state as st
-from tests.audit.conftest import History, dag_run_id
+from include.backorder.audit import queries as q
+from tests.backorder.audit.conftest import History, dag_run_id
 
 
 def test_runs_newest_first_with_counts_per_kind_and_status(history: History) -> None:

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 def test_demo_runs_the_dag_for_several_days_and_prints_the_table(tmp_path) -> None:
     work = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "include.backorder.demo", "--days", "3", "--work-dir", str(work)],
+        [sys.executable, "-m", "tools.demo", "--days", "3", "--work-dir", str(work)],
         cwd=ROOT,
         capture_output=True,
         text=True,
