@@ -61,23 +61,42 @@ def fill(engine: sa.Engine, days: int, per_day: int, lines: int, seed: int = 1) 
             kind, status, lang = rng.choice(KINDS), rng.choice(STATUSES), rng.choice(("en", "en", "de"))
             counts.setdefault(status, {}).setdefault(kind, {}).setdefault(lang, 0)
             counts[status][kind][lang] += 1
-            rows.append({
-                "orders_id": orders_id, "kind": kind, "reference_time": t, "dry_run": False, "language": lang,
-                "customers_email_address": f"customer{orders_id}@example.com",
-                "customers_name": f"Customer {orders_id}", "customers_id": orders_id, "listed_lines": "[]",
-                "status": status, "created_at": t,
-                "detail": "250 2.0.0 Ok" if status == "sent" else "550 5.1.1 Mailbox unavailable",
-                "message_id": f"<backorder.{orders_id}.{kind}@example.com>", "sent_at": t,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "orders_id": orders_id,
+                    "kind": kind,
+                    "reference_time": t,
+                    "dry_run": False,
+                    "language": lang,
+                    "customers_email_address": f"customer{orders_id}@example.com",
+                    "customers_name": f"Customer {orders_id}",
+                    "customers_id": orders_id,
+                    "listed_lines": "[]",
+                    "status": status,
+                    "created_at": t,
+                    "detail": "250 2.0.0 Ok" if status == "sent" else "550 5.1.1 Mailbox unavailable",
+                    "message_id": f"<backorder.{orders_id}.{kind}@example.com>",
+                    "sent_at": t,
+                }
+            )
         with engine.begin() as conn:
             run_id = conn.execute(
                 sa.insert(st.runs).values(
-                    dag_id="backorder_notifications", dag_run_id=f"scheduled__{t:%Y-%m-%dT%H:%M:%S+00:00}",
-                    reference_time=t, dry_run=False, params="{}", status="finished", stage_seconds="{}",
-                    line_count=lines, order_count=open_orders, counts=json.dumps(counts), skipped="[]",
-                    started_at=t, finished_at=t,
+                    dag_id="backorder_notifications",
+                    dag_run_id=f"scheduled__{t:%Y-%m-%dT%H:%M:%S+00:00}",
+                    reference_time=t,
+                    dry_run=False,
+                    params="{}",
+                    status="finished",
+                    stage_seconds="{}",
+                    line_count=lines,
+                    order_count=open_orders,
+                    counts=json.dumps(counts),
+                    skipped="[]",
+                    started_at=t,
+                    finished_at=t,
                 )
-            ).inserted_primary_key[0]  # type: ignore[index]  # fmt: skip
+            ).inserted_primary_key[0]  # type: ignore[index]
             conn.execute(sa.insert(st.notifications), [{**row, "run_id": run_id} for row in rows])
             if day >= days - 2:
                 snap = conn.execute(
@@ -86,11 +105,16 @@ def fill(engine: sa.Engine, days: int, per_day: int, lines: int, seed: int = 1) 
                 conn.execute(
                     sa.insert(st.snapshot_lines),
                     [
-                        {"snapshot_id": snap, "orders_products_id": i, "orders_id": i // 2, "products_id": i % 2000,
-                         "date_available": t + timedelta(days=1 + i % 60 + (day % 2) * (i % 7 == 0))}
+                        {
+                            "snapshot_id": snap,
+                            "orders_products_id": i,
+                            "orders_id": i // 2,
+                            "products_id": i % 2000,
+                            "date_available": t + timedelta(days=1 + i % 60 + (day % 2) * (i % 7 == 0)),
+                        }
                         for i in range(lines)
                     ],
-                )  # fmt: skip
+                )
 
 
 def timed(call: Callable[[], Any], repeats: int) -> float:
@@ -140,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.exec_driver_sql("ANALYZE")
-        print(f"{engine.dialect.name}: {args.days} runs, {args.days * args.per_day:,} notifications, "
-              f"2 snapshots of {args.lines:,} lines, filled in {time.perf_counter() - started:.0f} s")  # fmt: skip
+        print(
+            f"{engine.dialect.name}: {args.days} runs, {args.days * args.per_day:,} notifications, "
+            f"2 snapshots of {args.lines:,} lines, filled in {time.perf_counter() - started:.0f} s"
+        )
         for name, ms in measure(engine, args.repeats).items():
             print(f"  {name:<36} {ms:8.1f} ms")
         engine.dispose()

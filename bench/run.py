@@ -81,8 +81,15 @@ def _db(url: str, conn_id: str) -> DbConnection:
     kind = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgres", "sqlite": "sqlite"}[u.get_backend_name()]
     if kind == "sqlite":
         return DbConnection(conn_id, "sqlite", host=u.database or "")
-    return DbConnection(conn_id, kind, host=u.host or "127.0.0.1", port=u.port, login=u.username or "",
-                        password=u.password or "", schema=u.database or "")  # fmt: skip
+    return DbConnection(
+        conn_id,
+        kind,
+        host=u.host or "127.0.0.1",
+        port=u.port,
+        login=u.username or "",
+        password=u.password or "",
+        schema=u.database or "",
+    )
 
 
 def _smtp(port: int) -> SmtpSettings:
@@ -154,8 +161,21 @@ def peak_rss_mb() -> float:
 
 def run_day_in_process(shop_url: str, state_url: str, port: int, at: datetime, parts: int = 1) -> dict[str, Any]:
     """`run_day` in a fresh interpreter, so that imports and peak memory are the day's own."""
-    cmd = [sys.executable, "-m", "bench.run", "--day", at.isoformat(), "--shop-url", shop_url,
-           "--state-url", state_url, "--port", str(port), "--parts", str(parts)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--day",
+        at.isoformat(),
+        "--shop-url",
+        shop_url,
+        "--state-url",
+        state_url,
+        "--port",
+        str(port),
+        "--parts",
+        str(parts),
+    ]
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -181,8 +201,14 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     engine.dispose()
     u = sa.engine.make_url(shop_url)
-    conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username, password=u.password or "",
-                           database=u.database, charset="utf8mb4")  # fmt: skip
+    conn = pymysql.connect(
+        host=u.host,
+        port=u.port or 3306,
+        user=u.username,
+        password=u.password or "",
+        database=u.database,
+        charset="utf8mb4",
+    )
     started = time.perf_counter()
     with conn.cursor(pymysql.cursors.SSCursor) as cur:
         cur.execute(sql)
@@ -205,9 +231,12 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     raw.close()
     state_engine.dispose()
     return {
-        "shop_rows": shop_rows, "shop_seconds": shop_seconds, "snapshot_rows": snapshot_rows,
-        "snapshot_seconds": snapshot_seconds, "seconds": shop_seconds + snapshot_seconds,
-    }  # fmt: skip
+        "shop_rows": shop_rows,
+        "shop_seconds": shop_seconds,
+        "snapshot_rows": snapshot_rows,
+        "snapshot_seconds": snapshot_seconds,
+        "seconds": shop_seconds + snapshot_seconds,
+    }
 
 
 def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], list[tuple[str, str]], float]:
@@ -220,8 +249,15 @@ def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], l
     engine = sa.create_engine(_db(state_url, "backorder_state_db").url())
     n = st.notifications
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(n).where(n.c.reference_time == run_at.astimezone(UTC).replace(tzinfo=None),
-                                               n.c.status == st.STATUS_SENT)).mappings().all()  # fmt: skip
+        rows = (
+            conn.execute(
+                sa.select(n).where(
+                    n.c.reference_time == run_at.astimezone(UTC).replace(tzinfo=None), n.c.status == st.STATUS_SENT
+                )
+            )
+            .mappings()
+            .all()
+        )
     engine.dispose()
     renderer, params = Renderer(), RunParams()
     notices = [notice_of(row, params) for row in rows]
@@ -242,8 +278,10 @@ def fresh_state(state_url: str) -> None:
     if u.get_backend_name() == "sqlite":
         Path(u.database or "").unlink(missing_ok=True)
         return
-    server = sa.create_engine(u.set(database="mysql" if u.get_backend_name() in ("mysql", "mariadb") else "postgres"),
-                              isolation_level="AUTOCOMMIT")  # fmt: skip
+    server = sa.create_engine(
+        u.set(database="mysql" if u.get_backend_name() in ("mysql", "mariadb") else "postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
     with server.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {u.database}"))
         conn.execute(sa.text(f"CREATE DATABASE {u.database}"))
@@ -273,15 +311,19 @@ def one_repeat(number: int, shop_url: str, state_url: str, sink: bench_smtp.Sink
         if name == "quiet":
             result.l_read = l_read(shop_url, state_url, T0 + offset)
             lr = result.l_read
-            say(f"  L_read: {lr['shop_rows']} shop rows in {lr['shop_seconds']:.2f} s,"
-                f" {lr['snapshot_rows']} snapshot rows in {lr['snapshot_seconds']:.2f} s")  # fmt: skip
+            say(
+                f"  L_read: {lr['shop_rows']} shop rows in {lr['shop_seconds']:.2f} s,"
+                f" {lr['snapshot_rows']} snapshot rows in {lr['snapshot_seconds']:.2f} s"
+            )
         sink.reset()
         day = run_day_in_process(shop_url, state_url, sink.port, T0 + offset)
         if sink.messages != day["sent"]:
             raise RuntimeError(f"{name}: the sink got {sink.messages} messages, the run recorded {day['sent']} sent")
         result.days[name] = day
-        say(f"  {name}: {day['lines']} lines, {day['sent']} sent in {day['total']:.2f} s"
-            f" (peak RSS {day['peak_rss_mb']:.0f} MB)")  # fmt: skip
+        say(
+            f"  {name}: {day['lines']} lines, {day['sent']} sent in {day['total']:.2f} s"
+            f" (peak RSS {day['peak_rss_mb']:.0f} MB)"
+        )
         if name == "first":
             whole, parts, result.render_cpu = first_day_messages(state_url, T0)
             sink.reset()
@@ -289,11 +331,14 @@ def one_repeat(number: int, shop_url: str, state_url: str, sink: bench_smtp.Sink
             result.l_send_messages, result.l_send_bytes = len(whole), sum(len(m) for m in whole)
             sample = parts[:peer_sample]
             sink.reset()
-            result.peer_seconds = bench_smtp.send_like_email_operator(sample, host="127.0.0.1", port=sink.port,
-                                                                      from_email="shop@trailhead.example")  # fmt: skip
+            result.peer_seconds = bench_smtp.send_like_email_operator(
+                sample, host="127.0.0.1", port=sink.port, from_email="shop@trailhead.example"
+            )
             result.peer_messages = len(sample)
-            say(f"  L_send: {len(whole)} messages in {result.l_send:.2f} s; peer: {len(sample)} in"
-                f" {result.peer_seconds:.2f} s")  # fmt: skip
+            say(
+                f"  L_send: {len(whole)} messages in {result.l_send:.2f} s; peer: {len(sample)} in"
+                f" {result.peer_seconds:.2f} s"
+            )
     bench_shop.restore_dates(shop_url)
     return result
 
@@ -337,16 +382,29 @@ def stage_split(day: dict[str, Any]) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal")))  # fmt: skip
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 1024 / 1024, 1),
-            "python": platform.python_version(), "system": platform.platform()}  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = int(
+        next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
 
 
-def report(size: str, sizes: bench_shop.Sizes, repeats: list[Repeat], parts: dict[int, dict[str, Any]],
-           server_version: str) -> dict[str, Any]:  # fmt: skip
+def report(
+    size: str, sizes: bench_shop.Sizes, repeats: list[Repeat], parts: dict[int, dict[str, Any]], server_version: str
+) -> dict[str, Any]:
     days = {}
     for name in SCENARIOS:
         splits = [stage_split(r.days[name]) for r in repeats]
@@ -357,8 +415,11 @@ def report(size: str, sizes: bench_shop.Sizes, repeats: list[Repeat], parts: dic
         days[name]["emails_per_s"] = spread([r.days[name]["sent"] / r.days[name]["total"] for r in repeats])
     lread = spread([r.l_read["seconds"] for r in repeats])
     lsend = spread([r.l_send for r in repeats])
-    ours = [r.days["first"]["sent"] / sum(v for k, v in r.days["first"]["stage_seconds"].items()
-                                          if k.startswith("send_") and "." not in k) for r in repeats]  # fmt: skip
+    ours = [
+        r.days["first"]["sent"]
+        / sum(v for k, v in r.days["first"]["stage_seconds"].items() if k.startswith("send_") and "." not in k)
+        for r in repeats
+    ]
     peer = [r.peer_messages / r.peer_seconds for r in repeats]
     ratios = {
         "first run total / (L_read + L_send)": spread(
@@ -446,10 +507,14 @@ def markdown(result: dict[str, Any]) -> str:
         f" per CPU second (target >= {target['target']:,}: {'met' if target['met'] else 'NOT met'})"
     )
     target = result["targets"]["peak RSS MB"]
-    lines.append(f"- peak RSS, the most of any day: {result['peak_rss_mb']:.0f} MB (target <= {target['target']} MB:"
-                 f" {'met' if target['met'] else 'NOT met'})")  # fmt: skip
-    lines.append("- first day's sending in parts sent at once: " + ", ".join(
-        f"{k} part{'s' if k > 1 else ''} {v['rate']:.0f}/s" for k, v in result["parts"].items()))  # fmt: skip
+    lines.append(
+        f"- peak RSS, the most of any day: {result['peak_rss_mb']:.0f} MB (target <= {target['target']} MB:"
+        f" {'met' if target['met'] else 'NOT met'})"
+    )
+    lines.append(
+        "- first day's sending in parts sent at once: "
+        + ", ".join(f"{k} part{'s' if k > 1 else ''} {v['rate']:.0f}/s" for k, v in result["parts"].items())
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -466,15 +531,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.day:
-        print(json.dumps(run_day(args.shop_url, args.state_url, args.port, datetime.fromisoformat(args.day),
-                                 args.parts), default=str))  # fmt: skip
+        print(
+            json.dumps(
+                run_day(args.shop_url, args.state_url, args.port, datetime.fromisoformat(args.day), args.parts),
+                default=str,
+            )
+        )
         return 0
 
     sizes = bench_shop.SIZES[args.size]
     started = time.perf_counter()
     say(f"bench: size {args.size}, {args.repeats} repeats; shop {args.shop_url}, state {args.state_url}")
-    figures = bench_shop.create_shop(bench_shop.as_server(args.shop_url), sizes,
-                                     database=sa.engine.make_url(args.shop_url).database)  # fmt: skip
+    figures = bench_shop.create_shop(
+        bench_shop.as_server(args.shop_url), sizes, database=sa.engine.make_url(args.shop_url).database
+    )
     say(f"shop: {figures.backorder_lines:,} backorder lines in {figures.backorder_orders:,} orders")
     repeats = []
     with bench_smtp.SinkProcess() as sink:

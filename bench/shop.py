@@ -220,36 +220,87 @@ INDEXES: dict[str, tuple[str, ...]] = {
     ),
 }
 PRODUCT_COLUMNS = (
-    "products_id", "products_quantity", "products_model", "products_image", "products_price", "products_date_added",
-    "products_last_modified", "products_date_available", "products_weight", "products_status",
-    "products_tax_class_id", "manufacturers_id", "products_ordered",
-)  # fmt: skip
+    "products_id",
+    "products_quantity",
+    "products_model",
+    "products_image",
+    "products_price",
+    "products_date_added",
+    "products_last_modified",
+    "products_date_available",
+    "products_weight",
+    "products_status",
+    "products_tax_class_id",
+    "manufacturers_id",
+    "products_ordered",
+)
 DESCRIPTION_COLUMNS = ("products_id", "language_id", "products_name", "products_description", "products_viewed")
 _ADDRESS = ("name", "company", "street_address", "suburb", "city", "postcode", "state", "country")
 ORDER_COLUMNS = (
-    "orders_id", "customers_id",
-    *(f"customers_{c}" for c in _ADDRESS), "customers_telephone", "customers_email_address",
+    "orders_id",
+    "customers_id",
+    *(f"customers_{c}" for c in _ADDRESS),
+    "customers_telephone",
+    "customers_email_address",
     "customers_address_format_id",
-    *(f"delivery_{c}" for c in _ADDRESS), "delivery_address_format_id",
-    *(f"billing_{c}" for c in _ADDRESS), "billing_address_format_id",
-    "payment_method", "last_modified", "date_purchased", "orders_status", "currency", "currency_value",
+    *(f"delivery_{c}" for c in _ADDRESS),
+    "delivery_address_format_id",
+    *(f"billing_{c}" for c in _ADDRESS),
+    "billing_address_format_id",
+    "payment_method",
+    "last_modified",
+    "date_purchased",
+    "orders_status",
+    "currency",
+    "currency_value",
     "language_code",
-)  # fmt: skip
+)
 LINE_COLUMNS = (
-    "orders_products_id", "orders_id", "products_id", "products_model", "products_name", "products_price",
-    "final_price", "products_tax", "products_quantity",
-)  # fmt: skip
+    "orders_products_id",
+    "orders_id",
+    "products_id",
+    "products_model",
+    "products_name",
+    "products_price",
+    "final_price",
+    "products_tax",
+    "products_quantity",
+)
 
 # Words the rows are made of. None holds a tab, a newline or a backslash, so LOAD DATA needs no escaping.
-COLOURS = [("black", "schwarz"), ("olive", "oliv"), ("red", "rot"), ("blue", "blau"), ("grey", "grau"),
-           ("sand", "sandfarben"), ("green", "grün"), ("orange", "orange")]  # fmt: skip
+COLOURS = [
+    ("black", "schwarz"),
+    ("olive", "oliv"),
+    ("red", "rot"),
+    ("blue", "blau"),
+    ("grey", "grau"),
+    ("sand", "sandfarben"),
+    ("green", "grün"),
+    ("orange", "orange"),
+]
 VERSIONS = [("S", "S"), ("M", "M"), ("L", "L"), ("XL", "XL"), ("regular", "normal"), ("long", "lang")]
 PLACES = {
-    "de": [("Berlin", "10115"), ("München", "80331"), ("Köln", "50667"), ("Düsseldorf", "40213"),
-           ("Nürnberg", "90402"), ("Freiburg im Breisgau", "79098"), ("Lübeck", "23552"), ("Göttingen", "37073")],
-    "en": [("London", "SW1A 1AA"), ("Manchester", "M1 1AE"), ("Leeds", "LS1 4DY"), ("Bristol", "BS1 4DJ"),
-           ("Edinburgh", "EH1 1YZ"), ("York", "YO1 7HH"), ("Cardiff", "CF10 1EP"), ("Oxford", "OX1 1PT")],
-}  # fmt: skip
+    "de": [
+        ("Berlin", "10115"),
+        ("München", "80331"),
+        ("Köln", "50667"),
+        ("Düsseldorf", "40213"),
+        ("Nürnberg", "90402"),
+        ("Freiburg im Breisgau", "79098"),
+        ("Lübeck", "23552"),
+        ("Göttingen", "37073"),
+    ],
+    "en": [
+        ("London", "SW1A 1AA"),
+        ("Manchester", "M1 1AE"),
+        ("Leeds", "LS1 4DY"),
+        ("Bristol", "BS1 4DJ"),
+        ("Edinburgh", "EH1 1YZ"),
+        ("York", "YO1 7HH"),
+        ("Cardiff", "CF10 1EP"),
+        ("Oxford", "OX1 1PT"),
+    ],
+}
 STREETS = {
     "de": ["Hauptstraße", "Bahnhofstraße", "Schillerstraße", "Am Mühlbach", "Lindenallee", "Gartenweg"],
     "en": ["High Street", "Station Road", "Church Lane", "Queen's Road", "Mill Lane", "Park Avenue"],
@@ -288,9 +339,14 @@ def as_server(target: DbConnection | str) -> DbConnection:
     if url.get_backend_name() not in ("mysql", "mariadb"):
         raise ValueError(f"the bench shop needs a MySQL/MariaDB URL, got {target!r}")
     return DbConnection(
-        "bench_shop", "mysql", host=url.host or "127.0.0.1", port=url.port, login=url.username or "",
-        password=url.password or "", schema=url.database or "",
-    )  # fmt: skip
+        "bench_shop",
+        "mysql",
+        host=url.host or "127.0.0.1",
+        port=url.port,
+        login=url.username or "",
+        password=url.password or "",
+        schema=url.database or "",
+    )
 
 
 def database_name(target: DbConnection | str, database: str | None = None) -> str:
@@ -404,9 +460,22 @@ def _products(dice: _Dice, sizes: Sizes) -> tuple[_Catalogue, list[Row], list[Ro
         available = _product_date(dice, pid in is_backordered)
         added = REFERENCE_TIME - timedelta(days=dice.between(30, 6 * 365), seconds=dice.below(86_400))
         products.append(
-            (pid, quantity, catalogue.models[pid], f"products/{model.lower()}.jpg", catalogue.prices[pid], str(added),
-             None, available, "1.50", 1, 1, None, dice.between(0, 500))
-        )  # fmt: skip
+            (
+                pid,
+                quantity,
+                catalogue.models[pid],
+                f"products/{model.lower()}.jpg",
+                catalogue.prices[pid],
+                str(added),
+                None,
+                available,
+                "1.50",
+                1,
+                1,
+                None,
+                dice.between(0, 500),
+            )
+        )
         viewed = dice.between(0, 5000)
         descriptions.append((pid, 1, catalogue.names["en"][pid], None, viewed))
         descriptions.append((pid, 2, catalogue.names["de"][pid], None, viewed))
@@ -495,9 +564,19 @@ class _Orders:
             modified = min(purchased + timedelta(days=dice.between(1, 10)), REFERENCE_TIME)
         _country, _format, currency, currency_value = COUNTRY[language]
         return language, (
-            oid, cid + 1, *customer, *address, *address, dice.pick(payments),
-            None if modified is None else str(modified), str(purchased), status, currency, currency_value, language,
-        )  # fmt: skip
+            oid,
+            cid + 1,
+            *customer,
+            *address,
+            *address,
+            dice.pick(payments),
+            None if modified is None else str(modified),
+            str(purchased),
+            status,
+            currency,
+            currency_value,
+            language,
+        )
 
     def rows(self, start: int, stop: int) -> tuple[list[Row], list[Row]]:
         """The rows of orders start+1 .. stop."""
@@ -512,9 +591,18 @@ class _Orders:
             for pid in self._products_of(is_open):
                 price = catalogue.prices[pid]
                 lines.append(
-                    (self.next_line, oid, pid, catalogue.models[pid], names[pid], price, price, "19.0000",
-                     QUANTITIES[dice.below(len(QUANTITIES))])
-                )  # fmt: skip
+                    (
+                        self.next_line,
+                        oid,
+                        pid,
+                        catalogue.models[pid],
+                        names[pid],
+                        price,
+                        price,
+                        "19.0000",
+                        QUANTITIES[dice.below(len(QUANTITIES))],
+                    )
+                )
                 self.next_line += 1
         return orders, lines
 
@@ -573,9 +661,15 @@ def _build(server: DbConnection, name: str, sizes: Sizes, seed: int, load: LoadM
         )
         cur.executemany(
             "INSERT INTO orders_status (orders_status_id, language_id, orders_status_name) VALUES (%s, %s, %s)",
-            [(1, 1, "Pending"), (1, 2, "Offen"), (2, 1, "Processing"), (2, 2, "In Bearbeitung"),
-             (3, 1, "Delivered"), (3, 2, "Versendet")],
-        )  # fmt: skip
+            [
+                (1, 1, "Pending"),
+                (1, 2, "Offen"),
+                (2, 1, "Processing"),
+                (2, 2, "In Bearbeitung"),
+                (3, 1, "Delivered"),
+                (3, 2, "Versendet"),
+            ],
+        )
         loader = _Loader(cur, method, Path(scratch))
         catalogue, products, descriptions = _products(dice, sizes)
         loader.load("products", PRODUCT_COLUMNS, products)
@@ -726,8 +820,10 @@ def create_shop(
     if not force:
         reused = _reusable(server, name, sizes, seed, say)
         if reused is not None:
-            say(f"{name}: reusing the shop built in {reused.build_seconds:.1f} s (checked in"
-                f" {time.perf_counter() - started:.1f} s)")  # fmt: skip
+            say(
+                f"{name}: reusing the shop built in {reused.build_seconds:.1f} s (checked in"
+                f" {time.perf_counter() - started:.1f} s)"
+            )
             return reused
     _build(server, name, sizes, seed, load, say)
     say(f"{name}: counting the backorder lines with the real query ({time.perf_counter() - started:.1f} s)")

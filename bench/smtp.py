@@ -217,8 +217,9 @@ class SinkProcess:
         self.host = host
         self.start_timeout = start_timeout
         ctx = multiprocessing.get_context("spawn")
-        self._counter = _Counter(ctx.RawValue(ctypes.c_int64, 0), ctx.RawValue(ctypes.c_int64, 0),
-                                 ctx.RawValue(ctypes.c_int64, 0))  # fmt: skip
+        self._counter = _Counter(
+            ctx.RawValue(ctypes.c_int64, 0), ctx.RawValue(ctypes.c_int64, 0), ctx.RawValue(ctypes.c_int64, 0)
+        )
         self._port = ctx.RawValue(ctypes.c_int64, 0)
         self._ready = ctx.Event()
         self.process = ctx.Process(
@@ -561,10 +562,16 @@ def rendered_samples(n: int, distinct: int = 64) -> tuple[list[bytes], list[tupl
         kind = KINDS[i % len(KINDS)]
         language = LANGUAGES[(i // len(KINDS)) % len(LANGUAGES)]
         notice = Notice(
-            orders_id=4711 + i, kind=kind, language=language, customers_email_address=f"customer{i}@example.com",
-            customers_name=f"Jürgen Müller {i}", reference_time=at, lines=SAMPLE_LINES,
-            reminder_interval_days=params.reminder_interval_days, customers_id=i,
-        )  # fmt: skip
+            orders_id=4711 + i,
+            kind=kind,
+            language=language,
+            customers_email_address=f"customer{i}@example.com",
+            customers_name=f"Jürgen Müller {i}",
+            reference_time=at,
+            lines=SAMPLE_LINES,
+            reminder_interval_days=params.reminder_interval_days,
+            customers_id=i,
+        )
         whole.append(renderer.render(notice, f"Shop <{SENDER}>", "example.com", at, unsubscribe).as_bytes())
         subject, _text, html = renderer.render_parts(notice, unsubscribe.link(i, notice.customers_email_address))
         parts.append((subject, html))
@@ -598,8 +605,14 @@ def measure(sink: SinkProcess, send: Callable[[], float], expected: int) -> Run:
     sink_cpu, client_cpu = sink.cpu_seconds(), time.process_time()
     seconds = send()
     sink.wait_for(expected, timeout=30)
-    run = Run(seconds, sink.messages, sink.bytes, sink.connections, sink.cpu_seconds() - sink_cpu,
-              time.process_time() - client_cpu)  # fmt: skip
+    run = Run(
+        seconds,
+        sink.messages,
+        sink.bytes,
+        sink.connections,
+        sink.cpu_seconds() - sink_cpu,
+        time.process_time() - client_cpu,
+    )
     if run.messages != expected:
         raise RuntimeError(f"the sink counted {run.messages} messages, {expected} were sent")
     return run
@@ -633,8 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000, help="messages per repeat (default 5000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--connections", default="1,2,4", help="parallel connections to show (default 1,2,4)")
-    parser.add_argument("--size", type=int, default=0,
-                        help="send synthetic messages of this many bytes instead of rendered emails")  # fmt: skip
+    parser.add_argument(
+        "--size", type=int, default=0, help="send synthetic messages of this many bytes instead of rendered emails"
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="run the sink on asyncio's own event loop")
     parser.add_argument("--stock-aiosmtpd", action="store_true", help="serve stock aiosmtpd, not LeanSMTP")
     parser.add_argument("--skip-operator", action="store_true", help="leave out the EmailOperator-style figure")
@@ -645,14 +659,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.size:
         whole = sample_messages(n, args.size)
-        subjects = [(f"Your order {i}: still on backorder", "<p>" + "x" * (args.size * 3 // 4) + "</p>")
-                    for i in range(min(n, 64))]  # fmt: skip
+        subjects = [
+            (f"Your order {i}: still on backorder", "<p>" + "x" * (args.size * 3 // 4) + "</p>")
+            for i in range(min(n, 64))
+        ]
         as_operator = [subjects[i % len(subjects)] for i in range(n)]
     else:
         whole, as_operator = rendered_samples(n)
-    print(f"{n} messages, {sum(map(len, whole)) / n:.0f} bytes each on average, prepared in"
-          f" {time.perf_counter() - t0:.1f} s; {args.repeats} repeats; {os.cpu_count()} CPUs,"
-          f" load average {_load()}")  # fmt: skip
+    print(
+        f"{n} messages, {sum(map(len, whole)) / n:.0f} bytes each on average, prepared in"
+        f" {time.perf_counter() - t0:.1f} s; {args.repeats} repeats; {os.cpu_count()} CPUs,"
+        f" load average {_load()}"
+    )
 
     connections = [int(c) for c in args.connections.split(",") if c.strip()]
     with SinkProcess(lean=not args.stock_aiosmtpd, use_uvloop=not args.no_uvloop) as sink:
@@ -667,8 +685,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not args.skip_operator:
             send_like_email_operator(as_operator[:50], host=HOST, port=port)  # imports Airflow, warms up
-            rows.append(("EmailOperator-style: conn/message",
-                         partial(send_like_email_operator, as_operator, host=HOST, port=port)))  # fmt: skip
+            rows.append(
+                (
+                    "EmailOperator-style: conn/message",
+                    partial(send_like_email_operator, as_operator, host=HOST, port=port),
+                )
+            )
         for k in connections:
             rows.append((f"parallel: {k} connection(s), threads", partial(send_parallel, HOST, port, whole, k)))
         # Round by round, every mode once per round: whatever else loads the machine meanwhile
@@ -682,8 +704,10 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     for label, _ in rows:
         print(summary(label, runs[label]))
-    print(f"\nsink process CPU in all: {total:.1f} s; load average at the end {_load()}. 'of wall': CPU seconds /"
-          " wall seconds of the runs; 100% is one core, the most a single-threaded process can use.")  # fmt: skip
+    print(
+        f"\nsink process CPU in all: {total:.1f} s; load average at the end {_load()}. 'of wall': CPU seconds /"
+        " wall seconds of the runs; 100% is one core, the most a single-threaded process can use."
+    )
     return 0
 
 

@@ -92,8 +92,9 @@ def standalone(env: dict[str, str], log_file: Path) -> Iterator[None]:
     """Start `airflow standalone`, wait until its API answers, stop it and all its children after."""
     port = env["AIRFLOW__API__PORT"]
     with log_file.open("w") as log:
-        proc = subprocess.Popen([AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [AIRFLOW, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def healthy() -> bool:
         if proc.poll() is not None:
@@ -125,8 +126,11 @@ class RestApi:
 
     def call(self, method: str, path: str, body: object = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-                   "Accept": "application/json"}  # fmt: skip
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         request = urllib.request.Request(f"{self.base}{path}", data, headers, method=method)
         with urllib.request.urlopen(request, timeout=60) as r:
             return json.load(r)

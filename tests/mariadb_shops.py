@@ -43,12 +43,16 @@ VARIANTS = [
     Variant("osc23", connection_charset="utf8", no_date="0000-00-00 00:00:00"),
     Variant("osc24", connection_charset="utf8"),
     Variant("loaded6"),  # latin1 tables read over utf8mb4; NOT NULL DEFAULT '0000-00-00 00:00:00'
-    Variant("zencart158", prefix="zen_", language=("language_code", "de", "en"), no_date="0001-01-01 00:00:00", quantity=1.5),
+    Variant(
+        "zencart158", prefix="zen_", language=("language_code", "de", "en"), no_date="0001-01-01 00:00:00", quantity=1.5
+    ),
     Variant("zencart222", prefix="zen_", language=("language_code", "de", "en"), no_date="0001-01-01 00:00:00"),
-    Variant("xtc304", database_charset="latin1", connection_charset="latin1", language=("language", "german", "english")),
+    Variant(
+        "xtc304", database_charset="latin1", connection_charset="latin1", language=("language", "german", "english")
+    ),
     Variant("modified3", language=("language", "german", "english")),
     Variant("gambio32", language=("language", "german", "english"), no_date="1000-01-01 00:00:00", quantity=2),
-]  # fmt: skip
+]
 
 
 def _filler(column: sa.Column[Any]) -> Any:
@@ -96,9 +100,13 @@ class MariaShop:
 
     def order(self, oid: int, products: list[tuple[int, str]], *, status: int, german: bool, name: str) -> None:
         values: dict[str, Any] = {
-            "orders_id": oid, "customers_id": oid, "customers_name": name, "orders_status": status,
-            "customers_email_address": f"customer{oid}@example.com", "date_purchased": naive(-1),
-        }  # fmt: skip
+            "orders_id": oid,
+            "customers_id": oid,
+            "customers_name": name,
+            "orders_status": status,
+            "customers_email_address": f"customer{oid}@example.com",
+            "date_purchased": naive(-1),
+        }
         if self.variant.language:
             column, de, en = self.variant.language
             values[column] = de if german else en
@@ -107,9 +115,12 @@ class MariaShop:
         self.insert("orders", **values)
         for pid, product_name in products:
             self.insert(
-                "orders_products", orders_id=oid, products_id=pid, products_name=product_name,
+                "orders_products",
+                orders_id=oid,
+                products_id=pid,
+                products_name=product_name,
                 products_quantity=self.variant.quantity,
-            )  # fmt: skip
+            )
 
     def set_date(self, pid: int, date: datetime) -> None:
         t = self.md.tables[self.variant.prefix + "products"]
@@ -127,7 +138,17 @@ def variant_shop_database(variant: Variant) -> Iterator[tuple[MariaShop, DbConne
         admin.dispose()
         shop = MariaShop(db, variant)
         try:
-            yield shop, DbConnection("shop_db", "mysql", host=db.host, port=db.port, login=db.login, schema=db.schema,
-                                     extra={"charset": variant.connection_charset})  # fmt: skip
+            yield (
+                shop,
+                DbConnection(
+                    "shop_db",
+                    "mysql",
+                    host=db.host,
+                    port=db.port,
+                    login=db.login,
+                    schema=db.schema,
+                    extra={"charset": variant.connection_charset},
+                ),
+            )
         finally:
             shop.engine.dispose()

@@ -33,7 +33,13 @@ def test_what_the_tools_write_is_ignored_by_git(path: str) -> None:
 
 def test_the_project_s_own_files_are_not_ignored() -> None:
     """The ignore rules are not so wide that they hide sources, docs or the golden files."""
-    kept = ["include/backorder/state.py", "docs/testing.md", "tests/backorder/golden/en/initial.html", ".env.example",
-            "docs/screenshots", "bench/results"]  # fmt: skip
+    kept = [
+        "include/backorder/state.py",
+        "docs/testing.md",
+        "tests/backorder/golden/en/initial.html",
+        ".env.example",
+        "docs/screenshots",
+        "bench/results",
+    ]
     checked = subprocess.run(["git", "check-ignore", "--no-index", *kept], cwd=ROOT, capture_output=True, text=True)
     assert checked.stdout.split() == []

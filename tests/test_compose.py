@@ -28,9 +28,13 @@ from tests.conftest import server_database
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = {
-    "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
     "airflow-init",
-}  # fmt: skip
+}
 SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "shop-db", "shop-db-demo", "mailpit"}
 LONG_RUNNING = SERVICES - {"airflow-init", "shop-db-demo"}
 
@@ -81,8 +85,11 @@ def test_every_airflow_container_shares_the_secret_the_api_url_and_the_project(r
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in services[name]["volumes"]}
         assert {"/opt/project/dags", "/opt/project/include", "/opt/project/plugins"} <= mounts
-        kinds = {"AIRFLOW_CONN_SHOP_DB": "mysql", "AIRFLOW_CONN_SMTP_DEFAULT": "smtp",
-                 "AIRFLOW_CONN_BACKORDER_STATE_DB": "postgres"}  # fmt: skip
+        kinds = {
+            "AIRFLOW_CONN_SHOP_DB": "mysql",
+            "AIRFLOW_CONN_SMTP_DEFAULT": "smtp",
+            "AIRFLOW_CONN_BACKORDER_STATE_DB": "postgres",
+        }
         for key, conn_type in kinds.items():
             assert json.loads(env[key])["conn_type"] == conn_type, key  # valid JSON after interpolation
     assert json.loads(services["airflow-worker"]["environment"]["AIRFLOW_CONN_SMTP_DEFAULT"])["host"] == "mailpit"

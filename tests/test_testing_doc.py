@@ -32,8 +32,15 @@ EXAMPLE = "docs/examples/backorder_report.py"
 # Not tests: shared fixtures and helpers (their imports are listed in the doc by hand).
 # Modules that start Airflow on dags/ when a test runs them by name (`airflow dags test`, `airflow standalone`).
 RUN_THE_DAG = {"tools.demo", "tools.local_airflow"}
-HELPERS = {"tests/conftest.py", "tests/backorder/audit/conftest.py", "tests/dags/conftest.py", "tests/airflow_stack.py",
-           "tests/mariadb_shops.py", "tests/integration/worker_name.py", "tests/hardening/matrix.py"}  # fmt: skip
+HELPERS = {
+    "tests/conftest.py",
+    "tests/backorder/audit/conftest.py",
+    "tests/dags/conftest.py",
+    "tests/airflow_stack.py",
+    "tests/mariadb_shops.py",
+    "tests/integration/worker_name.py",
+    "tests/hardening/matrix.py",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,11 @@ def sources() -> list[Source]:
     found.append(Source(MIGRATIONS))
     found += [Source(DAG), Source(PLUGIN), Source(EXAMPLE)]
     for folder in ("tools", "bench"):
-        found += [Source(f"{folder}/{p.name}", _dotted(p)) for p in sorted((ROOT / folder).glob("*.py"))
-                  if p.name != "__init__.py"]  # fmt: skip
+        found += [
+            Source(f"{folder}/{p.name}", _dotted(p))
+            for p in sorted((ROOT / folder).glob("*.py"))
+            if p.name != "__init__.py"
+        ]
     return found
 
 
@@ -81,18 +91,28 @@ def _strings(tree: ast.AST) -> list[str]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
-    }  # fmt: skip
-    return [node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]  # fmt: skip
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
 
 
 def _runs_the_dag(tree: ast.AST, strings: list[str], run_by_name: set[str]) -> bool:
     """dag.test() (the `dag` fixture), a DagBag or a copy of dags/, or a real Airflow started on it."""
-    takes_dag = any(arg.arg == "dag" for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-                    for arg in node.args.args)  # fmt: skip
-    dag_id = any(isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                 and node.value.value == "backorder_notifications" for node in ast.walk(tree))  # fmt: skip
+    takes_dag = any(
+        arg.arg == "dag" for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) for arg in node.args.args
+    )
+    dag_id = any(
+        isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and node.value.value == "backorder_notifications"
+        for node in ast.walk(tree)
+    )
     by_path = "dags" in strings or any("backorder_notifications.py" in text for text in strings)
     return takes_dag or dag_id or by_path or bool(run_by_name & RUN_THE_DAG)
 
@@ -223,9 +243,14 @@ def test_the_scan_sees_each_way_a_test_names_a_module(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert reached(probe) == {
-        f"{LIBRARY}/pipeline.py", f"{LIBRARY}/shop.py", "tools/demo.py", f"{LIBRARY}/__init__.py",
-        "bench/smtp.py", DAG, PLUGIN,
-    }  # fmt: skip
+        f"{LIBRARY}/pipeline.py",
+        f"{LIBRARY}/shop.py",
+        "tools/demo.py",
+        f"{LIBRARY}/__init__.py",
+        "bench/smtp.py",
+        DAG,
+        PLUGIN,
+    }
     quiet = tmp_path / "test_quiet.py"
     quiet.write_text(
         '"""Mentions tools.demo and dags."""\nfrom tools.local_airflow import stop_session\n'

@@ -294,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
             }
     finally:
         engine.dispose()
-    print(f"demo shop: created in {engine.url.render_as_string(hide_password=True)}, first day {first_day:%Y-%m-%d}: "
-          + ", ".join(f"{n} {name}" for name, n in counts.items()))  # fmt: skip
+    print(
+        f"demo shop: created in {engine.url.render_as_string(hide_password=True)}, first day {first_day:%Y-%m-%d}: "
+        + ", ".join(f"{n} {name}" for name, n in counts.items())
+    )
     return 0
 
 

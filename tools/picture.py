@@ -183,8 +183,17 @@ def run_chromium(args: Sequence[str], host_page: str, *, timeout: float = TIMEOU
     with tempfile.TemporaryDirectory(prefix="backorder-chromium-", ignore_cleanup_errors=True) as tmp:
         page = Path(tmp) / "page.html"
         page.write_text(host_page, encoding="utf-8")
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-               f"--user-data-dir={Path(tmp) / 'profile'}", *args, page.as_uri()]  # fmt: skip
+        cmd = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={Path(tmp) / 'profile'}",
+            *args,
+            page.as_uri(),
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -295,8 +304,19 @@ SAMPLE_CONF = {
 def render_previews(out: Path, language: str = "all", at: str = SAMPLE_AT) -> dict[tuple[str, str], Path]:
     """The sample emails as HTML, written by `python -m tools.preview`; by (kind, language)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "tools.preview", "--language", language, "--at", at, "--out", str(out),
-           "--conf", json.dumps(SAMPLE_CONF)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools.preview",
+        "--language",
+        language,
+        "--at",
+        at,
+        "--out",
+        str(out),
+        "--conf",
+        json.dumps(SAMPLE_CONF),
+    ]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     return preview_pages(out)
 
@@ -328,15 +348,21 @@ def main(argv: list[str] | None = None) -> int:
         pages = [path for (_, lang), path in render_previews(Path(tmp), args.language).items() if lang == args.language]
         started = time.monotonic()
         measured = measure(pages, list(widths.values()))
-        jobs = [(m, args.out / f"{m.page.stem.rpartition('-')[0]}-{name}.png")
-                for m in measured for name, width in widths.items() if m.width == width]  # fmt: skip
+        jobs = [
+            (m, args.out / f"{m.page.stem.rpartition('-')[0]}-{name}.png")
+            for m in measured
+            for name, width in widths.items()
+            if m.width == width
+        ]
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(lambda job: screenshot(job[0].page, job[1], job[0].width, job[0].content_height), jobs))
         for m, png in jobs:
             w, h = png_size(png)
             verdict = "OVERFLOWS: " + m.describe() if m.overflows else "no overflow"
-            print(f"{png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}  {w}x{h}  "
-                  f"{png.stat().st_size / 1024:.0f} KiB  {verdict}")  # fmt: skip
+            print(
+                f"{png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}  {w}x{h}  "
+                f"{png.stat().st_size / 1024:.0f} KiB  {verdict}"
+            )
     print(f"{len(jobs)} screenshots in {time.monotonic() - started:.1f} s")
     overflowing = [m for m in measured if m.overflows]
     if overflowing:

@@ -43,9 +43,16 @@ def configured_shop_url() -> str | None:
     if not raw:
         return None
     c = json.loads(raw)
-    db = DbConnection("shop_db", c.get("conn_type", ""), host=c.get("host") or "", port=c.get("port"),
-                      login=c.get("login") or "", password=c.get("password") or "", schema=c.get("schema") or "",
-                      extra=c.get("extra") or {})  # fmt: skip
+    db = DbConnection(
+        "shop_db",
+        c.get("conn_type", ""),
+        host=c.get("host") or "",
+        port=c.get("port"),
+        login=c.get("login") or "",
+        password=c.get("password") or "",
+        schema=c.get("schema") or "",
+        extra=c.get("extra") or {},
+    )
     return str(db.url(read_only=True).render_as_string(hide_password=False))
 
 
@@ -113,8 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         for language in languages:
-            notice = Notice(order_id, kind, language, address, name, at.replace(tzinfo=UTC), tuple(lines),
-                            params.reminder_interval_days)  # fmt: skip
+            notice = Notice(
+                order_id,
+                kind,
+                language,
+                address,
+                name,
+                at.replace(tzinfo=UTC),
+                tuple(lines),
+                params.reminder_interval_days,
+            )
             unsubscribe = Unsubscribe(mailto=params.unsubscribe_mailto or sender)
             msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, unsubscribe)
             stem = args.out / f"{kind}-{language}"

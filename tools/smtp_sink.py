@@ -162,8 +162,11 @@ class _Controller(Controller):
     def factory(self) -> SMTP:
         faults, kwargs = self.sink.faults, dict(self.SMTP_kwargs)
         if faults.auth_required or faults.accounts:
-            kwargs |= {"auth_require_tls": False, "auth_required": faults.auth_required,
-                       "authenticator": self._authenticate}  # fmt: skip
+            kwargs |= {
+                "auth_require_tls": False,
+                "auth_required": faults.auth_required,
+                "authenticator": self._authenticate,
+            }
         with warnings.catch_warnings():  # "Requiring AUTH while not requiring TLS": on loopback, on purpose
             warnings.simplefilter("ignore")
             return _Server(self.sink, self.handler, **kwargs)

@@ -73,8 +73,14 @@ PROBLEM_DELETED_PRODUCT = (
 )
 
 NOTIFICATION_COLUMNS = [
-    "orders_id", "kind", "customers_id", "customers_email_address", "customers_name", "language", "skip_reason",
-]  # fmt: skip
+    "orders_id",
+    "kind",
+    "customers_id",
+    "customers_email_address",
+    "customers_name",
+    "language",
+    "skip_reason",
+]
 LISTED_COLUMNS = [*PRODUCT_COLUMNS, "previous_date"]
 
 

@@ -145,6 +145,7 @@ def suppress(
 def record_opt_out(state_db: DbConnection, secret: str, token: str, source: str = "one-click") -> Subscriber:
     """Verify an unsubscribe token and suppress the customer it names; raises InvalidToken."""
     who = verify_token(secret, token)
-    suppress(state_db, reason="unsubscribed", source=source, email_address=who.email_address,
-             customers_id=who.customers_id)  # fmt: skip
+    suppress(
+        state_db, reason="unsubscribed", source=source, email_address=who.email_address, customers_id=who.customers_id
+    )
     return who

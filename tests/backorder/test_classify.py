@@ -50,16 +50,23 @@ def frames(cases: dict[int, Case]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
     lines = pd.DataFrame(
         [
             {
-                "orders_id": oid, "orders_products_id": opid, "products_id": opid, "products_name": f"P{opid}",
-                "products_model": None, "products_quantity": 1.0, "date_available": date,
-                "customers_id": 100 + oid, "customers_name": "Ann", "customers_email_address": c.email,
+                "orders_id": oid,
+                "orders_products_id": opid,
+                "products_id": opid,
+                "products_name": f"P{opid}",
+                "products_model": None,
+                "products_quantity": 1.0,
+                "date_available": date,
+                "customers_id": 100 + oid,
+                "customers_name": "Ann",
+                "customers_email_address": c.email,
                 "order_language": c.language,
                 "date_purchased": day(30),
             }
             for oid, c in cases.items()
             for opid, date in c.lines.items()
         ]
-    )  # fmt: skip
+    )
     previous = pd.DataFrame(
         [{"orders_products_id": opid, "date_available": d} for c in cases.values() for opid, d in c.previous.items()],
         columns=["orders_products_id", "date_available"],
@@ -101,32 +108,71 @@ told: dict[str, Any] = {"emails_sent": 1, "last_sent": day(1)}  # told yesterday
         pytest.param(Case({1: D1}), {}, "initial", id="never told, no snapshot -> initial"),
         pytest.param(Case({1: D1}, previous={1: D1}), {}, "initial", id="never told, known line -> initial"),
         pytest.param(Case({1: D2}, previous={1: D1}), {}, "initial", id="never told beats changed"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(5)), {}, "periodic",
-                     id="told 5 days ago, nothing changed -> periodic"),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(5)),
+            {},
+            "periodic",
+            id="told 5 days ago, nothing changed -> periodic",
+        ),
         pytest.param(Case({1: D2}, previous={1: D1}, **told), {}, "changed", id="date moved later -> changed"),
         pytest.param(Case({1: D1}, previous={1: D2}, **told), {}, "changed", id="date moved earlier -> changed"),
-        pytest.param(Case({1: D1, 2: D2}, previous={1: D1}, **told), {}, "changed", id="newly backordered line -> changed"),
-        pytest.param(Case({1: D2}, previous={1: D1}, emails_sent=3, last_sent=day(9)), {}, "changed",
-                     id="changed beats periodic"),
+        pytest.param(
+            Case({1: D1, 2: D2}, previous={1: D1}, **told), {}, "changed", id="newly backordered line -> changed"
+        ),
+        pytest.param(
+            Case({1: D2}, previous={1: D1}, emails_sent=3, last_sent=day(9)), {}, "changed", id="changed beats periodic"
+        ),
         pytest.param(Case({1: D1}, previous={1: D1}, **told), {}, "-", id="told yesterday, nothing changed -> nothing"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(2)), {}, "periodic",
-                     id="exactly the interval -> periodic"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=T - timedelta(days=2, seconds=-1)), {}, "-",
-                     id="one second short of the interval -> nothing"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(2)), {"interval": 3}, "-",
-                     id="interval 3, told 2 days ago -> nothing"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=3, last_sent=day(4), periodic_sent=2),
-                     {"max_reminders": 2}, "-", id="max_reminders reached -> nothing"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=2, last_sent=day(4), periodic_sent=1),
-                     {"max_reminders": 2}, "periodic", id="below max_reminders -> periodic"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(4)), {"max_reminders": 0}, "-",
-                     id="max_reminders 0 -> never periodic"),
-        pytest.param(Case({1: D2}, previous={1: D1}, emails_sent=3, last_sent=day(4), periodic_sent=2),
-                     {"max_reminders": 2}, "changed", id="max_reminders does not stop changed"),
-        pytest.param(Case({1: D1}, previous={1: D1}, emails_sent=5, last_sent=day(4), periodic_sent=4),
-                     {"max_reminders": None}, "periodic", id="max_reminders null -> unlimited"),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(2)),
+            {},
+            "periodic",
+            id="exactly the interval -> periodic",
+        ),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=T - timedelta(days=2, seconds=-1)),
+            {},
+            "-",
+            id="one second short of the interval -> nothing",
+        ),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(2)),
+            {"interval": 3},
+            "-",
+            id="interval 3, told 2 days ago -> nothing",
+        ),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=3, last_sent=day(4), periodic_sent=2),
+            {"max_reminders": 2},
+            "-",
+            id="max_reminders reached -> nothing",
+        ),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=2, last_sent=day(4), periodic_sent=1),
+            {"max_reminders": 2},
+            "periodic",
+            id="below max_reminders -> periodic",
+        ),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=1, last_sent=day(4)),
+            {"max_reminders": 0},
+            "-",
+            id="max_reminders 0 -> never periodic",
+        ),
+        pytest.param(
+            Case({1: D2}, previous={1: D1}, emails_sent=3, last_sent=day(4), periodic_sent=2),
+            {"max_reminders": 2},
+            "changed",
+            id="max_reminders does not stop changed",
+        ),
+        pytest.param(
+            Case({1: D1}, previous={1: D1}, emails_sent=5, last_sent=day(4), periodic_sent=4),
+            {"max_reminders": None},
+            "periodic",
+            id="max_reminders null -> unlimited",
+        ),
     ],
-)  # fmt: skip
+)
 def test_kind(case: Case, rules: dict, expected: str) -> None:
     assert kind_of(case, **rules) == expected
 
@@ -208,11 +254,20 @@ def test_unusable_addresses_are_skipped_with_a_reason(email: str | None, reason:
 @pytest.mark.parametrize(
     ("stored", "default", "expected"),
     [
-        ("en", "en", "en"), ("de", "en", "de"), ("german", "en", "de"), ("Deutsch", "en", "de"),
-        ("english", "de", "en"), ("ENGLISH", "de", "en"), (" de ", "en", "de"),
-        ("fr", "en", "en"), ("french", "de", "de"), ("", "de", "de"), (None, "de", "de"), (None, "en", "en"),
+        ("en", "en", "en"),
+        ("de", "en", "de"),
+        ("german", "en", "de"),
+        ("Deutsch", "en", "de"),
+        ("english", "de", "en"),
+        ("ENGLISH", "de", "en"),
+        (" de ", "en", "de"),
+        ("fr", "en", "en"),
+        ("french", "de", "de"),
+        ("", "de", "de"),
+        (None, "de", "de"),
+        (None, "en", "en"),
     ],
-)  # fmt: skip
+)
 def test_language_from_the_order_else_default(stored: str | None, default: str, expected: str) -> None:
     assert template_language(stored, default) == expected
     result = run({1: Case({1: D1}, language=stored)}, default_language=default)
@@ -246,12 +301,15 @@ NEVER = datetime(9999, 12, 31)
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        pytest.param(Case({1: NEVER}, previous={1: datetime(2999, 1, 1)}, **told), "-",
-                     id="one 'never' date for another -> nothing (both shown as no date)"),
+        pytest.param(
+            Case({1: NEVER}, previous={1: datetime(2999, 1, 1)}, **told),
+            "-",
+            id="one 'never' date for another -> nothing (both shown as no date)",
+        ),
         pytest.param(Case({1: D1}, previous={1: NEVER}, **told), "changed", id="'never' became a date -> changed"),
         pytest.param(Case({1: NEVER}, previous={1: D1}, **told), "changed", id="a date became 'never' -> changed"),
     ],
-)  # fmt: skip
+)
 def test_dates_in_2100_or_later_are_no_date(case: Case, expected: str) -> None:
     """Finding 11: a shop's 'never' (9999-12-31) is shown as no date; two of them are no change."""
     assert kind_of(case) == expected
@@ -281,18 +339,28 @@ def test_lines_without_a_positive_quantity_are_never_listed(quantity: float | No
     ("line", "problem"),
     [
         pytest.param({"products_quantity": 1, "date_available": D1}, None, id="plain"),
-        pytest.param({"products_quantity": -2, "date_available": D1},
-                     "quantity -2 is not positive: left out of the email", id="negative"),
-        pytest.param({"products_quantity": 0.0, "date_available": D1},
-                     "quantity 0 is not positive: left out of the email", id="zero"),
-        pytest.param({"products_quantity": float("nan"), "date_available": D1}, "no quantity: left out of the email",
-                     id="NaN"),
-        pytest.param({"products_quantity": 1, "date_available": datetime(2100, 1, 1)},
-                     "date 2100-01-01 is in 2100 or later: the email shows no date", id="2100"),
+        pytest.param(
+            {"products_quantity": -2, "date_available": D1},
+            "quantity -2 is not positive: left out of the email",
+            id="negative",
+        ),
+        pytest.param(
+            {"products_quantity": 0.0, "date_available": D1},
+            "quantity 0 is not positive: left out of the email",
+            id="zero",
+        ),
+        pytest.param(
+            {"products_quantity": float("nan"), "date_available": D1}, "no quantity: left out of the email", id="NaN"
+        ),
+        pytest.param(
+            {"products_quantity": 1, "date_available": datetime(2100, 1, 1)},
+            "date 2100-01-01 is in 2100 or later: the email shows no date",
+            id="2100",
+        ),
         pytest.param({"products_quantity": 1, "date_available": datetime(2099, 12, 31, 23)}, None, id="2099"),
         pytest.param({"products_quantity": 1, "date_available": None}, None, id="cleared date"),
     ],
-)  # fmt: skip
+)
 def test_line_problem(line: dict[str, Any], problem: str | None) -> None:
     assert line_problem(line) == problem
 

@@ -54,14 +54,23 @@ VARIANTS = {"": LINES, "-many": MANY}
 
 def render(kind: str, language: str, variant: str = "") -> Any:
     notice = Notice(
-        orders_id=4711, kind=kind, language=language, customers_email_address="juergen.mueller@example.com",
-        customers_name="Jürgen Müller", reference_time=datetime(2026, 11, 23, tzinfo=UTC), lines=VARIANTS[variant],
-        reminder_interval_days=3, customers_id=815,
-    )  # fmt: skip
+        orders_id=4711,
+        kind=kind,
+        language=language,
+        customers_email_address="juergen.mueller@example.com",
+        customers_name="Jürgen Müller",
+        reference_time=datetime(2026, 11, 23, tzinfo=UTC),
+        lines=VARIANTS[variant],
+        reminder_interval_days=3,
+        customers_id=815,
+    )
     msg = Renderer(BRANDING).render(
-        notice, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example",
-        datetime(2026, 11, 23, 6, 0, tzinfo=UTC), UNSUBSCRIBE,
-    )  # fmt: skip
+        notice,
+        "Trailhead Outdoor <shop@trailhead.example>",
+        "trailhead.example",
+        datetime(2026, 11, 23, 6, 0, tzinfo=UTC),
+        UNSUBSCRIBE,
+    )
     return message_from_bytes(msg.as_bytes(), policy=policy.default)
 
 
@@ -167,6 +176,9 @@ def test_update_mode_rewrites_a_file_and_fails(tmp_path: Path) -> None:
 
 
 def test_every_golden_file_belongs_to_a_case() -> None:
-    expected = {f"{language}/{kind}{variant}.{ext}" for kind, language, variant in (c.values for c in CASES)
-                for ext in ("txt", "html")}  # fmt: skip
+    expected = {
+        f"{language}/{kind}{variant}.{ext}"
+        for kind, language, variant in (c.values for c in CASES)
+        for ext in ("txt", "html")
+    }
     assert {str(p.relative_to(GOLDEN)) for p in GOLDEN.rglob("*.*")} == expected

@@ -22,19 +22,47 @@ def test_the_languages_are_the_template_folders() -> None:
 
 @pytest.mark.parametrize(
     ("stored", "language"),
-    [("de", "de"), ("DE", "de"), ("german", "de"), ("Deutsch", "de"), ("en", "en"), ("english", "en"),
-     ("English ", "en"), ("fr", "en"), ("", "en"), (None, "en"), ("zz", "en"), ("C", "en"), ("1", "en")],
-)  # fmt: skip
+    [
+        ("de", "de"),
+        ("DE", "de"),
+        ("german", "de"),
+        ("Deutsch", "de"),
+        ("en", "en"),
+        ("english", "en"),
+        ("English ", "en"),
+        ("fr", "en"),
+        ("", "en"),
+        (None, "en"),
+        ("zz", "en"),
+        ("C", "en"),
+        ("1", "en"),
+    ],
+)
 def test_what_shops_store_maps_to_a_template_language(stored: object, language: str) -> None:
     assert template_language(stored, "en") == language
 
 
 @pytest.mark.parametrize(
     ("stored", "language"),
-    [("de-AT", "de"), ("de_DE", "de"), ("de-CH", "de"), ("de-DE", "de"), ("en-GB", "en"), ("en_US.UTF-8", "en"),
-     ("de_DE.ISO-8859-1", "de"), ("de_DE@euro", "de"), ("de-Latn-DE", "de"), ("ger", "de"), ("deu", "de"),
-     ("de-XX", "de"), ("EN-us", "en"), ("fr-CH", None), ("zz-DE", None), ("de__DE", None)],
-)  # fmt: skip
+    [
+        ("de-AT", "de"),
+        ("de_DE", "de"),
+        ("de-CH", "de"),
+        ("de-DE", "de"),
+        ("en-GB", "en"),
+        ("en_US.UTF-8", "en"),
+        ("de_DE.ISO-8859-1", "de"),
+        ("de_DE@euro", "de"),
+        ("de-Latn-DE", "de"),
+        ("ger", "de"),
+        ("deu", "de"),
+        ("de-XX", "de"),
+        ("EN-us", "en"),
+        ("fr-CH", None),
+        ("zz-DE", None),
+        ("de__DE", None),
+    ],
+)
 def test_regional_locales_map_to_their_language_by_babel(stored: str, language: str | None) -> None:
     """Finding 11: 'de-AT' or 'en-GB' got the default language. Asked with either default, a locale
     of a language with templates gives that language, any other value the default."""
@@ -76,8 +104,11 @@ print(json.dumps({"languages": LANGUAGES, "french": template_language("Français
     }
     dag_languages = subprocess.run(
         [sys.executable, "-c", "import runpy; print(runpy.run_path('dags/backorder_notifications.py')['LANGUAGES'])"],
-        cwd=tmp_path, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert dag_languages.strip().splitlines()[-1] == "['de', 'en', 'fr']"
 
 
@@ -97,5 +128,9 @@ def test_a_regional_template_folder_wins_over_its_language(monkeypatch: pytest.M
 
     monkeypatch.setattr(classify, "_TEMPLATE_LOCALES", {c: Locale.parse(c) for c in ("en", "pt", "pt_BR")})
     assert [template_language(v, "en") for v in ("pt-BR", "pt_BR.UTF-8", "pt-PT", "pt", "PT")] == [
-        "pt_BR", "pt_BR", "pt", "pt", "pt",
-    ]  # fmt: skip
+        "pt_BR",
+        "pt_BR",
+        "pt",
+        "pt",
+        "pt",
+    ]

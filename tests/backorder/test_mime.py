@@ -68,8 +68,17 @@ def test_an_assembled_message_has_the_shape_mail_clients_expect() -> None:
 
 
 # Finding 1 of issue 14: every way a CR, LF, NUL or other control could reach the header block.
-UNSAFE = ["\r\nBcc: victim@evil.example", "\nBcc: x@evil.example", "\r", "\x00", "\t", "\x7f", "\x85", "\u2028",
-          "\r\n\r\ninjected body"]  # fmt: skip
+UNSAFE = [
+    "\r\nBcc: victim@evil.example",
+    "\nBcc: x@evil.example",
+    "\r",
+    "\x00",
+    "\t",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\r\n\r\ninjected body",
+]
 
 
 @pytest.mark.parametrize("bad", UNSAFE)

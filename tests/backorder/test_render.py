@@ -26,9 +26,15 @@ renderer = Renderer()
 
 def notice(kind: str, language: str, **changes) -> Notice:
     values: dict[str, Any] = {
-        "orders_id": 4711, "kind": kind, "language": language, "customers_email_address": "ann@example.com",
-        "customers_name": "Ann Example", "reference_time": T, "lines": LINES, "reminder_interval_days": 3,
-    } | changes  # fmt: skip
+        "orders_id": 4711,
+        "kind": kind,
+        "language": language,
+        "customers_email_address": "ann@example.com",
+        "customers_name": "Ann Example",
+        "reference_time": T,
+        "lines": LINES,
+        "reminder_interval_days": 3,
+    } | changes
     return Notice(**values)
 
 
@@ -38,15 +44,30 @@ def parsed(n: Notice):
 
 
 EXPECTED = {
-    ("en", "initial"): ("Your order 4711: some items will arrive later", ["every 3 days", "at once if an expected date changes"]),
+    ("en", "initial"): (
+        "Your order 4711: some items will arrive later",
+        ["every 3 days", "at once if an expected date changes"],
+    ),
     ("en", "periodic"): ("Your order 4711: still on backorder", ["thank you for your patience"]),
-    ("en", "changed"): ("Your order 4711: new expected date", ["has changed", "expected Dec 17, 2013 (before: Dec 10, 2013)", "(before: no date)"]),
+    ("en", "changed"): (
+        "Your order 4711: new expected date",
+        ["has changed", "expected Dec 17, 2013 (before: Dec 10, 2013)", "(before: no date)"],
+    ),
     ("en", "available"): ("Your order 4711: your items are on their way", ["no longer on backorder", "the last email"]),
-    ("de", "initial"): ("Ihre Bestellung 4711: einige Artikel kommen später", ["alle 3 Tage", "sofort, wenn sich ein voraussichtlicher Liefertermin ändert"]),
+    ("de", "initial"): (
+        "Ihre Bestellung 4711: einige Artikel kommen später",
+        ["alle 3 Tage", "sofort, wenn sich ein voraussichtlicher Liefertermin ändert"],
+    ),
     ("de", "periodic"): ("Ihre Bestellung 4711: noch im Rückstand", ["danken Ihnen für Ihre Geduld"]),
-    ("de", "changed"): ("Ihre Bestellung 4711: neuer Liefertermin", ["hat sich geändert", "voraussichtlich 17.12.2013 (bisher: 10.12.2013)", "(bisher: kein Termin)"]),
-    ("de", "available"): ("Ihre Bestellung 4711: Ihre Artikel sind unterwegs", ["nicht mehr im Rückstand", "letzte E-Mail"]),
-}  # fmt: skip
+    ("de", "changed"): (
+        "Ihre Bestellung 4711: neuer Liefertermin",
+        ["hat sich geändert", "voraussichtlich 17.12.2013 (bisher: 10.12.2013)", "(bisher: kein Termin)"],
+    ),
+    ("de", "available"): (
+        "Ihre Bestellung 4711: Ihre Artikel sind unterwegs",
+        ["nicht mehr im Rückstand", "letzte E-Mail"],
+    ),
+}
 DATES = {"en": ("Dec 17, 2013", "Jan 3, 2014"), "de": ("17.12.2013", "03.01.2014")}
 GREETING = {"en": "Dear Ann Example,", "de": "Guten Tag Ann Example,"}
 
@@ -101,8 +122,9 @@ def test_no_name_falls_back_to_a_polite_greeting() -> None:
 
 def test_shop_name_signs_the_email() -> None:
     branded = Renderer(Branding(shop_name="Trailhead Outdoor"))
-    msg: Any = message_from_bytes(branded.render(notice("periodic", "en"), "s@example.com", "example.com").as_bytes(),
-                             policy=policy.default)  # fmt: skip
+    msg: Any = message_from_bytes(
+        branded.render(notice("periodic", "en"), "s@example.com", "example.com").as_bytes(), policy=policy.default
+    )
     assert "Kind regards,\nTrailhead Outdoor\n" in msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert "Kind regards,<br>Trailhead Outdoor</p>" in msg.get_body(("html",)).get_content()
     unbranded = parsed(notice("periodic", "en")).get_body(("plain",)).get_content().replace("\r\n", "\n")
@@ -190,8 +212,11 @@ def test_css_is_inlined_once_per_renderer_not_per_message(monkeypatch: pytest.Mo
 def test_an_include_of_a_fixed_name_is_put_in_place_when_the_template_loads(tmp_path: Path) -> None:
     from jinja2 import TemplateError
 
-    for name, text in {"a.txt": 'A\n{% include "b.txt" %}\nC\n', "b.txt": "{% for x in xs %}\n- {{ x }}\n{% endfor %}\n",
-                       "loop.txt": '{% include "loop.txt" %}\n'}.items():  # fmt: skip
+    for name, text in {
+        "a.txt": 'A\n{% include "b.txt" %}\nC\n',
+        "b.txt": "{% for x in xs %}\n- {{ x }}\n{% endfor %}\n",
+        "loop.txt": '{% include "loop.txt" %}\n',
+    }.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     from include.backorder.config import Branding
     from include.backorder.layout import InliningLoader
@@ -235,10 +260,13 @@ def test_bad_branding_is_refused_with_a_message_that_names_it(field: str, value:
 
 def test_branding_shows_logo_colour_support_address_and_order_link() -> None:
     brand = Branding(
-        shop_name="Trailhead", logo_url="https://t.example/logo.png", brand_color="#2f6b3a",
-        support_email="help@t.example", postal_address="Trailhead GmbH\n  \nBergstraße 5",
+        shop_name="Trailhead",
+        logo_url="https://t.example/logo.png",
+        brand_color="#2f6b3a",
+        support_email="help@t.example",
+        postal_address="Trailhead GmbH\n  \nBergstraße 5",
         order_url="https://t.example/account_history_info.php?order_id={order_id}",
-    )  # fmt: skip
+    )
     raw = Renderer(brand).render(notice("periodic", "de"), "s@t.example", "t.example").as_bytes()
     msg: Any = message_from_bytes(raw, policy=policy.default)
     html = msg.get_body(("html",)).get_content()
@@ -268,8 +296,9 @@ def test_very_long_names_are_folded_and_kept_whole() -> None:
     product = "Ultraleichtzeltgestänge" * 20  # 460 characters without a space
     raw = renderer.render(
         notice("initial", "de", customers_name=name, lines=(ListedLine(product, None, 1.0, datetime(2013, 12, 17)),)),
-        "s@example.com", "example.com",
-    ).as_bytes()  # fmt: skip
+        "s@example.com",
+        "example.com",
+    ).as_bytes()
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert max(len(line) for line in head.split(b"\r\n")) <= 78, "headers folded"
     # RFC 2047 decoding, where the space between two encoded words is not text. (The address parser of

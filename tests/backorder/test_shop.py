@@ -162,12 +162,18 @@ def test_missing_column_is_named(shop) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (None, None), ("", None), ("0000-00-00 00:00:00", None), ("0000-00-00", None),
-        ("0001-01-01 00:00:00", None), ("1000-01-01 00:00:00", None), (datetime(1000, 1, 1), None),
-        (datetime(1, 1, 1), None), ("2026-04-01 00:00:00", datetime(2026, 4, 1)),
+        (None, None),
+        ("", None),
+        ("0000-00-00 00:00:00", None),
+        ("0000-00-00", None),
+        ("0001-01-01 00:00:00", None),
+        ("1000-01-01 00:00:00", None),
+        (datetime(1000, 1, 1), None),
+        (datetime(1, 1, 1), None),
+        ("2026-04-01 00:00:00", datetime(2026, 4, 1)),
         (datetime(2026, 4, 1, 12), datetime(2026, 4, 1, 12)),
     ],
-)  # fmt: skip
+)
 def test_parse_shop_datetime(raw, expected) -> None:
     assert parse_shop_datetime(raw) == expected
 

@@ -146,8 +146,11 @@ def test_state_kept_in_the_shops_own_myisam_latin1_database(mail_sink, smtp) -> 
         "bo_staged_arrival",
         "bo_suppression",
     }
-    assert all(engine == "InnoDB" and collation.startswith("utf8mb4") for name, (engine, collation) in ours.items()
-               if name != "bo_alembic_version")  # fmt: skip
+    assert all(
+        engine == "InnoDB" and collation.startswith("utf8mb4")
+        for name, (engine, collation) in ours.items()
+        if name != "bo_alembic_version"
+    )
     assert {engine for name, engine, _ in tables if not name.startswith("bo_")} == {"MyISAM"}
     assert stored == "Jürgen Müller"
     assert "Zelt für zwei" in mail_sink.messages[0].message.get_body(("plain",)).get_content()
@@ -186,10 +189,12 @@ def test_every_variants_widest_values_reach_the_state_whole() -> None:
                 width = {
                     (table, column): _declared_width(shop, table, column)
                     for table, column in (
-                        ("orders_products", "products_model"), ("orders_products", "products_name"),
-                        ("orders", "customers_name"), ("orders", "customers_email_address"),
+                        ("orders_products", "products_model"),
+                        ("orders_products", "products_name"),
+                        ("orders", "customers_name"),
+                        ("orders", "customers_email_address"),
                     )
-                }  # fmt: skip
+                }
                 model = ("ÄÖÜß-" * 60)[: width["orders_products", "products_model"]]
                 name = ("Schlafsack für Kälte " * 20)[: width["orders_products", "products_name"]]
                 customer = ("Jürgen Weiß " * 30)[: width["orders", "customers_name"]]
@@ -200,13 +205,23 @@ def test_every_variants_widest_values_reach_the_state_whole() -> None:
                     language = {column: "g" * (_declared_width(shop, "orders", column) or 0)}
                 shop.product(1, naive(10), "Zelt")
                 shop.insert(
-                    "orders", orders_id=1, customers_id=1, customers_name=customer, customers_email_address=address,
-                    orders_status=1, date_purchased=naive(-1), **language,
-                )  # fmt: skip
+                    "orders",
+                    orders_id=1,
+                    customers_id=1,
+                    customers_name=customer,
+                    customers_email_address=address,
+                    orders_status=1,
+                    date_purchased=naive(-1),
+                    **language,
+                )
                 shop.insert(
-                    "orders_products", orders_id=1, products_id=1, products_model=model, products_name=name,
+                    "orders_products",
+                    orders_id=1,
+                    products_id=1,
+                    products_model=model,
+                    products_name=name,
                     products_quantity=1,
-                )  # fmt: skip
+                )
                 result = pipeline.extract(
                     conn, state, RunContext(T0, dag_id=f"widths_{variant.name}"), RunParams(table_prefix=variant.prefix)
                 )

@@ -34,14 +34,16 @@ def test_token_round_trip() -> None:
     "tamper",
     [
         pytest.param(lambda t: make_token("another secret", 42, "ann@example.com"), id="signed with another secret"),
-        pytest.param(lambda t: make_token(SECRET, 43, "ann@example.com").split(".")[0] + "." + t.split(".")[1],
-                     id="payload swapped, signature kept"),
+        pytest.param(
+            lambda t: make_token(SECRET, 43, "ann@example.com").split(".")[0] + "." + t.split(".")[1],
+            id="payload swapped, signature kept",
+        ),
         pytest.param(lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"), id="signature altered"),
         pytest.param(lambda t: t.split(".")[0], id="no signature"),
         pytest.param(lambda t: "", id="empty"),
         pytest.param(lambda t: "not-a-token", id="garbage"),
     ],
-)  # fmt: skip
+)
 def test_forged_or_altered_tokens_are_refused(tamper) -> None:
     token = make_token(SECRET, 42, "ann@example.com")
     with pytest.raises(InvalidToken):

@@ -177,8 +177,20 @@ def test_change_dates_moves_a_fraction_and_restore_dates_undoes_it(db) -> None:
 
 def test_main_prints_the_figures(db, capsys) -> None:
     url = f"mysql+pymysql://{db.login}@{db.host}:{db.port}"
-    sizes = ["--orders", "200", "--order-lines", "500", "--open-orders", "30", "--backorder-lines", "50",
-             "--products", "40", "--backordered-products", "8"]  # fmt: skip
+    sizes = [
+        "--orders",
+        "200",
+        "--order-lines",
+        "500",
+        "--open-orders",
+        "30",
+        "--backorder-lines",
+        "50",
+        "--products",
+        "40",
+        "--backordered-products",
+        "8",
+    ]
     assert bench.main(["--url", url, "--database", db.schema, *sizes]) == 0
     out = capsys.readouterr().out
     assert "backorder_lines        50\n" in out and "reused                 False\n" in out and "size_on_disk_mb" in out

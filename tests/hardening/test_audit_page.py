@@ -23,57 +23,129 @@ from tests.hardening.matrix import Case, params
 SURFACE = "Audit page"
 EMPTY = "No runs yet; the first run creates the tables."
 BEFORE_FIRST_RUN = [
-    "/", "/runs/1", "/runs/1/emails.csv", "/emails/1", "/emails/1/preview.html", "/orders/1", "/search?q=ann",
+    "/",
+    "/runs/1",
+    "/runs/1/emails.csv",
+    "/emails/1",
+    "/emails/1/preview.html",
+    "/orders/1",
+    "/search?q=ann",
     "/dag-run?dag_id=backorder_notifications&run_id=manual__1",
-]  # fmt: skip
+]
 
 EMPTY_STATE = [
-    Case("before-the-first-run", "any page of the app (" + ", ".join(f"`{p}`" for p in BEFORE_FIRST_RUN) + ") while"
-         " the state database has no tables yet (the plugin installed, the DAG not run)",
-         f"200, the page says `{EMPTY}`; `Cache-Control: private, no-store`; after the first run the pages show"
-         " the runs", "12", {"paths": BEFORE_FIRST_RUN}),
-]  # fmt: skip
+    Case(
+        "before-the-first-run",
+        "any page of the app (" + ", ".join(f"`{p}`" for p in BEFORE_FIRST_RUN) + ") while"
+        " the state database has no tables yet (the plugin installed, the DAG not run)",
+        f"200, the page says `{EMPTY}`; `Cache-Control: private, no-store`; after the first run the pages show"
+        " the runs",
+        "12",
+        {"paths": BEFORE_FIRST_RUN},
+    ),
+]
 
 BAD_PARAMS = [
-    Case("offset-1e20", "`/?offset=1e20`", "422 page `Bad request: offset: ...`, not cached (before: 500)", "11",
-         {"path": "/?offset=1e20", "status": 422, "says": "Bad request: offset:"}),
-    Case("offset-beyond-64-bits", "`/?offset=100000000000000000000`",
-         "422 page `Bad request: offset: Input should be less than or equal to 2147483647`, not cached (before: 500)",
-         "11", {"path": "/?offset=100000000000000000000", "status": 422,
-                "says": "Bad request: offset: Input should be less than or equal to 2147483647"}),
-    Case("products-offset-beyond-64-bits", "`/?products_offset=9223372036854775808`",
-         "422 page naming `products_offset`, not cached", "11",
-         {"path": "/?products_offset=9223372036854775808", "status": 422, "says": "Bad request: products_offset:"}),
-    Case("run-page-offset", "`/runs/1?offset=9223372036854775807`", "422 page naming `offset`, not cached", "11",
-         {"path": "/runs/1?offset=9223372036854775807", "status": 422, "says": "Bad request: offset:"}),
-    Case("limit-zero", "`/runs/1?limit=0`", "422 page `Bad request: limit: ...`, not cached (before: FastAPI's JSON)",
-         "11", {"path": "/runs/1?limit=0", "status": 422, "says": "Bad request: limit:"}),
-    Case("run-id-beyond-64-bits", "`/runs/99999999999999999999999`", "422 page naming `run_id`, not cached"
-         " (before: 500)", "11", {"path": "/runs/99999999999999999999999", "status": 422,
-                                  "says": "Bad request: run_id:"}),
-    Case("order-id-beyond-64-bits", "`/orders/99999999999999999999999`", "422 page naming `orders_id` (before: 500)",
-         "11", {"path": "/orders/99999999999999999999999", "status": 422, "says": "Bad request: orders_id:"}),
-    Case("email-id-beyond-64-bits", "`/emails/99999999999999999999/preview.html`",
-         "422 page naming `notification_id` (before: 500)", "11",
-         {"path": "/emails/99999999999999999999/preview.html", "status": 422,
-          "says": "Bad request: notification_id:"}),
-    Case("search-huge-order-id", "`/search?q=99999999999999999999999`", "200, no order found (before: 500)", "11",
-         {"path": "/search?q=99999999999999999999999", "status": 200, "says": "99999999999999999999999"}),
-    Case("search-other-digits", "`/search?q=²` (a digit to str.isdigit, not to int)",
-         "200, no order found (before: 500)", "11", {"path": "/search?q=%C2%B2", "status": 200, "says": "²"}),
-    Case("search-nul", "`/search?q=%00` (PostgreSQL refuses NUL in a string)",
-         "422 page `Bad request: q: String should match pattern ...`, not cached (before: 500 on PostgreSQL)", "11",
-         {"path": "/search?q=ann%00", "status": 422, "says": "Bad request: q: String should match pattern"}),
-    Case("dag-run-without-run-id", "`/dag-run?dag_id=backorder_notifications`",
-         "422 page `Bad request: run_id: Field required`, not cached (before: FastAPI's JSON)", "11",
-         {"path": "/dag-run?dag_id=backorder_notifications", "status": 422, "says": "Bad request: run_id: Field"}),
-]  # fmt: skip
+    Case(
+        "offset-1e20",
+        "`/?offset=1e20`",
+        "422 page `Bad request: offset: ...`, not cached (before: 500)",
+        "11",
+        {"path": "/?offset=1e20", "status": 422, "says": "Bad request: offset:"},
+    ),
+    Case(
+        "offset-beyond-64-bits",
+        "`/?offset=100000000000000000000`",
+        "422 page `Bad request: offset: Input should be less than or equal to 2147483647`, not cached (before: 500)",
+        "11",
+        {
+            "path": "/?offset=100000000000000000000",
+            "status": 422,
+            "says": "Bad request: offset: Input should be less than or equal to 2147483647",
+        },
+    ),
+    Case(
+        "products-offset-beyond-64-bits",
+        "`/?products_offset=9223372036854775808`",
+        "422 page naming `products_offset`, not cached",
+        "11",
+        {"path": "/?products_offset=9223372036854775808", "status": 422, "says": "Bad request: products_offset:"},
+    ),
+    Case(
+        "run-page-offset",
+        "`/runs/1?offset=9223372036854775807`",
+        "422 page naming `offset`, not cached",
+        "11",
+        {"path": "/runs/1?offset=9223372036854775807", "status": 422, "says": "Bad request: offset:"},
+    ),
+    Case(
+        "limit-zero",
+        "`/runs/1?limit=0`",
+        "422 page `Bad request: limit: ...`, not cached (before: FastAPI's JSON)",
+        "11",
+        {"path": "/runs/1?limit=0", "status": 422, "says": "Bad request: limit:"},
+    ),
+    Case(
+        "run-id-beyond-64-bits",
+        "`/runs/99999999999999999999999`",
+        "422 page naming `run_id`, not cached (before: 500)",
+        "11",
+        {"path": "/runs/99999999999999999999999", "status": 422, "says": "Bad request: run_id:"},
+    ),
+    Case(
+        "order-id-beyond-64-bits",
+        "`/orders/99999999999999999999999`",
+        "422 page naming `orders_id` (before: 500)",
+        "11",
+        {"path": "/orders/99999999999999999999999", "status": 422, "says": "Bad request: orders_id:"},
+    ),
+    Case(
+        "email-id-beyond-64-bits",
+        "`/emails/99999999999999999999/preview.html`",
+        "422 page naming `notification_id` (before: 500)",
+        "11",
+        {"path": "/emails/99999999999999999999/preview.html", "status": 422, "says": "Bad request: notification_id:"},
+    ),
+    Case(
+        "search-huge-order-id",
+        "`/search?q=99999999999999999999999`",
+        "200, no order found (before: 500)",
+        "11",
+        {"path": "/search?q=99999999999999999999999", "status": 200, "says": "99999999999999999999999"},
+    ),
+    Case(
+        "search-other-digits",
+        "`/search?q=²` (a digit to str.isdigit, not to int)",
+        "200, no order found (before: 500)",
+        "11",
+        {"path": "/search?q=%C2%B2", "status": 200, "says": "²"},
+    ),
+    Case(
+        "search-nul",
+        "`/search?q=%00` (PostgreSQL refuses NUL in a string)",
+        "422 page `Bad request: q: String should match pattern ...`, not cached (before: 500 on PostgreSQL)",
+        "11",
+        {"path": "/search?q=ann%00", "status": 422, "says": "Bad request: q: String should match pattern"},
+    ),
+    Case(
+        "dag-run-without-run-id",
+        "`/dag-run?dag_id=backorder_notifications`",
+        "422 page `Bad request: run_id: Field required`, not cached (before: FastAPI's JSON)",
+        "11",
+        {"path": "/dag-run?dag_id=backorder_notifications", "status": 422, "says": "Bad request: run_id: Field"},
+    ),
+]
 
 BROKEN = [
-    Case("half-a-state-database", "`/search?q=1` while the state database has `bo_run` but lost `bo_notification` (a failed restore)",
-         "500 page `Internal error: see the server's log.` without details, `Cache-Control: private, no-store`"
-         " (before: a bare `Internal Server Error`, cacheable)", "11", {"drop": "bo_notification", "path": "/search?q=1"}),
-]  # fmt: skip
+    Case(
+        "half-a-state-database",
+        "`/search?q=1` while the state database has `bo_run` but lost `bo_notification` (a failed restore)",
+        "500 page `Internal error: see the server's log.` without details, `Cache-Control: private, no-store`"
+        " (before: a bare `Internal Server Error`, cacheable)",
+        "11",
+        {"drop": "bo_notification", "path": "/search?q=1"},
+    ),
+]
 
 CASES = EMPTY_STATE + BAD_PARAMS + BROKEN
 

@@ -207,8 +207,9 @@ def send(
     """Render and send one email; the message as the SMTP server received it."""
     before = len(sink.messages)
     with Mailer(smtp) as mailer:
-        mailer.send(renderer.render(notice, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example",
-                                    T, unsubscribe))  # fmt: skip
+        mailer.send(
+            renderer.render(notice, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example", T, unsubscribe)
+        )
     assert len(sink.messages) == before + 1
     return sink.messages[-1]
 
@@ -221,10 +222,15 @@ def bodies(item: Received) -> tuple[str, str]:
 def long_lines(fill: str, count: int, length: int = LONGEST) -> tuple[ListedLine, ...]:
     """`count` lines whose name and model are `length` characters, each name starting with its number."""
     return tuple(
-        ListedLine(f"{i:04d}" + fill * (length - 4), f"M{i:04d}" + fill * (length - 5), 99999.0,
-                   datetime(2026, 12, 17), datetime(2026, 12, 3))
+        ListedLine(
+            f"{i:04d}" + fill * (length - 4),
+            f"M{i:04d}" + fill * (length - 5),
+            99999.0,
+            datetime(2026, 12, 17),
+            datetime(2026, 12, 3),
+        )
         for i in range(count)
-    )  # fmt: skip
+    )
 
 
 def listed_and_more(text: str, language: str) -> tuple[int, int, bool]:
@@ -314,15 +320,29 @@ def run_day(shop: Any, state_db: DbConnection, smtp: SmtpSettings, **run_params:
 
 @pytest.mark.parametrize("case", params([c for c in CASES if c.id == "audit-keeps-every-line"]))
 def test_the_audit_keeps_every_line_the_email_does_not_list(
-    case: Case, shop: Any, state_db: DbConnection, smtp: SmtpSettings, mail_sink: MailSink,
-) -> None:  # fmt: skip
+    case: Case,
+    shop: Any,
+    state_db: DbConnection,
+    smtp: SmtpSettings,
+    mail_sink: MailSink,
+) -> None:
     products = list(range(1, 1001))
     with shop.engine.begin() as c:
-        c.execute(sa.insert(demo_shop.products), [
-            {"products_id": pid, "products_quantity": 0, "products_model": f"M-{pid}", "products_price": 10,
-             "products_date_available": "2026-12-17 00:00:00", "products_date_added": "2025-01-01 00:00:00",
-             "products_status": 1} for pid in products
-        ])  # fmt: skip
+        c.execute(
+            sa.insert(demo_shop.products),
+            [
+                {
+                    "products_id": pid,
+                    "products_quantity": 0,
+                    "products_model": f"M-{pid}",
+                    "products_price": 10,
+                    "products_date_available": "2026-12-17 00:00:00",
+                    "products_date_added": "2025-01-01 00:00:00",
+                    "products_status": 1,
+                }
+                for pid in products
+            ],
+        )
     shop.order(4711, products, purchased=datetime(2026, 11, 20, 9))
     run_day(shop, state_db, smtp)
     (item,) = mail_sink.messages
@@ -357,8 +377,9 @@ def language_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Receive
             )
         state_db = DbConnection(conn_id="backorder_state_db", conn_type="sqlite", host=str(folder / "state.sqlite"))
         with MailSink() as sink:
-            settings = SmtpSettings(host="127.0.0.1", port=sink.port, from_email="shop@example.com", use_ssl=False,
-                                    use_starttls=False)  # fmt: skip
+            settings = SmtpSettings(
+                host="127.0.0.1", port=sink.port, from_email="shop@example.com", use_ssl=False, use_starttls=False
+            )
             run_day(shop, state_db, settings, default_language=default)
         engine.dispose()
         for item in sink.messages:

@@ -14,8 +14,12 @@ from tools.preview import main
 def test_sample_previews_of_every_kind_and_language(tmp_path) -> None:
     assert main(["--out", str(tmp_path), "--at", "2026-11-23T00:00"]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(f"{k}-{lang}.{ext}" for k in ("initial", "changed", "periodic", "available")
-                           for lang in ("en", "de") for ext in ("eml", "html"))  # fmt: skip
+    assert names == sorted(
+        f"{k}-{lang}.{ext}"
+        for k in ("initial", "changed", "periodic", "available")
+        for lang in ("en", "de")
+        for ext in ("eml", "html")
+    )
     msg = message_from_bytes((tmp_path / "changed-de.eml").read_bytes(), policy=policy.default)
     assert msg["Subject"] == "Ihre Bestellung 4711: neuer Liefertermin"
     assert "17.12.2026" in (tmp_path / "changed-de.html").read_text(encoding="utf-8")
@@ -43,8 +47,20 @@ def test_preview_of_one_order_of_a_shop(shop, tmp_path) -> None:
     shop.product(1, datetime(2026, 12, 1))
     shop.order(7, [1], purchased=datetime(2026, 11, 1), name="Ann Smith")
     out = tmp_path / "out"
-    argv = ["--shop-url", f"sqlite:///{shop.path}", "--order", "7", "--at", "2026-11-23T00:00", "--kind", "initial",
-            "--language", "en", "--out", str(out)]  # fmt: skip
+    argv = [
+        "--shop-url",
+        f"sqlite:///{shop.path}",
+        "--order",
+        "7",
+        "--at",
+        "2026-11-23T00:00",
+        "--kind",
+        "initial",
+        "--language",
+        "en",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     msg = message_from_bytes((out / "initial-en.eml").read_bytes(), policy=policy.default)
     assert msg["To"] == "Ann Smith <customer7@example.com>"

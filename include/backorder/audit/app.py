@@ -291,8 +291,12 @@ def order(request: Request, conn: Conn, orders_id: Id) -> HTMLResponse:
 
 
 @router.get("/search", response_class=HTMLResponse, name="search")
-def search(request: Request, conn: Conn, q_: Annotated[str, Query(alias="q", max_length=255, pattern=_TEXT)] = "",
-           offset: Offset = 0) -> HTMLResponse:  # fmt: skip
+def search(
+    request: Request,
+    conn: Conn,
+    q_: Annotated[str, Query(alias="q", max_length=255, pattern=_TEXT)] = "",
+    offset: Offset = 0,
+) -> HTMLResponse:
     return page(request, "search.html", query=q_, result=q.search(conn, q_, q.Page(offset)))
 
 

@@ -26,9 +26,21 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_ID = 2**31 - 1  # the state database's ids and the shop's order ids are 32-bit: so are offsets here
 CSV_COLUMNS = (
-    "notification_id", "run_id", "dag_run_id", "reference_time", "orders_id", "kind", "language",
-    "customers_name", "customers_email_address", "status", "detail", "message_id", "sent_at", "dry_run",
-)  # fmt: skip
+    "notification_id",
+    "run_id",
+    "dag_run_id",
+    "reference_time",
+    "orders_id",
+    "kind",
+    "language",
+    "customers_name",
+    "customers_email_address",
+    "status",
+    "detail",
+    "message_id",
+    "sent_at",
+    "dry_run",
+)
 
 
 @dataclass(frozen=True)
@@ -259,11 +271,15 @@ def open_lines(conn: Connection, page: Page = Page()) -> OpenLines:
     names = product_names(conn, {row.products_id for row in rows})
     products = [
         OpenProduct(
-            row.products_id, int(row.lines), int(row.orders), row.date_available, previous.get(row.products_id),
+            row.products_id,
+            int(row.lines),
+            int(row.orders),
+            row.date_available,
+            previous.get(row.products_id),
             names.get(row.products_id, ""),
         )
         for row in rows
-    ]  # fmt: skip
+    ]
     return OpenLines(
         latest["id"], latest["reference_time"], before["reference_time"] if before else None, products, int(total), page
     )
@@ -438,11 +454,21 @@ def csv_rows(conn: Connection, run_id: int, chunk: int = 1000) -> Iterator[tuple
         )
         for row in rows:
             yield (
-                row["id"], row["run_id"], row["dag_run_id"], row["reference_time"].isoformat(), row["orders_id"],
-                row["kind"], row["language"], row["customers_name"] or "", row["customers_email_address"] or "",
-                row["status"], row["detail"] or "", row["message_id"] or "",
-                row["sent_at"].isoformat() if row["sent_at"] else "", bool(row["dry_run"]),
-            )  # fmt: skip
+                row["id"],
+                row["run_id"],
+                row["dag_run_id"],
+                row["reference_time"].isoformat(),
+                row["orders_id"],
+                row["kind"],
+                row["language"],
+                row["customers_name"] or "",
+                row["customers_email_address"] or "",
+                row["status"],
+                row["detail"] or "",
+                row["message_id"] or "",
+                row["sent_at"].isoformat() if row["sent_at"] else "",
+                bool(row["dry_run"]),
+            )
         if len(rows) < chunk:
             return
         last_id = rows[-1]["id"]

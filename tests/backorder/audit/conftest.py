@@ -67,10 +67,12 @@ def write_history(shop: Shop, state_db: DbConnection) -> History:
     with engine.begin() as c:
         c.execute(
             sa.insert(st.suppressions).values(
-                email_address="customer4@example.com", reason="asked by phone", source="admin",
+                email_address="customer4@example.com",
+                reason="asked by phone",
+                source="admin",
                 created_at=datetime(2026, 3, 1),
             )
-        )  # fmt: skip
+        )
     engine.dispose()
     sink = MailSink()
     sink.faults = Faults(refuse={"gone@example.com"})

@@ -118,9 +118,13 @@ def test_csv_export_of_a_run(client: TestClient, sqlite_history: History) -> Non
     assert response.headers["cache-control"] == "private, no-store"
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert [(r["orders_id"], r["kind"], r["status"]) for r in rows] == [
-        ("1", "initial", "sent"), ("2", "initial", "skipped"), ("3", "initial", "sent"), ("4", "initial", "skipped"),
-        ("5", "initial", "sent"), ("6", "initial", "failed"),
-    ]  # fmt: skip
+        ("1", "initial", "sent"),
+        ("2", "initial", "skipped"),
+        ("3", "initial", "sent"),
+        ("4", "initial", "skipped"),
+        ("5", "initial", "sent"),
+        ("6", "initial", "failed"),
+    ]
     assert rows[0]["customers_email_address"] == "customer1@example.com" and rows[0]["detail"].startswith("250 ")
     assert rows[5]["detail"] == "550 5.1.1 Mailbox unavailable"
     assert client.get("/runs/999/emails.csv").status_code == 404
@@ -147,8 +151,16 @@ def test_every_route_runs_the_access_dependencies(sqlite_history: History) -> No
 
     engine = sa.create_engine(sqlite_history.state_db.url())
     run_id = sqlite_history.run_ids[0]
-    paths = ["/", f"/runs/{run_id}", f"/runs/{run_id}/emails.csv", "/orders/1", "/search?q=1", "/emails/1",
-             "/emails/1/preview.html", "/dag-run?" + urlencode({"dag_id": DAG_ID, "run_id": dag_run_id(0)})]  # fmt: skip
+    paths = [
+        "/",
+        f"/runs/{run_id}",
+        f"/runs/{run_id}/emails.csv",
+        "/orders/1",
+        "/search?q=1",
+        "/emails/1",
+        "/emails/1/preview.html",
+        "/dag-run?" + urlencode({"dag_id": DAG_ID, "run_id": dag_run_id(0)}),
+    ]
     with TestClient(create_app(lambda: engine, [only_with_header])) as guarded:
         for path in paths:
             refused = guarded.get(path)

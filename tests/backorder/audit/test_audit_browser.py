@@ -78,8 +78,10 @@ class Page:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             height = int(self.evaluate("document.documentElement.scrollHeight"))
-            params |= {"captureBeyondViewport": True,
-                       "clip": {"x": 0, "y": 0, "width": WIDTH, "height": max(height, HEIGHT), "scale": 1}}  # fmt: skip
+            params |= {
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": WIDTH, "height": max(height, HEIGHT), "scale": 1},
+            }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", **params)["data"]))
 
@@ -99,8 +101,9 @@ def api_server(sqlite_history: History, tmp_path_factory: pytest.TempPathFactory
     home = tmp_path_factory.mktemp("airflow-home")
     port = free_port()
     with server_database("postgres", "airflow_db") as metadata:
-        env = airflow_env(home, port, postgres_url(metadata),
-                          {"backorder_state_db": airflow_conn_json(sqlite_history.state_db)})  # fmt: skip
+        env = airflow_env(
+            home, port, postgres_url(metadata), {"backorder_state_db": airflow_conn_json(sqlite_history.state_db)}
+        )
         env |= {
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -109,8 +112,13 @@ def api_server(sqlite_history: History, tmp_path_factory: pytest.TempPathFactory
         cli(env, "db", "migrate")
         log_file = home / "api-server.log"
         with log_file.open("w") as log:
-            proc = subprocess.Popen([AIRFLOW, "api-server", "--port", str(port), "--host", "127.0.0.1"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                [AIRFLOW, "api-server", "--port", str(port), "--host", "127.0.0.1"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         base = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
@@ -136,9 +144,18 @@ def page(chromium: str) -> Iterator[Page]:
     """A tab of headless Chromium with a throw-away profile, 1280 x 800."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="backorder-chromium-", ignore_cleanup_errors=True) as tmp:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-               f"--remote-debugging-port={port}", f"--user-data-dir={tmp}/profile", f"--window-size={WIDTH},{HEIGHT}",
-               "about:blank"]  # fmt: skip
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--remote-debugging-port={port}",
+            f"--user-data-dir={tmp}/profile",
+            f"--window-size={WIDTH},{HEIGHT}",
+            "about:blank",
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
         def tab() -> str | None:
@@ -153,8 +170,9 @@ def page(chromium: str) -> Iterator[Page]:
             with connect(wait_for("chromium's DevTools", tab, timeout=30, every=0.2), max_size=None) as ws:
                 p = Page(ws)
                 p.call("Page.enable")
-                p.call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1,
-                       mobile=False)  # fmt: skip
+                p.call(
+                    "Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False
+                )
                 yield p
         finally:
             stop_session(proc)
@@ -206,8 +224,13 @@ def test_the_pages_in_a_browser(
     )
     outer = page.evaluate("document.body.innerText")
     assert "Backorder notifications" in outer
-    for text in ("Emails sent per day", "Runs", "Open backorder lines by product", "Product 1",
-                 *(dag_run_id(day) for day in range(3))):  # fmt: skip
+    for text in (
+        "Emails sent per day",
+        "Runs",
+        "Open backorder lines by product",
+        "Product 1",
+        *(dag_run_id(day) for day in range(3)),
+    ):
         assert text in runs, text
     # Day 0 sent 3 initial emails, day 1 2 changed, day 2 1 periodic; each refused 1 and skipped 2.
     counts = table(page, "document.querySelector('iframe').contentDocument", "Reference time")
@@ -223,15 +246,16 @@ def test_the_pages_in_a_browser(
     run = page.open(f"{base}/backorder/runs/{sqlite_history.run_ids[0]}")
     assert "Emails (6)" in run and "Skipped and suppressed orders (2)" in run
     emails = table(page, "document", "Server reply / reason")
-    assert [(e["Order"], e["Recipient"], e["Kind"], e["Language"], e["Status"], e["Server reply / reason"])
-            for e in emails] == [
+    assert [
+        (e["Order"], e["Recipient"], e["Kind"], e["Language"], e["Status"], e["Server reply / reason"]) for e in emails
+    ] == [
         ("1", "Jürgen Müller <customer1@example.com>", "initial", "de", "sent", "250 2.0.0 Ok: queued as 1"),
         ("2", "Ann Example", "initial", "en", "skipped", "no email address"),
         ("3", "Ann Example <ann@example.com>", "initial", "en", "sent", "250 2.0.0 Ok: queued as 2"),
         ("4", "Ann Example <customer4@example.com>", "initial", "en", "skipped", "suppressed: asked by phone"),
         ("5", "<b>Eve</b> & Co <customer5@example.com>", "initial", "en", "sent", "250 2.0.0 Ok: queued as 3"),
         ("6", "Ann Example <gone@example.com>", "initial", "en", "failed", "550 5.1.1 Mailbox unavailable"),
-    ]  # fmt: skip
+    ]
     assert page.evaluate("document.querySelectorAll('b').length") == 0, "the customer's name is escaped"
     # The run's CSV, fetched by the page with the login cookie.
     csv_url = f"{base}/backorder/runs/{sqlite_history.run_ids[0]}/emails.csv"

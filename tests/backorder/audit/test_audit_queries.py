@@ -34,8 +34,10 @@ def test_daily_series_and_open_lines_by_product(history: History) -> None:
         open_lines = q.open_lines(c)
     engine.dispose()
     assert [(p.day, p.emails, p.lines) for p in series] == [
-        (date(2026, 3, 2), 3, 7), (date(2026, 3, 3), 2, 7), (date(2026, 3, 4), 1, 7)
-    ]  # fmt: skip
+        (date(2026, 3, 2), 3, 7),
+        (date(2026, 3, 3), 2, 7),
+        (date(2026, 3, 4), 1, 7),
+    ]
     assert open_lines.reference_time == datetime(2026, 3, 4)
     assert open_lines.previous_reference_time == datetime(2026, 3, 3)
     assert [(p.products_id, p.lines, p.orders, p.date_available, p.previous_date) for p in open_lines.products] == [
@@ -64,9 +66,13 @@ def test_run_detail_order_history_search_and_csv(history: History) -> None:
     assert detail is not None and missing is None
     assert detail.total_emails == 6 and detail.params["reminder_interval_days"] == 2
     assert [(e.orders_id, e.kind, e.language, e.status) for e in detail.emails] == [
-        (1, "initial", "de", "sent"), (2, "initial", "en", "skipped"), (3, "initial", "en", "sent"),
-        (4, "initial", "en", "skipped"), (5, "initial", "en", "sent"), (6, "initial", "en", "failed"),
-    ]  # fmt: skip
+        (1, "initial", "de", "sent"),
+        (2, "initial", "en", "skipped"),
+        (3, "initial", "en", "sent"),
+        (4, "initial", "en", "skipped"),
+        (5, "initial", "en", "sent"),
+        (6, "initial", "en", "failed"),
+    ]
     assert (detail.emails[0].detail or "").startswith("250 ") and detail.emails[0].customers_name == "Jürgen Müller"
     assert detail.emails[5].detail == "550 5.1.1 Mailbox unavailable"
     assert [(e.orders_id, e.detail) for e in detail.skipped] == [
@@ -76,12 +82,16 @@ def test_run_detail_order_history_search_and_csv(history: History) -> None:
     assert page2 is not None and [e.orders_id for e in page2.emails] == [5, 6] and page2.total_emails == 6
     assert changed is not None  # day 1: the skipped and the refused orders are tried again
     assert [(e.orders_id, e.kind, e.status) for e in changed.emails] == [
-        (1, "changed", "sent"), (2, "initial", "skipped"), (3, "changed", "sent"), (4, "initial", "skipped"),
+        (1, "changed", "sent"),
+        (2, "initial", "skipped"),
+        (3, "changed", "sent"),
+        (4, "initial", "skipped"),
         (6, "initial", "failed"),
-    ]  # fmt: skip
+    ]
     assert [(e.kind, e.reference_time, e.dag_run_id) for e in order1] == [
-        ("initial", datetime(2026, 3, 2), dag_run_id(0)), ("changed", datetime(2026, 3, 3), dag_run_id(1))
-    ]  # fmt: skip
+        ("initial", datetime(2026, 3, 2), dag_run_id(0)),
+        ("changed", datetime(2026, 3, 3), dag_run_id(1)),
+    ]
     assert [(h.orders_id, h.notifications) for h in by_id.hits] == [(3, 2)]
     assert [(h.orders_id, h.customers_email_address) for h in by_address.hits] == [(3, "ann@example.com")]
     assert {h.orders_id for h in by_prefix.hits} == {1, 4, 5} and by_prefix.total == 3
