@@ -1,7 +1,7 @@
 """docker-compose.yaml, validated by a real compose implementation (no Docker engine runs here).
 
 Debian's `docker-compose` (installed by .ci/run) resolves the file with `.env.example` as its
-environment: it must be valid, name every service the README lists, give every Airflow container
+environment: it must be valid, name every service docs/operations.md lists, give every Airflow container
 the same JWT secret and execution API URL, mount `include/` and put it on PYTHONPATH, and pass
 connections that are valid JSON after interpolation. Without the secrets it must refuse to start
 and name what is missing. The demo shop that `shop-db-demo` loads is created on the machine's
@@ -66,12 +66,12 @@ def resolved() -> dict:
     return yaml.safe_load(out.stdout)
 
 
-def test_the_stack_has_every_service_and_the_readme_names_them(resolved) -> None:
+def test_the_stack_has_every_service_and_the_docs_name_them(resolved) -> None:
     assert set(resolved["services"]) == SERVICES
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## The compose stack") :]
+    page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = page[page.index("## The compose stack") :]
     missing = [name for name in sorted(SERVICES) if f"`{name}`" not in section]
-    assert not missing, f"README's compose section does not name {missing}"
+    assert not missing, f"docs/operations.md's compose section does not name {missing}"
 
 
 def test_every_airflow_container_shares_the_secret_the_api_url_and_the_project(resolved) -> None:

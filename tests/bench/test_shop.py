@@ -198,10 +198,10 @@ def test_main_prints_the_figures(db, capsys) -> None:
     assert "open_orders (30,000) cannot exceed orders (20,000)" in capsys.readouterr().err
 
 
-def test_the_readme_states_the_sizes_the_benchmark_builds() -> None:
-    """`SIZE=full` is the shop the README describes, and `SIZE=quick` a twentieth of it, as it says."""
+def test_the_docs_state_the_sizes_the_benchmark_builds() -> None:
+    """`SIZE=full` is the shop docs/benchmark.md describes, and `SIZE=quick` a twentieth of it, as it says."""
     full, quick = bench.SIZES["full"], bench.SIZES["quick"]
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((ROOT / "docs" / "benchmark.md").read_text(encoding="utf-8").split())
     assert (
         f"`SIZE=full`, {full.order_lines:,} order lines over {full.orders:,} orders, of which {full.open_orders:,}"
         f" open orders hold {full.backorder_lines:,} backorder lines; `SIZE=quick`, the default, a twentieth of that"

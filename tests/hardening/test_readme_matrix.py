@@ -1,14 +1,14 @@
-"""The README's "What it withstands" section is the hardening tables, word for word."""
+"""docs/hardening.md ("What it withstands", once a README section) is the hardening tables, word for word."""
 
 from __future__ import annotations
 
 from tests.hardening import matrix
 
 
-def test_readme_lists_every_case() -> None:
+def test_docs_hardening_md_lists_every_case() -> None:
     expected = matrix.markdown()
-    actual = matrix.readme_section(matrix.README.read_text())
-    assert actual == expected, "README's 'What it withstands' is stale: run python -m tests.hardening.matrix --write"
+    actual = matrix.doc_section(matrix.DOC.read_text())
+    assert actual == expected, "docs/hardening.md is stale: run python -m tests.hardening.matrix --write"
 
 
 def test_every_case_has_a_unique_id_and_words() -> None:
