@@ -33,10 +33,12 @@ airflow: install-dev
 	$(PY) -m tools.local_airflow $(ARGS)
 
 ## preview-run: what the run at T would send (T=2026-12-01; default tomorrow, 00:00 UTC), as a dry run of the DAG
-##              on make airflow's shop and state in .airflow/; sends nothing, needs no running Airflow
+##              on make airflow's shop and state in .airflow/; sends nothing, needs no running Airflow;
+##              CONF='{"send_available": true}' sets params (default: the DAG's, as a scheduled run has them)
 T ?=
+CONF ?=
 preview-run: install-dev
-	$(PY) -m tools.local_airflow --preview $(T) $(ARGS)
+	$(PY) -m tools.local_airflow --preview $(T) $(if $(CONF),--conf '$(CONF)') $(ARGS)
 
 ## preview: every kind in every language from sample data, as .eml and .html under previews/
 preview: install-dev

@@ -20,7 +20,7 @@ It does not import Airflow: it runs the `airflow` command line next to this Pyth
 
 Usage: python -m tools.local_airflow [--port 8080] [--db URL] [--smtp-port 1025]
                                                  [--home .airflow] [--fresh]
-       python -m tools.local_airflow --preview [T] [--home .airflow]
+       python -m tools.local_airflow --preview [T] [--conf JSON] [--home .airflow]
 """
 
 from __future__ import annotations
@@ -123,9 +123,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="?",
         const="",
         help="instead of starting Airflow: what the run at T (a date, or an ISO date and time; default: tomorrow "
-        "00:00 UTC) would send, as a dry run on the home's shop and state; with --home only",
+        "00:00 UTC) would send, as a dry run on the home's shop and state",
+    )
+    parser.add_argument(
+        "--conf",
+        default="",
+        help="with --preview: params for the run as JSON, e.g. '{\"send_available\": true}' (default: the DAG's "
+        "defaults, as a scheduled run has them)",
     )
     args = parser.parse_args(argv)
+    if args.conf and args.preview is None:
+        parser.error("--conf goes with --preview")
     if args.preview is not None and (args.fresh or args.db):
         parser.error("--preview takes no --fresh or --db: it uses the home's shop and state, and a database of its own")
     return args
@@ -428,6 +436,7 @@ def ready_block(home: Home, port: int, smtp_port: int, password: str) -> str:
         f"emails:    {shown(home.mail)}/<date>/*.eml (SMTP sink on 127.0.0.1:{smtp_port})",
         f"log:       {shown(home.log)} (airflow standalone's output)",
         f"CLI:       {cli} dags list-runs {DAG_ID}",
+        "preview:   make preview-run T=<date> (what the run at that date would send, as a dry run)",
         "Ctrl-C stops everything.",
     ]
     rule = "=" * max(len(line) for line in lines)
@@ -464,20 +473,37 @@ def preview_metadata_db(env: dict[str, str], work: Path) -> None:
 PIPELINE_LINE = re.compile(r"^\S+ \[\w+\s*\] (?P<message>.*?)\s+\[include\.backorder[\w.]*\]")
 
 
+def preview_conf(text: str) -> str:
+    """--conf's params with dry_run set: a JSON object for `airflow dags test -c`."""
+    try:
+        conf = json.loads(text or "{}")
+    except ValueError as exc:
+        raise SystemExit(f"--conf {text!r}: not JSON ({exc})") from None
+    if not isinstance(conf, dict):
+        raise SystemExit(f"--conf {text!r}: not a JSON object of params, e.g. '{{\"send_available\": true}}'")
+    if conf.get("dry_run", True) is not True:
+        raise SystemExit("--conf: a preview is a dry run; leave dry_run out")
+    return json.dumps(conf | {"dry_run": True})
+
+
 def preview(args: argparse.Namespace) -> int:
     """`make preview-run T=...`: a dry run of the DAG at T on the home's shop and state; prints the pipeline's log.
 
-    `airflow dags test` runs the whole DAG in this process tree at the logical date T, here with
-    {"dry_run": true}: every due notification is classified and rendered and recorded in the state database
-    as `dry_run`, nothing is sent and no snapshot is written, so later runs are unaffected. It uses a metadata
-    database of its own (<home>/preview/): on the running Airflow's, `dags test` would replace that day's
-    run (it deletes a run at the same logical date), and the scheduler skips a day that has a run already
-    ("run already exists; skipping dagrun creation"), so a preview of tomorrow would stand in for tomorrow's
-    scheduled run. Airflow need not be running; the trigger form cannot do this (a future logical date never
-    starts).
+    `airflow dags test` runs the whole DAG at the logical date T in its own process, here with
+    {"dry_run": true} (and the params of --conf): every due notification is classified, rendered and
+    recorded in the state database as `dry_run`; nothing is sent and no snapshot is written, so later runs
+    are unaffected. The trigger form cannot do this (a run at a future logical date does not start).
+
+    It uses an Airflow metadata database of its own (<home>/preview/), never the running Airflow's: there,
+    the scheduler takes up the run `dags test` creates and runs its tasks too, and both fail on each other
+    ("TI was not in a state where it could be marked as running"); `dags test` also deletes any run at the
+    same logical date, and the scheduler skips a day that has a run already ("run already exists; skipping
+    dagrun creation"), so a preview of tomorrow would take the place of tomorrow's scheduled run. Airflow
+    need not be running.
     """
     home = Home(args.home.resolve())
     t = preview_time(args.preview, datetime.now(UTC))
+    conf = preview_conf(args.conf)
     if not home.shop.exists():
         raise SystemExit(f"--preview: no demo shop in {shown(home.path)}: start `make airflow` once first")
     work = home.path / "preview"
@@ -487,7 +513,6 @@ def preview(args: argparse.Namespace) -> int:
     preview_metadata_db(env, work)
     log = work / f"dags-test-{t:%Y-%m-%dT%H%M%S}.log"
     when = t.isoformat()
-    conf = json.dumps({"dry_run": True})
     say(f"preview: airflow dags test {DAG_ID} {when} -c '{conf}' (shop and state in {shown(home.path)}) ...")
     started = time.monotonic()
     with log.open("w") as out:
