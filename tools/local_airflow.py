@@ -57,6 +57,7 @@ from tools.smtp_sink import MailSink
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "backorder_notifications"
+DEFAULT_HOME = ROOT / ".airflow"
 AIRFLOW = Path(sys.executable).with_name("airflow")
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 POSTGRES_EXAMPLE = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow_local"
@@ -114,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", default="", help=f"SQLAlchemy URL of Airflow's metadata database, e.g. "
                         f"{POSTGRES_EXAMPLE} (created if missing); default: SQLite in the home")  # fmt: skip
     parser.add_argument("--smtp-port", type=int, default=1025, help="the SMTP sink's port (default 1025)")
-    parser.add_argument("--home", type=Path, default=ROOT / ".airflow", help="AIRFLOW_HOME and everything else "
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="AIRFLOW_HOME and everything else "
                         "(default .airflow/ in the project); kept between starts")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="wipe the home first (and reset --db's Airflow tables)")
     parser.add_argument(
@@ -427,6 +428,7 @@ def cli_prefix(home: Home) -> str:
 
 def ready_block(home: Home, port: int, smtp_port: int, password: str) -> str:
     cli = cli_prefix(home)
+    home_arg = "" if home.path == DEFAULT_HOME else f" ARGS={shlex.quote('--home ' + shown(home.path))}"
     lines = [
         f"URL:       http://localhost:{port}/",
         f"login:     admin / {password}",
@@ -436,7 +438,7 @@ def ready_block(home: Home, port: int, smtp_port: int, password: str) -> str:
         f"emails:    {shown(home.mail)}/<date>/*.eml (SMTP sink on 127.0.0.1:{smtp_port})",
         f"log:       {shown(home.log)} (airflow standalone's output)",
         f"CLI:       {cli} dags list-runs {DAG_ID}",
-        "preview:   make preview-run T=<date> (what the run at that date would send, as a dry run)",
+        f"preview:   make preview-run T=<date>{home_arg} (what the run at that date would send, as a dry run)",
         "Ctrl-C stops everything.",
     ]
     rule = "=" * max(len(line) for line in lines)
@@ -529,7 +531,34 @@ def preview(args: argparse.Namespace) -> int:
     for line in text.splitlines():
         if found := PIPELINE_LINE.match(line):
             say(f"  {found['message']}")
+    say(would_send(home, t))
     return 0
+
+
+def would_send(home: Home, t: datetime) -> str:
+    """Every email the state database holds as a dry run at T, by kind and language, in one line.
+
+    Not only this preview's: a notification is recorded once per order, kind and T (dry runs apart from real
+    ones), so a second preview of the same T finds the first one's records and logs them as "handled by an
+    earlier run"; the answer to "what would T send" is the union, each as recorded when first previewed.
+    """
+    n = st.notifications
+    engine = sa.create_engine(f"sqlite:///{home.state}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(n.c.kind, n.c.language, sa.func.count())
+                .where(n.c.reference_time == t.replace(tzinfo=None), n.c.dry_run.is_(True))
+                .where(n.c.status == st.STATUS_DRY_RUN)
+                .group_by(n.c.kind, n.c.language)
+            ).all()
+    finally:
+        engine.dispose()
+    by_kind: dict[str, list[str]] = {}
+    for kind, language, count in sorted(rows):
+        by_kind.setdefault(kind, []).append(f"{language} {count}")
+    said = "; ".join(f"{kind} {', '.join(langs)}" for kind, langs in by_kind.items()) or "nothing"
+    return f"would be sent at T={t.isoformat()}: {said} (as recorded by this and any earlier preview of T)"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
