@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo airflow preview screenshots bench test lint typecheck pytest install install-dev clean
+.PHONY: demo airflow preview-run preview screenshots bench test lint typecheck pytest install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: install-dev
 ##          prints the URL and the login; everything in .airflow/ (ARGS="--fresh", "--port 8081", "--db URL")
 airflow: install-dev
 	$(PY) -m tools.local_airflow $(ARGS)
+
+## preview-run: what the run at T would send (T=2026-12-01; default tomorrow, 00:00 UTC), as a dry run of the DAG
+##              on make airflow's shop and state in .airflow/; sends nothing, needs no running Airflow;
+##              CONF='{"send_available": true}' sets params (default: the DAG's, as a scheduled run has them)
+T ?=
+CONF ?=
+preview-run: install-dev
+	$(PY) -m tools.local_airflow --preview $(T) $(if $(CONF),--conf '$(CONF)') $(ARGS)
 
 ## preview: every kind in every language from sample data, as .eml and .html under previews/
 preview: install-dev

@@ -8,14 +8,19 @@ afterwards.
 
 Airflow's environment is set here, before anything imports Airflow, so that no test writes
 into ~/airflow.
+
+The last lines of a test run (`pytest_terminal_summary`) say what was skipped and why, grouped by cause
+(no Chromium, a server not answering, ...), with the command that makes those tests run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,7 +39,7 @@ os.environ.setdefault("PYTHONPATH", str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from include.backorder.config import DbConnection, SmtpSettings  # noqa: E402
-from tools import demo_shop  # noqa: E402
+from tools import demo_shop, picture  # noqa: E402
 from tools.smtp_sink import MailSink, Received  # noqa: E402
 
 
@@ -225,3 +230,91 @@ def no_waits(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mailer, "RECONNECT_WAITS", (0.0, 0.0, 0.0))
     monkeypatch.setattr(sending, "TEMPORARY_WAITS", (0.0, 0.0))
+
+
+# --- the skip summary: the last lines of the run ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SkipCause:
+    """A reason tests skip for, recognised in the skip's text, and how to make those tests run."""
+
+    tests: str  # what the tests need, as in "43 browser tests skipped"
+    pattern: str  # searched in the skip's reason
+    why: str  # what the summary says, formatted with the pattern's named groups
+    fix: str
+
+
+SERVER_FIX = "start it there (.ci/run starts the machine's MariaDB, PostgreSQL and Redis)"
+SKIP_CAUSES = (
+    SkipCause(
+        "browser",
+        rf"(?P<binary>\S+) not found on PATH; {re.escape(picture.INSTALL_HINT)}",
+        "{binary} not found on PATH",
+        "apt-get install -y --no-install-recommends chromium fonts-liberation (as .ci/run does)",
+    ),
+    SkipCause(
+        "browser",
+        "Arial is laid out in a wider stand-in font",
+        "Arial is laid out in a wider stand-in font",
+        "apt-get install -y --no-install-recommends fonts-liberation (as .ci/run does)",
+    ),
+    SkipCause("MariaDB", r"^mariadb on (?P<at>\S+) not reachable", "{at} not reachable", SERVER_FIX),
+    SkipCause("PostgreSQL", r"^postgres on (?P<at>\S+) not reachable", "{at} not reachable", SERVER_FIX),
+    SkipCause("Redis", r"^Redis on (?P<at>\S+) not reachable", "{at} not reachable", SERVER_FIX),
+    SkipCause(
+        "PostgreSQL",
+        "PostgreSQL's initdb and pg_ctl are not installed",
+        "PostgreSQL's initdb and pg_ctl are not installed",
+        "apt-get install -y --no-install-recommends postgresql",
+    ),
+    SkipCause(
+        "compose file",
+        "docker-compose not installed",
+        "docker-compose not installed",
+        "apt-get install -y --no-install-recommends docker-compose (as .ci/run does)",
+    ),
+)
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def skip_summary(reports: list[pytest.TestReport | pytest.CollectReport]) -> list[str]:
+    """One line per cause: how many tests skipped, why, and how to run them; other reasons as they are."""
+    known: Counter[tuple[int, str]] = Counter()  # (index in SKIP_CAUSES, why)
+    other: Counter[str] = Counter()
+    for report in reports:
+        reason = _skip_reason(report)
+        for index, cause in enumerate(SKIP_CAUSES):
+            if found := re.search(cause.pattern, reason):
+                known[index, cause.why.format(**found.groupdict())] += 1
+                break
+        else:
+            other[reason] += 1
+
+    def skipped(n: int, what: str = "") -> str:
+        return f"{n} {what + ' ' if what else ''}test{'s' if n != 1 else ''} skipped"
+
+    lines = [
+        f"{skipped(n, SKIP_CAUSES[index].tests)}: {why}; to run them: {SKIP_CAUSES[index].fix}"
+        for (index, why), n in sorted(known.items())
+    ]
+    return lines + [f"{skipped(n)}: {reason}" for reason, n in other.most_common()]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """The skip summary after every other section (as the outermost wrapper, also after -ra's short test
+    summary), so that only pytest's closing count line follows it: a run without a browser or a server says
+    so where one looks."""
+    result = yield
+    lines = skip_summary(terminalreporter.stats.get("skipped", []))
+    if lines:
+        terminalreporter.write_sep("=", "skipped, and how to run them", yellow=True)
+        for line in lines:
+            terminalreporter.write_line(line, yellow=True)
+    return result

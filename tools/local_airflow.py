@@ -6,23 +6,33 @@ this venv as a subprocess in a session and process group of its own, with everyt
 demo shop (`shop.sqlite`, created once), the pipeline's state database (`state.sqlite`), the emails
 (`mail/`, as `.eml` files from an SMTP sink running in this process) and standalone's output
 (`standalone.log`). The connections `shop_db`, `backorder_state_db` and `smtp_default` are given as
-`AIRFLOW_CONN_*` JSON. It waits until the scheduler is healthy and the DAG is parsed and unpaused,
-prints the URL and the login, and stops everything on Ctrl-C (SIGINT) or SIGTERM. The home is kept
-between starts (runs, state and emails survive a restart); `--fresh` wipes it first.
+`AIRFLOW_CONN_*` JSON. Every setting standalone is started with (AIRFLOW_HOME, the AIRFLOW__* options, the
+connections, PYTHONPATH) is also written to `env` in the home, so that the `airflow` CLI in another shell
+sees the same Airflow: `source .airflow/env && airflow dags list-runs backorder_notifications`. It waits
+until the scheduler is healthy and the DAG is parsed and unpaused, prints the URL and the login, and stops
+everything on Ctrl-C (SIGINT) or SIGTERM. The home is kept between starts (runs, state and emails survive a
+restart); `--fresh` wipes it first.
+
+`--preview T` (`make preview-run T=2026-12-01`) starts no Airflow: it shows what the run at T would send,
+as a dry run of the DAG on the home's shop and state (see `preview`).
 
 It does not import Airflow: it runs the `airflow` command line next to this Python.
 
 Usage: python -m tools.local_airflow [--port 8080] [--db URL] [--smtp-port 1025]
                                                  [--home .airflow] [--fresh]
+       python -m tools.local_airflow --preview [T] [--conf JSON] [--home .airflow]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -33,7 +43,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -47,11 +57,15 @@ from tools.smtp_sink import MailSink
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "backorder_notifications"
+DEFAULT_HOME = ROOT / ".airflow"
 AIRFLOW = Path(sys.executable).with_name("airflow")
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 POSTGRES_EXAMPLE = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow_local"
 READY_TIMEOUT = 300.0  # seconds for standalone to become healthy and parse the DAG
 STOP_TIMEOUT = 30.0  # seconds for standalone's processes to end after SIGTERM, before SIGKILL
+# Every `airflow dags ...` command imports airflow.utils.dot_renderer, which warns at import when the graphviz
+# package is missing; only `airflow dags show` renders graphs, and nothing here needs it.
+QUIET_GRAPHVIZ = "ignore:Could not import graphviz:UserWarning"
 T = TypeVar("T")
 
 
@@ -81,6 +95,10 @@ class Home:
     def passwords(self) -> Path:
         return self.path / PASSWORD_FILE
 
+    @property
+    def env(self) -> Path:
+        return self.path / "env"
+
 
 def say(line: str) -> None:
     print(line, flush=True)
@@ -97,10 +115,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", default="", help=f"SQLAlchemy URL of Airflow's metadata database, e.g. "
                         f"{POSTGRES_EXAMPLE} (created if missing); default: SQLite in the home")  # fmt: skip
     parser.add_argument("--smtp-port", type=int, default=1025, help="the SMTP sink's port (default 1025)")
-    parser.add_argument("--home", type=Path, default=ROOT / ".airflow", help="AIRFLOW_HOME and everything else "
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="AIRFLOW_HOME and everything else "
                         "(default .airflow/ in the project); kept between starts")  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="wipe the home first (and reset --db's Airflow tables)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--preview",
+        metavar="T",
+        nargs="?",
+        const="",
+        help="instead of starting Airflow: what the run at T (a date, or an ISO date and time; default: tomorrow "
+        "00:00 UTC) would send, as a dry run on the home's shop and state",
+    )
+    parser.add_argument(
+        "--conf",
+        default="",
+        help="with --preview: params for the run as JSON, e.g. '{\"send_available\": true}' (default: the DAG's "
+        "defaults, as a scheduled run has them)",
+    )
+    args = parser.parse_args(argv)
+    if args.conf and args.preview is None:
+        parser.error("--conf goes with --preview")
+    if args.preview is not None and (args.fresh or args.db):
+        parser.error("--preview takes no --fresh or --db: it uses the home's shop and state, and a database of its own")
+    return args
 
 
 def check_port_free(port: int, what: str) -> None:
@@ -194,11 +231,42 @@ def airflow_env(home: Home, port: int, smtp_port: int, db_url: str) -> dict[str,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "PYTHONWARNINGS": ",".join(filter(None, [QUIET_GRAPHVIZ, os.environ.get("PYTHONWARNINGS")])),
             # standalone starts its components as `airflow ...` from PATH
             "PATH": f"{AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )
     return env
+
+
+def cli_settings(env: dict[str, str]) -> dict[str, str]:
+    """What the `airflow` CLI needs of standalone's environment to see the same Airflow: AIRFLOW_HOME, every
+    AIRFLOW__* option and AIRFLOW_CONN_* / AIRFLOW_VAR_* (also those inherited from the caller), PYTHONPATH
+    (the DAG imports include/) and PYTHONWARNINGS."""
+    return {k: v for k, v in sorted(env.items()) if k.startswith("AIRFLOW") or k in ("PYTHONPATH", "PYTHONWARNINGS")}
+
+
+def write_env_file(home: Home, env: dict[str, str]) -> None:
+    """<home>/env: standalone's settings as a shell file to source, with this venv's bin first on PATH.
+
+    An env file, not settings written into the home's airflow.cfg: the connections (AIRFLOW_CONN_*) and
+    PYTHONPATH (the DAG imports include/) have no place in airflow.cfg, Airflow writes that file itself on
+    the first start, and environment variables override it; this file is written from the very dict
+    standalone is started with, so the CLI sees what the scheduler and the tasks see, --port and --db
+    included. Readable by its owner only: AIRFLOW_CONN_* values may hold passwords.
+    """
+    written = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    lines = [
+        f"# The local Airflow's settings, written by `make airflow` at each start (this one: {written}).",
+        "# Source it, then use the airflow CLI on that Airflow, e.g.:",
+        f"#   source {shown(home.env)} && airflow dags list-runs {DAG_ID}",
+        *(f"export {name}={shlex.quote(value)}" for name, value in cli_settings(env).items()),
+        f'export PATH={shlex.quote(str(AIRFLOW.parent))}:"$PATH"',
+    ]
+    home.env.touch(mode=0o600)
+    home.env.chmod(0o600)
+    home.env.write_text("\n".join(lines) + "\n")
+    say(f"CLI settings: {shown(home.env)} (source it to use the airflow CLI on this Airflow)")
 
 
 def reset_metadata_db(env: dict[str, str], home: Home) -> None:
@@ -353,15 +421,14 @@ def wait_until_ready(proc: subprocess.Popen[bytes], home: Home, port: int, start
     return password
 
 
-def cli_prefix(home: Home, db_arg: str) -> str:
-    """How to run the `airflow` CLI against this Airflow from another shell (the home's airflow.cfg knows
-    neither --db nor this project's DAGs folder; commands that read the metadata database need no more)."""
-    db = f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN={db_arg} " if db_arg else ""
-    return f"AIRFLOW_HOME={home.path} {db}{AIRFLOW}"
+def cli_prefix(home: Home) -> str:
+    """How to run the `airflow` CLI against this Airflow from a shell (see write_env_file)."""
+    return f"source {shlex.quote(shown(home.env))} && airflow"
 
 
-def ready_block(home: Home, port: int, smtp_port: int, password: str, db_arg: str) -> str:
-    cli = cli_prefix(home, db_arg)
+def ready_block(home: Home, port: int, smtp_port: int, password: str) -> str:
+    cli = cli_prefix(home)
+    home_arg = "" if home.path == DEFAULT_HOME else f" ARGS={shlex.quote('--home ' + shown(home.path))}"
     lines = [
         f"URL:       http://localhost:{port}/",
         f"login:     admin / {password}",
@@ -371,10 +438,127 @@ def ready_block(home: Home, port: int, smtp_port: int, password: str, db_arg: st
         f"emails:    {shown(home.mail)}/<date>/*.eml (SMTP sink on 127.0.0.1:{smtp_port})",
         f"log:       {shown(home.log)} (airflow standalone's output)",
         f"CLI:       {cli} dags list-runs {DAG_ID}",
+        f"preview:   make preview-run T=<date>{home_arg} (what the run at that date would send, as a dry run)",
         "Ctrl-C stops everything.",
     ]
     rule = "=" * max(len(line) for line in lines)
     return "\n".join([rule, "Airflow is ready", *lines, rule])
+
+
+def preview_time(text: str, now: datetime) -> datetime:
+    """--preview's T in UTC: a date is 00:00 UTC that day, like the @daily runs; nothing given is tomorrow."""
+    if not text:
+        return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"--preview {text!r}: not a date or an ISO date and time, e.g. 2026-12-01") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def preview_metadata_db(env: dict[str, str], work: Path) -> None:
+    """The preview's own metadata database, brought up to date when missing or made by another Airflow version."""
+    stamp = work / "airflow-version"
+    version = importlib.metadata.version("apache-airflow")
+    if (work / "airflow.db").exists() and stamp.exists() and stamp.read_text().strip() == version:
+        return
+    say(f"preview: creating its metadata database in {shown(work)} (airflow db migrate, once) ...")
+    with (work / "db-migrate.log").open("w") as log:
+        migrate = [str(AIRFLOW), "db", "migrate"]
+        done = subprocess.run(migrate, env=env, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"`airflow db migrate` failed (exit {done.returncode}); see {work / 'db-migrate.log'}")
+    stamp.write_text(version + "\n")
+
+
+# A line of the pipeline's own log in `airflow dags test`'s output: "<time> [info     ] <message> [include....]"
+PIPELINE_LINE = re.compile(r"^\S+ \[\w+\s*\] (?P<message>.*?)\s+\[include\.backorder[\w.]*\]")
+
+
+def preview_conf(text: str) -> str:
+    """--conf's params with dry_run set: a JSON object for `airflow dags test -c`."""
+    try:
+        conf = json.loads(text or "{}")
+    except ValueError as exc:
+        raise SystemExit(f"--conf {text!r}: not JSON ({exc})") from None
+    if not isinstance(conf, dict):
+        raise SystemExit(f"--conf {text!r}: not a JSON object of params, e.g. '{{\"send_available\": true}}'")
+    if conf.get("dry_run", True) is not True:
+        raise SystemExit("--conf: a preview is a dry run; leave dry_run out")
+    return json.dumps(conf | {"dry_run": True})
+
+
+def preview(args: argparse.Namespace) -> int:
+    """`make preview-run T=...`: a dry run of the DAG at T on the home's shop and state; prints the pipeline's log.
+
+    `airflow dags test` runs the whole DAG at the logical date T in its own process, here with
+    {"dry_run": true} (and the params of --conf): every due notification is classified, rendered and
+    recorded in the state database as `dry_run`; nothing is sent and no snapshot is written, so later runs
+    are unaffected. The trigger form cannot do this (a run at a future logical date does not start).
+
+    It uses an Airflow metadata database of its own (<home>/preview/), never the running Airflow's: there,
+    the scheduler takes up the run `dags test` creates and runs its tasks too, and both fail on each other
+    ("TI was not in a state where it could be marked as running"); `dags test` also deletes any run at the
+    same logical date, and the scheduler skips a day that has a run already ("run already exists; skipping
+    dagrun creation"), so a preview of tomorrow would take the place of tomorrow's scheduled run. Airflow
+    need not be running.
+    """
+    home = Home(args.home.resolve())
+    t = preview_time(args.preview, datetime.now(UTC))
+    conf = preview_conf(args.conf)
+    if not home.shop.exists():
+        raise SystemExit(f"--preview: no demo shop in {shown(home.path)}: start `make airflow` once first")
+    work = home.path / "preview"
+    work.mkdir(exist_ok=True)
+    env = airflow_env(home, args.port, args.smtp_port, f"sqlite:///{work / 'airflow.db'}")
+    env["AIRFLOW_HOME"] = str(work)
+    preview_metadata_db(env, work)
+    log = work / f"dags-test-{t:%Y-%m-%dT%H%M%S}.log"
+    when = t.isoformat()
+    say(f"preview: airflow dags test {DAG_ID} {when} -c '{conf}' (shop and state in {shown(home.path)}) ...")
+    started = time.monotonic()
+    with log.open("w") as out:
+        cmd = [str(AIRFLOW), "dags", "test", DAG_ID, when, "-c", conf]
+        done = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=900)
+    text = log.read_text(errors="replace")
+    if done.returncode != 0:
+        tail = "\n".join(text.splitlines()[-40:])
+        raise SystemExit(f"`airflow dags test` failed (exit {done.returncode}); log: {shown(log)}\n{tail}")
+    say(
+        f"preview of the run at T={when}, a dry run in {time.monotonic() - started:.0f} s (`dry_run`: would be sent;"
+        f" full log: {shown(log)}):"
+    )
+    for line in text.splitlines():
+        if found := PIPELINE_LINE.match(line):
+            say(f"  {found['message']}")
+    say(would_send(home, t))
+    return 0
+
+
+def would_send(home: Home, t: datetime) -> str:
+    """Every email the state database holds as a dry run at T, by kind and language, in one line.
+
+    Not only this preview's: a notification is recorded once per order, kind and T (dry runs apart from real
+    ones), so a second preview of the same T finds the first one's records and logs them as "handled by an
+    earlier run"; the answer to "what would T send" is the union, each as recorded when first previewed.
+    """
+    n = st.notifications
+    engine = sa.create_engine(f"sqlite:///{home.state}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(n.c.kind, n.c.language, sa.func.count())
+                .where(n.c.reference_time == t.replace(tzinfo=None), n.c.dry_run.is_(True))
+                .where(n.c.status == st.STATUS_DRY_RUN)
+                .group_by(n.c.kind, n.c.language)
+            ).all()
+    finally:
+        engine.dispose()
+    by_kind: dict[str, list[str]] = {}
+    for kind, language, count in sorted(rows):
+        by_kind.setdefault(kind, []).append(f"{language} {count}")
+    said = "; ".join(f"{kind} {', '.join(langs)}" for kind, langs in by_kind.items()) or "nothing"
+    return f"would be sent at T={t.isoformat()}: {said} (as recorded by this and any earlier preview of T)"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -401,13 +585,14 @@ def run(args: argparse.Namespace) -> int:
     with MailSink(home.mail, port=args.smtp_port) as sink:
         say(f"SMTP sink: 127.0.0.1:{sink.port}, emails kept as .eml files in {shown(home.mail)}/")
         env = airflow_env(home, args.port, sink.port, db_url)
+        write_env_file(home, env)
         if args.fresh and args.db:
             reset_metadata_db(env, home)
         started = time.monotonic()
         proc = start_standalone(env, home)
         try:
             password = wait_until_ready(proc, home, args.port, started)
-            say(ready_block(home, args.port, sink.port, password, args.db))
+            say(ready_block(home, args.port, sink.port, password))
             proc.wait()
             say(f"airflow standalone exited by itself with {proc.returncode}; see {home.log}")
             code = 1
@@ -420,11 +605,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.preview is not None:
+        return preview(args)
     # Also when started with SIGINT ignored (a background job of a script): standalone would inherit that.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
     try:
-        return run(parse_args(argv))
+        return run(args)
     except KeyboardInterrupt:
         return 0
 

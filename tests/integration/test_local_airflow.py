@@ -3,8 +3,12 @@
 `python -m tools.local_airflow` starts `airflow standalone` (SQLite metadata database),
 the demo shop and the SMTP sink in a fresh home. The test waits for the block it prints, logs in
 with the printed password through POST /auth/token, finds the DAG unpaused and today's scheduled
-run successful, with every email the run records as sent kept as an .eml file, then types Ctrl-C
-(SIGINT to the launcher) and checks that no process of it or of standalone's session is left.
+run successful, with every email the run records as sent kept as an .eml file. It then runs the
+printed `CLI:` line as a user pastes it (bash, no AIRFLOW_* or PYTHONPATH of its own, the venv not on PATH):
+it works on the running Airflow, sees the DAG's connections, and prints no graphviz warning. `--preview`
+(`make preview-run`) shows what tomorrow's run would send, sends nothing, and leaves no run on the running
+Airflow. Last it types Ctrl-C (SIGINT to the launcher) and checks that no process of it or of standalone's
+session is left.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +107,9 @@ def test_make_airflow_runs_the_dag_and_ctrl_c_stops_everything(tmp_path: Path) -
         group = launcher.printed(r"process group (\d+)")
         assert group is not None, launcher.output
         standalone_session = int(group[1])  # standalone leads its own session, and its process group
-        check_airflow(launcher, home, port, smtp_port, started)
+        api, run = check_airflow(launcher, home, port, smtp_port, started)
+        check_cli(launcher, home, run)
+        check_preview(home, api, run)
 
         launcher.proc.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
         assert launcher.wait(timeout=120) == 0, launcher.output
@@ -123,13 +129,18 @@ def midnight(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def check_airflow(launcher: Launcher, home: Path, port: int, smtp_port: int, started: datetime) -> None:
+def check_airflow(
+    launcher: Launcher, home: Path, port: int, smtp_port: int, started: datetime
+) -> tuple[Api, dict[str, Any]]:
+    """The printed block, the login, today's scheduled run and its emails, the audit page; returns the API and
+    the run."""
     url = launcher.printed(r"^URL:\s+(\S+)$")
     login = launcher.printed(r"^login:\s+admin / (\S+)$")
     assert url is not None and login is not None, launcher.output
     assert url[1] == f"http://localhost:{port}/"
     assert f"SMTP sink on 127.0.0.1:{smtp_port}" in launcher.output
-    assert answers(f"http://127.0.0.1:{port}/"), "the UI's page answers"
+    # The UI's first page can take longer than one try's 5 s while the other components are still starting.
+    wait_for("the UI's page", lambda: True if answers(f"http://127.0.0.1:{port}/") else None, timeout=60, every=1)
     api = Api(f"http://127.0.0.1:{port}", login[1])
     assert api.call("GET", f"/api/v2/dags/{DAG_ID}")["is_paused"] is False
 
@@ -165,6 +176,64 @@ def check_airflow(launcher: Launcher, home: Path, port: int, smtp_port: int, sta
     status, html = fetch(f"http://127.0.0.1:{port}/backorder/", api.token)
     assert status == 200 and run["dag_run_id"] in html, html[:2000]
     assert fetch(f"http://127.0.0.1:{port}/backorder/", None)[0] == 401
+    return api, run
+
+
+def user_shell(command: str) -> subprocess.CompletedProcess[str]:
+    """`command` in bash from the project's folder, as in a new terminal: nothing of Airflow's or this project's
+    environment (the tests set AIRFLOW_HOME, AIRFLOW__*, PYTHONPATH), and the venv not on PATH."""
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    return subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def mail_files(home: Path) -> set[Path]:
+    return set((home / "mail").rglob("*.eml"))
+
+
+def check_cli(launcher: Launcher, home: Path, run: dict[str, Any]) -> None:
+    """The printed CLI line works as printed, with the DAG's connections and without a graphviz warning."""
+    cli = launcher.printed(r"^CLI:\s+(.+)$")
+    assert cli is not None, launcher.output
+    assert cli[1] == f"source {home / 'env'} && airflow dags list-runs {DAG_ID}", cli[1]
+    listed = user_shell(cli[1])
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert run["dag_run_id"] in listed.stdout, listed.stdout
+    assert "graphviz" not in listed.stdout + listed.stderr
+    assert f"preview:   make preview-run T=<date> ARGS='--home {home}' (" in launcher.output
+    source = cli[1].split(" && ")[0]
+    got = user_shell(f"{source} && airflow connections get shop_db -o json")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert json.loads(got.stdout)[0]["host"] == str(home / "shop.sqlite"), got.stdout
+
+
+def check_preview(home: Path, api: Api, run: dict[str, Any]) -> None:
+    """--preview (make preview-run) at the next day: what it would send, nothing sent, no run on this Airflow
+    (`airflow dags test` on the running Airflow's database races its scheduler: see tools.local_airflow.preview)."""
+    tomorrow = datetime.fromisoformat(run["logical_date"]) + timedelta(days=1)
+    emails = mail_files(home)
+    cmd = [sys.executable, "-m", "tools.local_airflow", "--home", str(home), "--preview", f"{tomorrow:%Y-%m-%d}"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert (
+        lines[0]
+        == "preview: creating its metadata database in " + str(home / "preview") + " (airflow db migrate, once) ..."
+    )
+    assert any(line.startswith(f"preview of the run at T={tomorrow.isoformat()}, a dry run in ") for line in lines)
+    assert f"  finish: run 2 at T={tomorrow.isoformat()} (dry run: no snapshot written)" in lines, done.stdout
+    assert any(line.startswith("  classify: ") and line.endswith("(dry run)") for line in lines), done.stdout
+    assert lines[-1].startswith(f"would be sent at T={tomorrow.isoformat()}: "), done.stdout
+    assert "graphviz" not in done.stdout + done.stderr
+    # Again: the first preview's records count as handled, and the answer is the same.
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "creating its metadata database" not in again.stdout
+    assert again.stdout.splitlines()[-1] == lines[-1], again.stdout
+    assert mail_files(home) == emails, "a preview sends nothing"
+    runs = api.call("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
+    assert not [r for r in runs if datetime.fromisoformat(r["logical_date"]) == tomorrow], "not on this Airflow"
 
 
 def fetch(url: str, token: str | None) -> tuple[int, str]:
