@@ -88,6 +88,8 @@ default_args = {
 def backorder_notifications() -> None:
     # The library (include/backorder/pipeline.py) is imported inside the tasks: parsing the DAG stays cheap.
     # Errors no retry can fix fail a task at once (permanent_errors_fail_at_once); other errors are retried.
+    # A task that runs alone in its run (RUNS_ALONE) frees the run's lease when it fails or is killed; the send
+    # batches run side by side, and their heartbeats decide (include/backorder/lease.py).
 
     @task
     def extract_backorder_lines() -> int:
@@ -150,7 +152,8 @@ def backorder_notifications() -> None:
         return summary
 
     record_id = extract_backorder_lines()
-    due = classify(record_id, load_previous_snapshot(record_id))
+    previous_snapshot = load_previous_snapshot(record_id)
+    due = classify(record_id, previous_snapshot)
     sends = [
         send_notifications.override(task_id=f"send_{kind}")
         .partial(record_id=record_id, kind=kind)

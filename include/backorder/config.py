@@ -11,7 +11,6 @@ turns those into the DAG's Params. Adding a param is adding a field here (and us
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import json
@@ -151,7 +150,7 @@ def _json(value: Any) -> Any:
         return [_json(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _json(v) for k, v in value.items()}
-    return copy.copy(value)
+    return value
 
 
 @dataclass(frozen=True)

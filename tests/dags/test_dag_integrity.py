@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -139,6 +140,37 @@ def test_the_form_gets_the_librarys_params_key_by_key(dag) -> None:
         assert shown["schema"].get("maxLength") == MAX_LENGTHS.get(name), name
         assert shown["schema"].get("section") == ("Branding" if name in BRANDING else None), name
     assert json.loads(RunParams().to_json()) == {name: shown["value"] for name, shown in form.items()}
+
+
+def test_a_runs_record_keeps_every_param_the_form_sent(dag) -> None:
+    """Each param set away from its default, valid in the form: the run record (bo_run.params) has every one."""
+    from include.backorder.config import RunParams
+
+    sent = {
+        "order_status_ids": [3, 5],
+        "reminder_interval_days": 5,
+        "max_reminders": 2,
+        "max_order_age_days": 90,
+        "table_prefix": "zen_",
+        "default_language": "de",
+        "dry_run": True,
+        "catch_up_silently": False,
+        "shop_timezone": "Europe/Berlin",
+        "shop_name": "Trailhead",
+        "unsubscribe_mailto": "optout@shop.example",
+        "unsubscribe_url": "https://shop.example/u",
+        "send_parallelism": 3,
+        "send_available": True,
+        "logo_url": "https://shop.example/logo.png",
+        "brand_color": "#123456",
+        "support_email": "help@shop.example",
+        "postal_address": "Trailhead\nMain Street 1",
+        "order_url": "https://shop.example/o?id={order_id}",
+    }
+    assert list(sent) == list(dag.params)
+    form = copy.deepcopy(dag.params)  # resolving a value keeps it in the Param: not in the shared DAG's
+    assert {name: form.get_param(name).resolve(value) for name, value in sent.items()} == sent
+    assert json.loads(RunParams.from_mapping(sent).to_json()) == sent
 
 
 def test_the_forms_bounds_and_choices_are_the_librarys(dag) -> None:
