@@ -93,7 +93,7 @@ def _adapter_names() -> dict[str, str]:
     found = {
         target.id: node.value.value
         for node in ast.parse((ROOT / ADAPTER).read_text(encoding="utf-8")).body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
         for target in node.targets
         if isinstance(target, ast.Name) and target.id in wanted
     }

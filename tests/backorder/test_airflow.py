@@ -20,7 +20,7 @@ from tools.smtp_sink import Faults
 
 # Every field of the SMTP provider's connection form (SmtpHook.get_connection_form_widgets), at its default or
 # empty: what a connection made in the Airflow UI may hold.
-UI_FORM = {
+UI_FORM: dict[str, Any] = {
     "from_email": "shop@example.com",
     "timeout": 30,
     "retry_limit": 5,
