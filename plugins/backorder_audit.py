@@ -7,7 +7,8 @@ token. The page reads the state database of the `backorder_state_db` connection 
 as the DAG does, and never Airflow's metadata database.
 
 Airflow imports this file in every component that loads plugins; the app (FastAPI, SQLAlchemy,
-the library under include/) is built only when the api-server asks for `fastapi_apps`. If include/
+the library under include/, with its Airflow adapter include/backorder/airflow.py for the DAG id and
+the connections) is built only when the api-server asks for `fastapi_apps`. If include/
 is not importable (the project root not on PYTHONPATH), the page is left out with an error in the log.
 """
 
@@ -21,29 +22,23 @@ from airflow.plugins_manager import AirflowPlugin
 
 log = logging.getLogger(__name__)
 
-DAG_ID = "backorder_notifications"
-STATE_CONN_ID = "backorder_state_db"
-SHOP_CONN_ID = "shop_db"
 URL_PREFIX = "/backorder"
 NAME = "Backorder notifications"
 
 
 def state_db() -> Any:
-    """The state database's Airflow connection (`backorder_state_db`, else `shop_db`) as a DbConnection."""
+    """The state database as the DAG finds it (`backorder_state_db`, else `shop_db`), read by the api-server."""
     from airflow.exceptions import AirflowNotFoundException
-    from airflow.models.connection import Connection
 
-    from include.backorder.config import DbConnection
+    from include.backorder.airflow import server_connection
+    from include.backorder.airflow import state_db as find_state_db
 
-    for conn_id in (STATE_CONN_ID, SHOP_CONN_ID):
-        try:
-            c = Connection.get_connection_from_secrets(conn_id)
-        except AirflowNotFoundException:
-            continue
-        return DbConnection.from_airflow(conn_id, c)
-    from fastapi import HTTPException
+    try:
+        return find_state_db(server_connection)
+    except AirflowNotFoundException as exc:
+        from fastapi import HTTPException
 
-    raise HTTPException(503, f"Neither the {STATE_CONN_ID!r} nor the {SHOP_CONN_ID!r} connection is defined")
+        raise HTTPException(503, str(exc)) from None
 
 
 @cache
@@ -58,6 +53,8 @@ def access_checks() -> list[Any]:
     """What every route requires: an authenticated user allowed to read the DAG's runs."""
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    from include.backorder.airflow import DAG_ID
 
     return [requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN, param_dag_id=DAG_ID)]
 

@@ -2,26 +2,32 @@
 
 Everything here is validated on construction, so a bad value fails the run at its first task
 with a message that names the value, before anything is read or sent.
+
+The run params are declared once, as the fields of `RunParams`: each field's type and default, and
+(through `param(...)`) its JSON Schema, its description and its section of the trigger form.
+`param_specs()` gives them as plain data (`ParamSpec`); the Airflow adapter (include/backorder/airflow.py)
+turns those into the DAG's Params. Adding a param is adding a field here (and using it).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from include.backorder import LANGUAGES
 from include.backorder.mime import UNSAFE_RE
 
-# The patterns of the DAG's params (dags/backorder_notifications.py holds the same strings, and
-# tests/dags/test_dag_integrity.py checks that they are): JSON Schema `pattern`s, which are searched
-# (re.search), so each is anchored; `$(?!\n)` is the end of the text in both Python and ECMA 262
+# The patterns of the text params: the JSON Schema `pattern`s of the trigger form (RunParams' fields name them),
+# and what the library checks again (check_pattern). A JSON Schema pattern is searched (re.search), so each is
+# anchored; `$(?!\n)` is the end of the text in both Python and ECMA 262
 # (Python's bare `$` also matches before a final newline). Addresses and URLs reach headers
 # (List-Unsubscribe) and links, so they are printable ASCII without spaces: nothing that could
 # break a header line or an attribute.
@@ -68,6 +74,12 @@ MAX_ID = 2**31 - 1  # the shops' ids are 32-bit integers (a larger one fails the
 # Day counts become timedeltas from T: beyond a hundred years they leave the calendar (OverflowError).
 MAX_DAYS = 36500
 MAX_SEND_PARALLELISM = 16  # batches per kind, each a mapped task with its own SMTP connection
+MAX_PARALLEL_SENDS = 4  # send tasks running at once in one DAG run, at most (each holds an SMTP connection)
+MIN_BATCH = 500  # emails per batch at least: a smaller kind is sent by one task
+DEFAULT_BRAND_COLOR = "#1f4e79"
+# Optional text params also take null: the UI's trigger form sends an empty text field as null, and a
+# plain "string" type would keep its Trigger button disabled until every such field is filled.
+TEXT = ("null", "string")
 
 
 def check_pattern(name: str, value: str) -> None:
@@ -111,7 +123,7 @@ class Branding:
 
     shop_name: str = ""
     logo_url: str = ""  # https URL of an image, shown at most 200 x 48 px
-    brand_color: str = "#1f4e79"  # header band, links and order button
+    brand_color: str = DEFAULT_BRAND_COLOR  # header band, links and order button
     support_email: str = ""
     postal_address: str = ""  # the footer's imprint, lines separated by newlines
     order_url: str = ""  # https URL of a customer's order page, with {order_id} where the id goes
@@ -126,29 +138,177 @@ class Branding:
         return self.order_url.replace("{order_id}", str(orders_id)) if self.order_url else ""
 
 
+@functools.cache
+def iana_zones() -> tuple[str, ...]:
+    """The IANA time zones this machine knows (none without a zone database: no tzdata), sorted."""
+    return tuple(sorted(available_timezones()))
+
+
+def _json(value: Any) -> Any:
+    """A deep copy with tuples as lists: what JSON (and an Airflow Param's schema) holds."""
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _json(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One run param as plain data: what the trigger form shows and validates, what RunParams takes.
+
+    `schema` is its JSON Schema (`type`, bounds, `pattern`, ...); `choices`, read when the schema is
+    made, gives its `enum` (none when there are no choices); `section` groups it in the trigger form.
+    """
+
+    name: str
+    default: Any  # as JSON: a list where RunParams holds a tuple
+    description: str
+    schema: Mapping[str, Any]
+    section: str | None = None
+    choices: Callable[[], Sequence[str]] | None = None
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema as the DAG's Param holds it, with the enum and the form's section; a fresh copy."""
+        out: dict[str, Any] = _json(self.schema)
+        if self.choices is not None and (choices := list(self.choices())):
+            out["enum"] = choices
+        if self.section:
+            out["section"] = self.section
+        return out
+
+
+_SPEC = "param"  # the key of a RunParams field's metadata that holds its ParamSpec
+
+
+def param(
+    default: Any,
+    description: str,
+    *,
+    section: str | None = None,
+    choices: Callable[[], Sequence[str]] | None = None,
+    **schema: Any,
+) -> Any:
+    """A RunParams field that is a run param: its default, and what the trigger form needs (see ParamSpec)."""
+    spec = ParamSpec("", None, description, schema, section, choices)
+    return field(default=default, metadata={_SPEC: spec})
+
+
+def param_specs() -> tuple[ParamSpec, ...]:
+    """The run params in the trigger form's order (RunParams' fields), each with its name and default."""
+    return tuple(replace(f.metadata[_SPEC], name=f.name, default=_json(f.default)) for f in fields(RunParams))
+
+
+def send_batches(due: int, send_parallelism: int) -> int:
+    """How many batches (mapped send tasks, one SMTP connection each) send `due` emails of one kind:
+    `send_parallelism`, but each of MIN_BATCH emails at least; none when nothing is due."""
+    return 0 if due <= 0 else max(1, min(send_parallelism, -(-due // MIN_BATCH)))
+
+
+def _text(name: str, description: str, *, section: str | None = None) -> Any:
+    """An optional text param (empty by default; null from the trigger form reads as empty), bounded by
+    MAX_LENGTHS and, where it has one, matched by its pattern in PATTERNS."""
+    pattern: dict[str, Any] = {"pattern": PATTERNS[name]} if name in PATTERNS else {}
+    return param("", description, section=section, type=TEXT, maxLength=MAX_LENGTHS[name], **pattern)
+
+
 @dataclass(frozen=True)
 class RunParams:
-    """The DAG params of one run, as plain values (see the README for each one)."""
+    """The DAG params of one run, as plain values; each field is a param of the trigger form, in its order
+    (see the README for each one)."""
 
-    order_status_ids: tuple[int, ...] = (1, 2)
-    reminder_interval_days: int = 2
-    max_reminders: int | None = None
-    max_order_age_days: int | None = None
-    table_prefix: str = ""
-    default_language: str = "en"
-    dry_run: bool = False
-    catch_up_silently: bool = False
-    shop_timezone: str = "UTC"
-    shop_name: str = ""
-    unsubscribe_mailto: str = ""
-    unsubscribe_url: str = ""
-    send_available: bool = False
-    send_parallelism: int = 1  # the DAG plans the batches; kept here so that the run record has every param
-    logo_url: str = ""
-    brand_color: str = "#1f4e79"
-    support_email: str = ""
-    postal_address: str = ""
-    order_url: str = ""
+    order_status_ids: tuple[int, ...] = param(
+        (1, 2),
+        "Only orders in these statuses (orders_status ids) are processed.",
+        type="array",
+        items={"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        minItems=1,
+    )
+    reminder_interval_days: int = param(
+        2, "Days between periodic reminders (and since any email).", type="integer", minimum=1, maximum=MAX_DAYS
+    )
+    max_reminders: int | None = param(
+        None, "Periodic reminders per order at most; null for unlimited.", type=["null", "integer"], minimum=0
+    )
+    max_order_age_days: int | None = param(
+        None,
+        "Ignore orders purchased longer ago than this at T; null: no limit.",
+        type=["null", "integer"],
+        minimum=1,
+        maximum=MAX_DAYS,
+    )
+    table_prefix: str = _text("table_prefix", "Prefix of the shop's tables (Zen Cart DB_PREFIX), e.g. zen_.")
+    default_language: str = param(
+        "en",
+        "Language for orders whose language the shop does not store.",
+        choices=lambda: LANGUAGES,
+        type="string",
+    )
+    dry_run: bool = param(
+        False, "Classify and render, record what would be sent; send nothing, keep state.", type="boolean"
+    )
+    catch_up_silently: bool = param(
+        False,
+        "Bring the state up to date without emailing (e.g. a backfill): due emails are recorded as silenced and"
+        " count as told.",
+        type="boolean",
+    )
+    # The form offers the IANA zones (a typo is flagged before the run starts); without a zone database on
+    # the machine (no tzdata), the library's check at the first task is the only one.
+    shop_timezone: str = param(
+        "UTC",
+        "IANA time zone the shop writes its dates in, e.g. Europe/Berlin.",
+        choices=iana_zones,
+        type="string",
+    )
+    shop_name: str = _text("shop_name", "Signature of the emails; empty: 'Your shop team'.")
+    unsubscribe_mailto: str = _text(
+        "unsubscribe_mailto", "Address for List-Unsubscribe mailto opt-outs; empty: the sender."
+    )
+    unsubscribe_url: str = _text(
+        "unsubscribe_url",
+        "https URL taking one-click opt-outs (?token=...); needs the Variable backorder_unsubscribe_secret.",
+    )
+    send_parallelism: int = param(  # the DAG plans the batches; kept here so that the run record has every param
+        1,
+        "Batches per kind, each sent by its own task over its own SMTP connection (mapped tasks; at most"
+        f" {MAX_PARALLEL_SENDS} run at once, {MIN_BATCH} emails per batch at least).",
+        type="integer",
+        minimum=1,
+        maximum=MAX_SEND_PARALLELISM,
+    )
+    send_available: bool = param(
+        False,
+        "Also send `available`: an order's every date was reached or cleared while it is still in the statuses.",
+        type="boolean",
+    )
+    logo_url: str = _text(
+        "logo_url", "https URL of the shop's logo (shown at most 200 x 48 px); empty: the name.", section="Branding"
+    )
+    brand_color: str = param(
+        DEFAULT_BRAND_COLOR,
+        "Colour of the header band, links and button, e.g. #1f4e79.",
+        section="Branding",
+        type="string",
+        pattern=PATTERNS["brand_color"],
+    )
+    support_email: str = _text(
+        "support_email", "Address the footer offers for questions; empty: none.", section="Branding"
+    )
+    postal_address: str = param(
+        "",
+        "The shop's postal address for the footer, lines separated by newlines.",
+        section="Branding",
+        type=TEXT,
+        maxLength=MAX_LENGTHS["postal_address"],
+        format="multiline",
+    )
+    order_url: str = _text(
+        "order_url",
+        "The customer's order page with {order_id}, e.g."
+        " https://shop.example/account_history_info.php?order_id={order_id}.",
+        section="Branding",
+    )
 
     def __post_init__(self) -> None:
         if not self.order_status_ids or not all(
@@ -194,13 +354,14 @@ class RunParams:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> RunParams:
-        """Build from DAG params (a dict); unknown keys are ignored (the DAG refuses them in a run conf:
-        check_conf_keys), missing ones take defaults."""
-        fields = cls.__dataclass_fields__
-        known = {k: v for k, v in values.items() if k in fields}
+        """Build from DAG params (a dict): every param it names is kept, so the run record (to_json) holds each
+        one a run used; missing ones take defaults; unknown keys are ignored (the DAG refuses them in a run
+        conf: check_conf_keys)."""
+        declared = cls.__dataclass_fields__
+        known = {k: v for k, v in values.items() if k in declared}
         for key, value in known.items():  # an optional text left empty in the UI's form arrives as null
-            if value is None and isinstance(fields[key].default, str):
-                known[key] = fields[key].default
+            if value is None and isinstance(declared[key].default, str):
+                known[key] = declared[key].default
         if "order_status_ids" in known:
             known["order_status_ids"] = tuple(known["order_status_ids"])
         return cls(**known)
@@ -231,10 +392,10 @@ class DbConnection:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_airflow(cls, conn_id: str, c: Any) -> DbConnection:
+    def from_airflow(cls, c: Any) -> DbConnection:
         """From an Airflow Connection (any object with its attributes; Airflow is not imported here)."""
         return cls(
-            conn_id=conn_id,
+            conn_id=c.conn_id or "",
             conn_type=c.conn_type or "",
             host=c.host or "",
             port=c.port,
@@ -289,6 +450,47 @@ class DbConnection:
         )
 
 
+# What a connection extra that is a flag may say as text (a connection URI's query gives text).
+_FLAG_TEXTS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """An Airflow connection's extras, read one by one; a value we cannot honour is a ConfigError naming it."""
+
+    conn_id: str
+    values: Mapping[str, Any]
+
+    def refuse(self, name: str, what: str) -> ConfigError:
+        return ConfigError(f"connection {self.conn_id!r}: extra {name} {what}, got {self.values[name]!r}")
+
+    def flag(self, name: str) -> bool:
+        """A boolean extra; unset, null or empty is false."""
+        value = self.values.get(name)
+        if isinstance(value, str) and value.strip().lower() in _FLAG_TEXTS | {"": False}:
+            return _FLAG_TEXTS.get(value.strip().lower(), False)
+        if value is None or isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise self.refuse(name, "must be true or false")
+
+    def number(self, name: str, default: float) -> float:
+        """A number extra (also as text); unset, null or empty is `default`."""
+        value = self.values.get(name)
+        if value is None or value == "":
+            return float(default)
+        try:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        except (TypeError, ValueError):
+            raise self.refuse(name, "must be a number") from None
+
+    def only(self, name: str, allowed: str, why: str) -> None:
+        """Refuse any value of a text extra but `allowed` (unset, null or empty is `allowed`)."""
+        if str(self.values.get(name) or allowed).strip().lower() != allowed:
+            raise self.refuse(name, f"may only be {allowed!r} ({why})")
+
+
 @dataclass(frozen=True)
 class SmtpSettings:
     """An SMTP server as the SMTP provider's connection describes it (same extras, same defaults)."""
@@ -302,6 +504,7 @@ class SmtpSettings:
     use_starttls: bool = True
     timeout: float = 30.0
     conn_id: str = "smtp_default"  # the Airflow connection it came from: errors name it
+    max_reconnects: int = 3  # after a lost connection, in a row, before the batch gives up (mailer.py)
 
     def __post_init__(self) -> None:
         addr = parseaddr(self.from_email)[1]
@@ -310,6 +513,66 @@ class SmtpSettings:
                 "the SMTP connection needs a sender address in extra.from_email, 'shop@example.com' or"
                 f" 'Shop <shop@example.com>' (no line breaks or control characters), got {self.from_email!r}"
             )
+        if not self.timeout > 0:
+            raise ConfigError(f"the SMTP connection's timeout must be a positive number of seconds, got {self.timeout}")
+        if self.max_reconnects < 0:
+            raise ConfigError(f"the SMTP connection's reconnects must be 0 or more, got {self.max_reconnects}")
+
+    @classmethod
+    def from_airflow(cls, c: Any) -> SmtpSettings:
+        """From an Airflow connection of the SMTP provider (any object with its attributes and `extra_dejson`;
+        Airflow is not imported here), read as the provider's SmtpHook reads it.
+
+        Honoured as SmtpHook honours them:
+
+        - host, port: the server; no port is 465 (SSL) or 25 (without SSL), smtplib's defaults as in the hook.
+          No host is `localhost` (the hook would not connect at all).
+        - login, password: the mailer logs in whenever a login is set (the hook only when both are set).
+        - extra `from_email`: the sender (required here: every email needs one).
+        - extra `disable_ssl`: connect in plain text (smtplib.SMTP) instead of over SSL (smtplib.SMTP_SSL).
+        - extra `disable_tls`: do not upgrade a plain-text connection with STARTTLS. Over SSL, STARTTLS is never
+          asked for (the hook would ask for it and fail). Both flags are booleans: true/false, also as the text
+          `true`, `false`, `1`, `0`, `yes`, `no`, `on`, `off` a URI gives (the hook takes any non-empty text
+          as true, `"false"` included).
+        - extra `timeout`: seconds for the connection and each reply (default 30), more than 0.
+        - extra `retry_limit`: reconnects in a row after a lost connection before the batch gives up (the
+          emails not sent stay due and the task's retries take over); default 3 here (the hook's is 5). A
+          refused message is never sent again (the hook re-sends any failed message).
+        - extra `ssl_context`: `default` (or unset): the server's certificate is checked against the
+          system's CAs, for SSL and STARTTLS alike.
+        - extra `auth_type`: `basic` (or unset): login and password.
+
+        Refused with a ConfigError that names the extra (the mailer cannot honour it): `ssl_context` `none`
+        (the mailer always checks the certificate) or any other value, `auth_type` `oauth2` (no XOAUTH2) or any
+        other value, a `timeout` or `retry_limit` that is no number or out of range, a flag that is no boolean.
+
+        Not used, as SmtpHook does not use them here: `subject_template` and `html_content_template` (the hook
+        reads them only when the caller gives no subject or content; every email has both), and the OAuth2
+        extras `access_token`, `client_id`, `client_secret`, `tenant_id`, `scope` (only with `auth_type`
+        `oauth2`).
+        """
+        extra = _Extras(c.conn_id or "smtp_default", c.extra_dejson or {})
+        extra.only("ssl_context", "default", "the server's certificate is always checked")
+        extra.only("auth_type", "basic", "a login and password")
+        timeout = extra.number("timeout", 30.0)
+        if not timeout > 0:
+            raise extra.refuse("timeout", "must be more than 0 seconds")
+        reconnects = extra.number("retry_limit", 3)
+        if not (reconnects >= 0 and reconnects.is_integer()):
+            raise extra.refuse("retry_limit", "must be a whole number, 0 or more")
+        use_ssl = not extra.flag("disable_ssl")
+        return cls(
+            host=c.host or "localhost",
+            port=c.port or (465 if use_ssl else 25),
+            from_email=str(extra.values.get("from_email") or ""),
+            login=c.login or "",
+            password=c.password or "",
+            use_ssl=use_ssl,
+            use_starttls=not extra.flag("disable_tls"),
+            timeout=timeout,
+            conn_id=extra.conn_id,
+            max_reconnects=int(reconnects),
+        )
 
     @property
     def sender_domain(self) -> str:

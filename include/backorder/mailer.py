@@ -6,8 +6,8 @@ transaction so it can be audited, and sorts what can go wrong:
 - a permanent refusal (5xx) of one message: `PermanentSendError`, the batch goes on;
 - a temporary refusal (4xx) of one message: `TemporaryRefusal`, the message may be tried later;
 - a lost connection (the server closed it, answered 421, stalled past the timeout, or a socket
-  error): reconnect and send the same message again, at most `MAX_RECONNECTS` times in a row,
-  then `SMTPUnavailable`;
+  error): reconnect and send the same message again, at most `SmtpSettings.max_reconnects` times in a
+  row (3, or the connection's `retry_limit` extra), then `SMTPUnavailable`;
 - a refusal of the session, not of a message: a greeting, EHLO or STARTTLS answered 5xx (or
   STARTTLS answered anything but 220), a login refused, any 5xx to MAIL FROM (the sender is the
   same for every message, so it would refuse them all), a 530 "authentication required" or
@@ -51,8 +51,7 @@ from include.backorder.mime import Rendered
 
 log = logging.getLogger(__name__)
 
-MAX_RECONNECTS = 3
-RECONNECT_WAITS = (0.5, 2.0, 5.0)  # seconds before the 1st, 2nd, 3rd reconnect in a row
+RECONNECT_WAITS = (0.5, 2.0, 5.0)  # seconds before the 1st, 2nd, 3rd (and each later) reconnect in a row
 CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, smtplib.SMTPHeloError, OSError)
 
 
@@ -212,15 +211,21 @@ class Mailer:
     def _lost(self, exc: BaseException, failures: int) -> None:
         """The connection broke (`failures` times in a row): wait before reconnecting, or give up."""
         self._drop()
-        if failures > MAX_RECONNECTS:
+        if failures > self.settings.max_reconnects:
             raise SMTPUnavailable(
                 f"SMTP connection {self.where}: {failures} connection attempts in a row failed; last: {exc!r}"
                 " (the emails not sent stay due)"
             ) from None
         self.reconnects += 1
-        wait = RECONNECT_WAITS[failures - 1]
-        log.warning("SMTP connection %s lost (%r); reconnecting in %.1f s (%d/%d)", self.where, exc, wait, failures,
-                    MAX_RECONNECTS)  # fmt: skip
+        wait = RECONNECT_WAITS[min(failures, len(RECONNECT_WAITS)) - 1]
+        log.warning(
+            "SMTP connection %s lost (%r); reconnecting in %.1f s (%d/%d)",
+            self.where,
+            exc,
+            wait,
+            failures,
+            self.settings.max_reconnects,
+        )
         time.sleep(wait)
 
     def send_many(

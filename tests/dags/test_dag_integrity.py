@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,7 +12,15 @@ import pytest
 from tests.conftest import ROOT
 
 DAG_FILE = ROOT / "dags" / "backorder_notifications.py"
-HEAVY = ("pandas", "numpy", "sqlalchemy", "jinja2", "babel", "pymysql", "include.backorder")
+HEAVY = ("pandas", "numpy", "sqlalchemy", "jinja2", "babel", "pymysql", "css_inline", "psycopg2", "alembic")
+# What of the library parsing the DAG may load: the adapter and the params' definitions (stdlib only).
+LIGHT = {
+    "include",
+    "include.backorder",
+    "include.backorder.airflow",
+    "include.backorder.config",
+    "include.backorder.mime",
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +90,105 @@ def test_bad_params_are_refused(dag, conf: dict, error: str) -> None:
         dag.params.get_param(key).resolve(value)
 
 
-def test_the_dags_patterns_are_the_librarys(dag) -> None:
-    """The DAG validates with the same patterns as config.py (the DAG file may not import the library)."""
-    from include.backorder.config import MAX_DAYS, MAX_ID, MAX_LENGTHS, PATTERNS
+# The params in the trigger form's order, and the form's sections: the DAG's contract.
+ORDER = [
+    "order_status_ids",
+    "reminder_interval_days",
+    "max_reminders",
+    "max_order_age_days",
+    "table_prefix",
+    "default_language",
+    "dry_run",
+    "catch_up_silently",
+    "shop_timezone",
+    "shop_name",
+    "unsubscribe_mailto",
+    "unsubscribe_url",
+    "send_parallelism",
+    "send_available",
+    "logo_url",
+    "brand_color",
+    "support_email",
+    "postal_address",
+    "order_url",
+]
+BRANDING = {"logo_url", "brand_color", "support_email", "postal_address", "order_url"}
 
-    assert {name: dag.params.get_param(name).schema.get("pattern") for name in PATTERNS} == PATTERNS
-    assert {name: dag.params.get_param(name).schema.get("maxLength") for name in MAX_LENGTHS} == MAX_LENGTHS
-    for name in ("reminder_interval_days", "max_order_age_days"):
-        assert dag.params.get_param(name).schema["maximum"] == MAX_DAYS
-    assert dag.params.get_param("order_status_ids").schema["items"]["maximum"] == MAX_ID
+
+def _form(dag) -> dict[str, dict]:
+    """Each param as the trigger form gets it: the DAG serialized as the dag-processor stores it, read back."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    served = DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dag))))
+    return {name: served.params.get_param(name).dump() for name in served.params}
+
+
+def test_the_form_gets_the_librarys_params_key_by_key(dag) -> None:
+    """The DAG's Params are made from the library's (config.RunParams' fields, config.param_specs()): the form
+    shows each with the library's default, description, JSON Schema and section, in RunParams' order."""
+    from include.backorder.config import MAX_LENGTHS, PATTERNS, RunParams, param_specs
+
+    form = _form(dag)
+    specs = {s.name: s for s in param_specs()}
+    assert list(form) == list(specs) == ORDER == list(RunParams.__dataclass_fields__)
+    for name, shown in form.items():
+        spec = specs[name]
+        assert shown["value"] == spec.default, name
+        assert shown["description"] == spec.description and shown["description"], name
+        assert shown["schema"] == spec.json_schema(), name
+        assert shown["schema"].get("pattern") == PATTERNS.get(name), name
+        assert shown["schema"].get("maxLength") == MAX_LENGTHS.get(name), name
+        assert shown["schema"].get("section") == ("Branding" if name in BRANDING else None), name
+    assert json.loads(RunParams().to_json()) == {name: shown["value"] for name, shown in form.items()}
+
+
+def test_a_runs_record_keeps_every_param_the_form_sent(dag) -> None:
+    """Each param set away from its default, valid in the form: the run record (bo_run.params) has every one."""
+    from include.backorder.config import RunParams
+
+    sent = {
+        "order_status_ids": [3, 5],
+        "reminder_interval_days": 5,
+        "max_reminders": 2,
+        "max_order_age_days": 90,
+        "table_prefix": "zen_",
+        "default_language": "de",
+        "dry_run": True,
+        "catch_up_silently": False,
+        "shop_timezone": "Europe/Berlin",
+        "shop_name": "Trailhead",
+        "unsubscribe_mailto": "optout@shop.example",
+        "unsubscribe_url": "https://shop.example/u",
+        "send_parallelism": 3,
+        "send_available": True,
+        "logo_url": "https://shop.example/logo.png",
+        "brand_color": "#123456",
+        "support_email": "help@shop.example",
+        "postal_address": "Trailhead\nMain Street 1",
+        "order_url": "https://shop.example/o?id={order_id}",
+    }
+    assert list(sent) == list(dag.params)
+    form = copy.deepcopy(dag.params)  # resolving a value keeps it in the Param: not in the shared DAG's
+    assert {name: form.get_param(name).resolve(value) for name, value in sent.items()} == sent
+    assert json.loads(RunParams.from_mapping(sent).to_json()) == sent
+
+
+def test_the_forms_bounds_and_choices_are_the_librarys(dag) -> None:
+    from include.backorder import LANGUAGES
+    from include.backorder.config import MAX_DAYS, MAX_ID, MAX_SEND_PARALLELISM, iana_zones
+
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    assert schema["reminder_interval_days"]["maximum"] == schema["max_order_age_days"]["maximum"] == MAX_DAYS
+    assert schema["order_status_ids"]["items"]["maximum"] == MAX_ID
+    assert schema["send_parallelism"]["maximum"] == MAX_SEND_PARALLELISM
+    assert schema["default_language"]["enum"] == list(LANGUAGES)
+    assert schema["shop_timezone"]["enum"] == list(iana_zones()) and "Europe/Berlin" in iana_zones()
+
+
+def test_the_unsubscribe_url_names_the_adapters_variable(dag) -> None:
+    from include.backorder.airflow import UNSUBSCRIBE_SECRET_VARIABLE
+
+    assert UNSUBSCRIBE_SECRET_VARIABLE in dag.params.get_param("unsubscribe_url").description
 
 
 # A RunParams field's annotation, and the JSON Schema type the DAG's Param of the same name must have.
@@ -131,8 +230,9 @@ def test_the_form_offers_the_iana_zones_and_refuses_a_typo(dag) -> None:
         zone.resolve("Europe/Berln")
 
 
-def test_top_level_imports_only_airflow_sdk() -> None:
-    """Importing the DAG file adds none of the heavy libraries to what airflow.sdk already loads."""
+def test_top_level_imports_only_airflow_sdk_and_the_adapter() -> None:
+    """Importing the DAG file adds none of the heavy libraries to what airflow.sdk already loads: of the library,
+    only the adapter and the params' definitions."""
     probe = (
         "import sys, time, json, importlib.util\n"
         "import airflow.sdk\n"
@@ -144,7 +244,7 @@ def test_top_level_imports_only_airflow_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    heavy = [m for m in result["new"] if m.split(".")[0] in HEAVY or m.startswith("include.backorder")]
+    heavy = [m for m in result["new"] if m.split(".")[0] in HEAVY or (m.startswith("include") and m not in LIGHT)]
     assert heavy == [], f"the DAG file imports heavy modules at its top level: {heavy}"
     print(f"DAG file import beyond airflow.sdk: {result['seconds']:.3f} s")
 

@@ -169,8 +169,9 @@ def test_available_and_branding_from_the_run_conf(dag, world, mail_sink) -> None
 
 
 def test_send_parallelism_maps_a_kind_over_batches_each_email_once(dag, world, mail_sink, monkeypatch) -> None:
-    plan = dag.get_task("plan_initial").python_callable
-    monkeypatch.setitem(plan.__globals__, "MIN_BATCH", 1)  # 3 emails make 3 batches here, not 1 per 500
+    from include.backorder import config
+
+    monkeypatch.setattr(config, "MIN_BATCH", 1)  # 3 emails make 3 batches here, not 1 per 500
     dag_run, messages = run(dag, mail_sink, 0, send_parallelism=3)
     assert sorted(o for o, _, _, _ in seen(messages)) == [101, 102, 107]
     assert len(messages) == 3

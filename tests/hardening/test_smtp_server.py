@@ -273,7 +273,7 @@ def due_run(due_state, tmp_path) -> tuple[DbConnection, int]:
 
 @functools.cache
 def dag_task_wrapper() -> Callable[[], AbstractContextManager[None]]:
-    """The DAG's wrapper of its tasks' work, `_permanent_errors_fail_at_once` (from the DAG file, as Airflow
+    """The DAG's wrapper of its tasks' work, `permanent_errors_fail_at_once` (from the DAG file, as Airflow
     parses it): what it turns into AirflowFailException fails the task without retries."""
     spec = importlib.util.spec_from_file_location(
         "backorder_dag_under_test", ROOT / "dags" / "backorder_notifications.py"
@@ -281,7 +281,7 @@ def dag_task_wrapper() -> Callable[[], AbstractContextManager[None]]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._permanent_errors_fail_at_once
+    return module.permanent_errors_fail_at_once
 
 
 def send_with_retries(state: DbConnection, run_id: int, smtp: SmtpSettings, tries: int = 3) -> list[str]:

@@ -216,7 +216,7 @@ def test_who_may_take_the_lease(case: Case, one_order, state_db: DbConnection, m
 
 
 def _dag_module() -> ModuleType:
-    """The DAG file, for its `_permanent_errors_fail_at_once` (which errors skip the retries)."""
+    """The DAG file, for its `permanent_errors_fail_at_once` (which errors skip the retries)."""
     spec = importlib.util.spec_from_file_location(
         "backorder_dag_for_tests", ROOT / "dags" / "backorder_notifications.py"
     )
@@ -245,7 +245,7 @@ def test_an_unreachable_state_database_is_one_line_naming_it(case: Case, tmp_pat
         replace(MARIADB, conn_id="backorder_state_db", port=port, schema="backorder"),
         replace(POSTGRES, conn_id="backorder_state_db", port=port, schema="backorder"),
     ):
-        with pytest.raises(pipeline.StateUnavailableError) as caught, dag._permanent_errors_fail_at_once():
+        with pytest.raises(pipeline.StateUnavailableError) as caught, dag.permanent_errors_fail_at_once():
             pipeline.classify_run(unreachable, 1)
         line = str(caught.value)
         assert line.startswith("connection 'backorder_state_db': cannot read the state database: "), line
@@ -316,7 +316,7 @@ def test_a_refused_password_fails_at_once(case: Case, request, mariadb_user, sho
         assert str(refused.value).startswith(f"connection {conn_id!r}: the {what} refused the login of {db.login!r}")
         assert "1045" in str(refused.value) or "password authentication failed" in str(refused.value)
         refused_at_once = pytest.raises(AirflowFailException, match=f"connection {conn_id!r}: the {what} refused")
-        with refused_at_once, dag._permanent_errors_fail_at_once():  # no retries: a wrong password does not heal
+        with refused_at_once, dag.permanent_errors_fail_at_once():  # no retries: a wrong password does not heal
             pipeline.extract(shop_db, state_db, RunContext(T0), RunParams())
 
 
