@@ -31,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from include.backorder import KINDS
 from include.backorder import state as st
 from include.backorder.audit import queries as q
 from include.backorder.config import Branding, ConfigError, RunParams
@@ -319,6 +320,7 @@ def create_app(
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    app.state.templates.globals["kinds"] = KINDS  # the overview's columns: one per kind, as the library has them
     app.middleware("http")(no_store)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
