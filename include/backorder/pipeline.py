@@ -36,7 +36,7 @@ from include.backorder.classify import (
 )
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
-from include.backorder.sending import SEND_PARTS, Batch
+from include.backorder.sending import SEND_PARTS, Sender, load_batch
 from include.backorder.shop import (
     ShopTables,
     arrived_lines,
@@ -447,35 +447,32 @@ def send(
             if overtaken := silence_overtaken(conn, run_id, kind, part):
                 log.info("%s: %d due notification(s) silenced: a run at a later T already told those orders",
                          stage, overtaken)  # fmt: skip
-        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret, part, state_db.conn_id)
-        try:
+        started = time.perf_counter()
+        batch = load_batch(state, run_id, kind, smtp, unsubscribe_secret, part)
+        with Sender(batch, state, state_db.conn_id) as sender:
             if batch.params.dry_run:
-                batch.record_dry_run()
+                sender.record_dry_run()
             elif batch.rows:
                 with Mailer(smtp) as mailer:
                     try:
-                        batch.send_all(mailer)
+                        sender.send_all(mailer)
                     finally:
                         if mailer.reconnects:
-                            log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind,
-                                        mailer.reconnects)  # fmt: skip
-        except BaseException:
-            batch.close(raise_error=False)
-            raise
-        batch.close()
-        seconds = time.perf_counter() - batch.started
+                            reconnects = mailer.reconnects
+                            log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind, reconnects)
+        seconds = time.perf_counter() - started
         with state.begin() as conn:
-            parts_seconds = {f"{stage}.{what}": batch.seconds[what] for what in SEND_PARTS}
+            parts_seconds = {f"{stage}.{what}": sender.seconds[what] for what in SEND_PARTS}
             st.record_stage_times(conn, run_id, {stage: seconds, **parts_seconds})
-    result = dict(sorted(batch.counts.items()))
-    spent = ", ".join(f"{what} {batch.seconds[what]:.2f} s" for what in SEND_PARTS)
-    log.info("%s: %d due; %s; in %.2f s (%s; %d commits)", stage, len(batch.rows),
-             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, spent,
-             batch.outcomes.commits)  # fmt: skip
-    if batch.temporary:
+    result = dict(sorted(sender.counts.items()))
+    spent = ", ".join(f"{what} {sender.seconds[what]:.2f} s" for what in SEND_PARTS)
+    sent = ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent"
+    commits = sender.outcomes.commits
+    log.info("%s: %d due; %s; in %.2f s (%s; %d commits)", stage, len(batch.rows), sent, seconds, spent, commits)
+    if sender.temporary:
         raise TemporarySendError(
-            f"{len(batch.temporary)} message(s) got a temporary answer and stay due for the retry: "
-            f"{batch.temporary[:5]}"
+            f"{len(sender.temporary)} message(s) got a temporary answer and stay due for the retry: "
+            f"{sender.temporary[:5]}"
         )
     return result
 

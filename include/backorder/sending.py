@@ -33,7 +33,8 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from functools import lru_cache
@@ -254,45 +255,65 @@ class OutcomeWriter:
             self._changed.notify_all()
 
 
+@dataclass(frozen=True)
 class Batch:
-    """The due notifications of one kind in one run (or one `part` of them: index, of how many),
-    and what became of each."""
+    """The due notifications of one kind in one run (or one `part` of them: index, of how many), with the
+    run's params and what rendering them takes. Plain data: `load_batch` reads it, a `Sender` sends it."""
 
-    def __init__(
-        self,
-        state: Engine,
-        run_id: int,
-        kind: str,
-        smtp: SmtpSettings,
-        unsubscribe_secret: str | None,
-        part: tuple[int, int] = (0, 1),
-        state_conn_id: str = "backorder_state_db",
-    ) -> None:
-        n = st.notifications
-        self.state, self.kind, self.smtp = state, kind, smtp
+    run_id: int
+    kind: str
+    part: tuple[int, int]
+    params: RunParams
+    rows: Sequence[sa.RowMapping]
+    setup: Setup
+
+
+def load_batch(
+    state: Engine,
+    run_id: int,
+    kind: str,
+    smtp: SmtpSettings,
+    unsubscribe_secret: str | None,
+    part: tuple[int, int] = (0, 1),
+) -> Batch:
+    """Check that the run still holds its lease, then read its params and its due notifications of `kind`."""
+    with state.connect() as conn:
+        lease.check(conn, run_id)
+        params = RunParams.from_json(st.get_run(conn, run_id)["params"])
+        rows = st.due_notifications(conn, run_id, kind, part)
+    if params.unsubscribe_url and not unsubscribe_secret:
+        raise ConfigError(
+            "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
+            " backorder_unsubscribe_secret"
+        )
+    unsubscribe = Unsubscribe(
+        mailto=params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
+        url=params.unsubscribe_url,
+        secret=unsubscribe_secret,
+    )
+    setup = Setup(params.branding(), smtp.from_email, smtp.sender_domain, unsubscribe)
+    return Batch(run_id, kind, part, params, rows, setup)
+
+
+class Sender:
+    """Sends a batch (or records it as a dry run) and hands what became of each notification to the
+    outcome writer; counts and times it. `with Sender(batch, state) as sender: sender.send_all(mailer)`:
+    leaving the block waits until every outcome is committed."""
+
+    def __init__(self, batch: Batch, state: Engine, state_conn_id: str = "backorder_state_db") -> None:
+        self.batch = batch
         self.counts: Counter[str] = Counter()
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.temporary: list[str] = []
         self.started = time.perf_counter()
         self._lock = threading.Lock()
-        with state.connect() as conn:
-            lease.check(conn, run_id)
-            self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
-            index, parts = part
-            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE, n.c.id % parts == index
-            self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
-        if self.params.unsubscribe_url and not unsubscribe_secret:
-            raise ConfigError(
-                "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
-                " backorder_unsubscribe_secret"
-            )
-        unsubscribe = Unsubscribe(
-            mailto=self.params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
-            url=self.params.unsubscribe_url,
-            secret=unsubscribe_secret,
-        )
-        self.setup = Setup(self.params.branding(), smtp.from_email, smtp.sender_domain, unsubscribe)
         self.outcomes = OutcomeWriter(state, state_conn_id)
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(raise_error=exc_type is None)  # an error in the block is the one raised
 
     def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
         """Hand one message's outcome to the writer; count it."""
@@ -321,13 +342,13 @@ class Batch:
 
     def _outcomes(self) -> Iterator[Outcome]:
         """Every row rendered: in line for a small batch, ahead by a worker process for a big one."""
-        items = ((row["id"], notice_of(row, self.params)) for row in self.rows)
-        if len(self.rows) < RENDER_PROCESS_MIN:
-            renderer = Renderer(self.setup.branding)
+        items = ((row["id"], notice_of(row, self.batch.params)) for row in self.batch.rows)
+        if len(self.batch.rows) < RENDER_PROCESS_MIN:
+            renderer = Renderer(self.batch.setup.branding)
             for item in items:
-                yield from render_chunk(renderer, self.setup, [item])
+                yield from render_chunk(renderer, self.batch.setup, [item])
             return
-        with RenderWorker(self.setup) as worker:
+        with RenderWorker(self.batch.setup) as worker:
             waited = time.perf_counter()
             for outcome in worker.render(items):
                 self.seconds["render_wait"] += time.perf_counter() - waited
@@ -336,13 +357,14 @@ class Batch:
 
     def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
         """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
-        by_id = {row["id"]: row for row in self.rows}
+        by_id = {row["id"]: row for row in self.batch.rows}
         for outcome in self._outcomes():
             self.seconds["render"] += outcome.seconds
             row = by_id[outcome.key]
             if outcome.message is None:
                 self.record(row, st.STATUS_FAILED, detail=f"cannot render: {outcome.error}")
-                log.warning("send_%s: order %d cannot be rendered: %s", self.kind, row["orders_id"], outcome.error)
+                kind, order = self.batch.kind, row["orders_id"]
+                log.warning("send_%s: order %d cannot be rendered: %s", kind, order, outcome.error)
             else:
                 yield row, outcome.message
 
@@ -356,7 +378,8 @@ class Batch:
         for wait in TEMPORARY_WAITS:
             if not later:
                 break
-            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", self.kind, len(later), wait)
+            kind = self.batch.kind
+            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", kind, len(later), wait)
             time.sleep(wait)
             later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
         self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
@@ -367,7 +390,7 @@ class Batch:
         for i, (row, msg, outcome) in enumerate(self._timed_smtp(outcomes), start=1):
             if isinstance(outcome, PermanentSendError):
                 self.record(row, st.STATUS_FAILED, message_id=msg.message_id, detail=str(outcome), sent_at=utcnow())
-                log.warning("send_%s: order %d to %s refused: %s", self.kind, row["orders_id"],
+                log.warning("send_%s: order %d to %s refused: %s", self.batch.kind, row["orders_id"],
                             row["customers_email_address"], outcome)  # fmt: skip
             elif isinstance(outcome, TemporaryRefusal):
                 self.record(row, None, message_id=msg.message_id, detail=f"temporary: {outcome}")  # stays due
@@ -375,7 +398,7 @@ class Batch:
             else:
                 self.record(row, st.STATUS_SENT, message_id=msg.message_id, detail=outcome, sent_at=utcnow())
             if i % PROGRESS_EVERY == 0:
-                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
+                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.batch.kind, i, len(self.batch.rows),
                          i / (time.perf_counter() - self.started))  # fmt: skip
         return later
 

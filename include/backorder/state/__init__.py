@@ -28,6 +28,7 @@ from include.backorder.state.lines import (
 from include.backorder.state.outbox import (
     add_notifications,
     count_handled_by_earlier_runs,
+    due_notifications,
     due_per_kind,
     history_query,
     notification_counts,
@@ -101,6 +102,7 @@ __all__ = [
     "create_run_record",
     "current_revision",
     "drop_staged",
+    "due_notifications",
     "due_per_kind",
     "dumps",
     "get_run",

@@ -4,12 +4,13 @@ Classify reads each order's history of notifications (`read_history`) and the op
 concern the run (`read_suppressions`), then puts the run's notifications in the outbox
 (`add_notifications`; `take_over_notifications` for those an abandoned run left due at the same T).
 A notification whose order a run at a later T already told is silenced (`overtaken_notifications`,
-`silence_notifications`). Finish counts
+`silence_notifications`). A send stage takes the due ones (`due_notifications`); finish counts
 them (`notification_counts`, `count_handled_by_earlier_runs`, `skipped_notifications`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +170,16 @@ def silence_notifications(conn: Connection, ids: list[int], statuses: tuple[str,
     for i in range(0, len(ids), SILENCED_PER_STATEMENT):
         still = n.c.id.in_(ids[i : i + SILENCED_PER_STATEMENT]), n.c.status.in_(statuses)
         conn.execute(sa.update(n).where(*still).values(status=STATUS_SILENCED, detail=detail))
+
+
+def due_notifications(
+    conn: Connection, run_id: int, kind: str, part: tuple[int, int] = (0, 1)
+) -> Sequence[sa.RowMapping]:
+    """The run's due notifications of one kind, by order (of `part` only: index, of how many, by id)."""
+    n = notifications
+    index, parts = part
+    due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == STATUS_DUE, n.c.id % parts == index
+    return conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
 
 
 def notification_counts(conn: Connection, run_id: int) -> dict[str, dict[str, dict[str, int]]]:
