@@ -22,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.backorder import KINDS, lease
+from include.backorder import KINDS, RunStatus, Status, lease
 from include.backorder import db as database
 from include.backorder import state as st
 from include.backorder.classify import (
@@ -250,7 +250,7 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
     with _engine(state_db) as state, lease.hold(state, run_id, "previous_snapshot"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
-        if run["status"] == st.RUN_FINISHED:
+        if run["status"] == RunStatus.FINISHED:
             pinned = run["previous_snapshot_id"]
             snap = st.get_snapshot(conn, pinned) if pinned else None
             log.info("previous snapshot: run %d is finished; it keeps the snapshot it was compared with", run_id)
@@ -316,7 +316,7 @@ def silence_overtaken(
     towards max_reminders) and again just before it sends (`kind`, `part`).
     """
     t = st.get_run(conn, run_id)["reference_time"]
-    statuses = (st.STATUS_DUE, st.STATUS_SILENCED) if also_silenced else (st.STATUS_DUE,)
+    statuses = (Status.DUE, Status.SILENCED) if also_silenced else (Status.DUE,)
     found = st.overtaken_notifications(conn, run_id, t, statuses, kind, part)
     by_later: dict[datetime, list[int]] = {}
     for nid, later_t in found:
@@ -337,7 +337,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     """
     with _engine(state_db) as state, state.begin() as conn:
         lease.check(conn, run_id)
-        if st.get_run(conn, run_id)["status"] == st.RUN_FINISHED:
+        if st.get_run(conn, run_id)["status"] == RunStatus.FINISHED:
             due = st.due_per_kind(conn, run_id)
             log.info("classify: run %d is finished: nothing classified again; due: %s", run_id, due)
             return due
@@ -378,7 +378,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             skip_reason = r["skip_reason"] if isinstance(r["skip_reason"], str) else None  # pandas: None -> NaN
             if key in existing:
                 row_id, status = existing[key]
-                if status == st.STATUS_DUE:
+                if status == Status.DUE:
                     take_over.append(row_id)
                 else:
                     done_before += 1
@@ -395,7 +395,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "customers_id": None if pd.isna(r["customers_id"]) else int(r["customers_id"]),
                     "language": r["language"],
                     "listed_lines": _lines_json(listed[key[0]]),
-                    "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_SILENCED if silent else st.STATUS_DUE,
+                    "status": Status.SKIPPED if skip_reason else Status.SILENCED if silent else Status.DUE,
                     "detail": skip_reason or ("catch_up_silently: not sent" if silent else None),
                     "created_at": now,
                 }
@@ -406,7 +406,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             st.take_over_notifications(conn, take_over, run_id)
         overtaken = silence_overtaken(conn, run_id, also_silenced=True)
         due = st.due_per_kind(conn, run_id)
-    skipped = sum(1 for row in new_rows if row["status"] == st.STATUS_SKIPPED)
+    skipped = sum(1 for row in new_rows if row["status"] == Status.SKIPPED)
     log.info(
         "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d;"
         " silenced, told by a run at a later T: %d%s",
@@ -492,7 +492,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         t = run["reference_time"]
-        again = run["status"] == st.RUN_FINISHED  # its staged lines are gone: writing a snapshot now would empty it
+        again = run["status"] == RunStatus.FINISHED  # its staged lines are gone: writing a snapshot now would empty it
         snapshot = None
         if not run["dry_run"] and not again:
             first = st.write_snapshot(conn, run_id, t, run["line_count"] or 0, _utcnow())
@@ -521,7 +521,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     if again:
         log.info("finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept);"
                  " this try: sent 0; the run's total: %s", run_id, t_utc, run["finished_at"],
-                 _totals(summary_counts.get(st.STATUS_SENT) or {}) or "nothing sent")  # fmt: skip
+                 _totals(summary_counts.get(Status.SENT) or {}) or "nothing sent")  # fmt: skip
         return summary
     log.info("finish: run %d at T=%s%s", run_id, t_utc, " (dry run: no snapshot written)" if run["dry_run"] else "")
     for status, kinds in sorted(counts.items()):

@@ -43,7 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.backorder import lease
+from include.backorder import Status, lease
 from include.backorder import state as st
 from include.backorder.config import ConfigError, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
@@ -124,7 +124,7 @@ def outcome_update(size: int) -> sa.Update:
 def outcome_params(group: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     """The parameters of `outcome_update(len(group))`. Every outcome sets status and detail; the
     columns it leaves out are NULL in a due row, and so written as NULL."""
-    defaults: dict[str, Any] = {column: None for column in OUTCOME_COLUMNS} | {"status": st.STATUS_DUE}
+    defaults: dict[str, Any] = {column: None for column in OUTCOME_COLUMNS} | {"status": Status.DUE}
     params: dict[str, Any] = {}
     for i, (nid, values) in enumerate(group):
         params[f"id{i}"] = nid
@@ -362,7 +362,7 @@ class Sender:
             self.seconds["render"] += outcome.seconds
             row = by_id[outcome.key]
             if outcome.message is None:
-                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {outcome.error}")
+                self.record(row, Status.FAILED, detail=f"cannot render: {outcome.error}")
                 kind, order = self.batch.kind, row["orders_id"]
                 log.warning("send_%s: order %d cannot be rendered: %s", kind, order, outcome.error)
             else:
@@ -370,7 +370,7 @@ class Sender:
 
     def record_dry_run(self) -> None:
         for row, msg in self.messages():
-            self.record(row, st.STATUS_DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
+            self.record(row, Status.DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
 
     def send_all(self, mailer: Mailer) -> None:
         """Send every message; those refused for now (4xx) get a few more tries after short waits."""
@@ -389,14 +389,14 @@ class Sender:
         outcomes = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
         for i, (row, msg, outcome) in enumerate(self._timed_smtp(outcomes), start=1):
             if isinstance(outcome, PermanentSendError):
-                self.record(row, st.STATUS_FAILED, message_id=msg.message_id, detail=str(outcome), sent_at=utcnow())
+                self.record(row, Status.FAILED, message_id=msg.message_id, detail=str(outcome), sent_at=utcnow())
                 log.warning("send_%s: order %d to %s refused: %s", self.batch.kind, row["orders_id"],
                             row["customers_email_address"], outcome)  # fmt: skip
             elif isinstance(outcome, TemporaryRefusal):
                 self.record(row, None, message_id=msg.message_id, detail=f"temporary: {outcome}")  # stays due
                 later.append((row, msg, str(outcome)))
             else:
-                self.record(row, st.STATUS_SENT, message_id=msg.message_id, detail=outcome, sent_at=utcnow())
+                self.record(row, Status.SENT, message_id=msg.message_id, detail=outcome, sent_at=utcnow())
             if i % PROGRESS_EVERY == 0:
                 log.info("send_%s: %d/%d messages handled (%.0f/s)", self.batch.kind, i, len(self.batch.rows),
                          i / (time.perf_counter() - self.started))  # fmt: skip

@@ -2,7 +2,7 @@
 
 `from include.backorder import state as st` gives all of it; each part is a module of its own:
 
-- `tables`: the tables (`st.runs`, `st.notifications`, ...), the statuses, Alembic's `migrate`, and
+- `tables`: the tables (`st.runs`, `st.notifications`, ...), Alembic's `migrate`, and
   how a value is stored (`storable`, `dumps`);
 - `run_records`: a run's record, created by extract and completed by finish;
 - `lines`: a run's backorder lines, staged by extract and kept as the snapshot at T by finish;
@@ -54,15 +54,9 @@ from include.backorder.state.run_records import (
 from include.backorder.state.tables import (
     MIGRATIONS_DIR,
     OVERTAKEN,
-    RUN_ABANDONED,
-    RUN_FAILED,
     RUN_FINISHED,
-    RUN_RUNNING,
     STATUS_DRY_RUN,
-    STATUS_DUE,
-    STATUS_FAILED,
     STATUS_SENT,
-    STATUS_SILENCED,
     STATUS_SKIPPED,
     TOLD,
     VERSION_TABLE,
@@ -84,15 +78,9 @@ from include.backorder.state.tables import (
 __all__ = [
     "MIGRATIONS_DIR",
     "OVERTAKEN",
-    "RUN_ABANDONED",
-    "RUN_FAILED",
     "RUN_FINISHED",
-    "RUN_RUNNING",
     "STATUS_DRY_RUN",
-    "STATUS_DUE",
-    "STATUS_FAILED",
     "STATUS_SENT",
-    "STATUS_SILENCED",
     "STATUS_SKIPPED",
     "TOLD",
     "VERSION_TABLE",

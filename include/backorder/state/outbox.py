@@ -17,12 +17,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from include.backorder import KINDS
+from include.backorder import Kind, Status
 from include.backorder.state.tables import (
     OVERTAKEN,
-    STATUS_DUE,
-    STATUS_SILENCED,
-    STATUS_SKIPPED,
     TOLD,
     notifications,
     staged_arrivals,
@@ -46,13 +43,13 @@ def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
     n = notifications
     orders = order_ids.subquery("run_orders")
     sent_before = sa.and_(n.c.status.in_(TOLD), n.c.dry_run.is_(False), n.c.reference_time < reference_time)
-    overtaken = sa.and_(n.c.status == STATUS_SILENCED, sa.func.coalesce(n.c.detail, "").like(f"{OVERTAKEN}:%"))
+    overtaken = sa.and_(n.c.status == Status.SILENCED, sa.func.coalesce(n.c.detail, "").like(f"{OVERTAKEN}:%"))
     return (
         sa.select(
             n.c.orders_id,
             sa.func.count().label("emails_sent"),
             sa.func.max(n.c.reference_time).label("last_sent_time"),
-            sa.func.sum(sa.case((sa.and_(n.c.kind == "periodic", ~overtaken), 1), else_=0)).label("periodic_sent"),
+            sa.func.sum(sa.case((sa.and_(n.c.kind == Kind.PERIODIC, ~overtaken), 1), else_=0)).label("periodic_sent"),
         )
         .select_from(orders.join(n, n.c.orders_id == next(iter(orders.c))))
         .where(sent_before)
@@ -135,9 +132,9 @@ def due_per_kind(conn: Connection, run_id: int) -> dict[str, int]:
     """How many of the run's notifications are due, by kind (every kind named, 0 included)."""
     n = notifications
     due_rows = conn.execute(
-        sa.select(n.c.kind, sa.func.count()).where(n.c.run_id == run_id, n.c.status == STATUS_DUE).group_by(n.c.kind)
+        sa.select(n.c.kind, sa.func.count()).where(n.c.run_id == run_id, n.c.status == Status.DUE).group_by(n.c.kind)
     ).all()
-    return {kind: 0 for kind in KINDS} | {kind: int(count) for kind, count in due_rows}
+    return {kind.value: 0 for kind in Kind} | {kind: int(count) for kind, count in due_rows}  # logged whole: plain keys
 
 
 def overtaken_notifications(
@@ -169,7 +166,7 @@ def silence_notifications(conn: Connection, ids: list[int], statuses: tuple[str,
     n = notifications
     for i in range(0, len(ids), SILENCED_PER_STATEMENT):
         still = n.c.id.in_(ids[i : i + SILENCED_PER_STATEMENT]), n.c.status.in_(statuses)
-        conn.execute(sa.update(n).where(*still).values(status=STATUS_SILENCED, detail=detail))
+        conn.execute(sa.update(n).where(*still).values(status=Status.SILENCED, detail=detail))
 
 
 def due_notifications(
@@ -178,7 +175,7 @@ def due_notifications(
     """The run's due notifications of one kind, by order (of `part` only: index, of how many, by id)."""
     n = notifications
     index, parts = part
-    due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == STATUS_DUE, n.c.id % parts == index
+    due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == Status.DUE, n.c.id % parts == index
     return conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
 
 
@@ -207,7 +204,7 @@ def skipped_notifications(conn: Connection, run_id: int) -> list[dict[str, Any]]
     n = notifications
     query = (
         sa.select(n.c.orders_id, n.c.kind, n.c.detail)
-        .where(n.c.run_id == run_id, n.c.status == STATUS_SKIPPED)
+        .where(n.c.run_id == run_id, n.c.status == Status.SKIPPED)
         .order_by(n.c.orders_id)
     )
     return [{"orders_id": r.orders_id, "kind": r.kind, "reason": r.detail} for r in conn.execute(query)]

@@ -15,7 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from include.backorder.state.tables import RUN_FINISHED, RUN_RUNNING, dumps, runs
+from include.backorder import RunStatus
+from include.backorder.state.tables import dumps, runs
 
 
 def create_run_record(
@@ -37,7 +38,7 @@ def create_run_record(
             reference_time=reference_time,
             dry_run=dry_run,
             params=params,
-            status=RUN_RUNNING,
+            status=RunStatus.RUNNING,
             stage_seconds="{}",
             shop_schema=dumps(shop_schema),
             started_at=started_at,
@@ -103,5 +104,5 @@ def complete_run_record(
     conn.execute(
         sa.update(runs)
         .where(runs.c.id == run_id)
-        .values(status=RUN_FINISHED, counts=dumps(counts), skipped=dumps(skipped), finished_at=finished_at)
+        .values(status=RunStatus.FINISHED, counts=dumps(counts), skipped=dumps(skipped), finished_at=finished_at)
     )

@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 
+from include.backorder import RunStatus, Status
+
 metadata = sa.MetaData()
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = "bo_alembic_version"
@@ -56,7 +58,7 @@ runs = sa.Table(
     sa.Column("reference_time", Timestamp, nullable=False, index=True),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("params", sa.Text, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),  # running, failed, finished, abandoned (lease.py)
+    sa.Column("status", sa.String(20), nullable=False),  # RunStatus: running, failed, finished, abandoned
     sa.Column("previous_snapshot_id", sa.Integer),
     sa.Column("line_count", sa.Integer),
     sa.Column("order_count", sa.Integer),
@@ -131,7 +133,7 @@ notifications = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False, index=True),
     sa.Column("orders_id", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # Kind
     sa.Column("reference_time", Timestamp, nullable=False),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("customers_email_address", sa.String(SHOP_TEXT)),
@@ -140,7 +142,7 @@ notifications = sa.Table(
     sa.Column("customers_id", sa.Integer),
     sa.Column("message_id", sa.String(255)),  # set when rendered
     sa.Column("listed_lines", LongText, nullable=False),  # JSON: the products and dates the email lists
-    sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run, silenced
+    sa.Column("status", sa.String(20), nullable=False),  # Status: due, sent, failed, skipped, dry_run, silenced
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
     sa.Column("sent_at", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -182,18 +184,11 @@ suppressions = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-# bo_run.status: running (a stage works or the run waits between tasks), failed (a stage raised: a later
-# run may take the lease over at once, see lease.py), finished (final: a stage run again changes nothing),
-# abandoned (a later run took its lease over).
-RUN_RUNNING, RUN_FAILED, RUN_FINISHED, RUN_ABANDONED = "running", "failed", "finished", "abandoned"
-
-STATUS_DUE = "due"
-STATUS_SENT = "sent"
-STATUS_FAILED = "failed"
-STATUS_SKIPPED = "skipped"
-STATUS_DRY_RUN = "dry_run"
-STATUS_SILENCED = "silenced"  # not sent, but counts as told: catch_up_silently, or overtaken (below)
-TOLD = (STATUS_SENT, STATUS_SILENCED)
+# The statuses are include.backorder's Status (bo_notification.status) and RunStatus (bo_run.status).
+TOLD = (Status.SENT, Status.SILENCED)  # the customer was told (or counts as told: silenced)
+# Old names, kept for audit/queries.py and bench/run.py until they import Status and RunStatus.
+STATUS_SENT, STATUS_SKIPPED, STATUS_DRY_RUN = Status.SENT, Status.SKIPPED, Status.DRY_RUN
+RUN_FINISHED = RunStatus.FINISHED
 # The detail of a notification silenced because a run at a later T had already told its order (a late
 # or backfilled day): "overtaken: ...". It counts as told, but not as a periodic reminder the customer got.
 OVERTAKEN = "overtaken"
