@@ -467,7 +467,7 @@ def send(
     result = dict(sorted(sender.counts.items()))
     spent = ", ".join(f"{what} {sender.seconds[what]:.2f} s" for what in SEND_PARTS)
     sent = ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent"
-    commits = sender.outcomes.commits
+    commits = sender.writer.commits
     log.info("%s: %d due; %s; in %.2f s (%s; %d commits)", stage, len(batch.rows), sent, seconds, spent, commits)
     if sender.temporary:
         raise TemporarySendError(

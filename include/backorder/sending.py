@@ -23,6 +23,12 @@ SMTP server.
 
 Seconds spent rendering, in SMTP, committing and waiting for a rendered message are kept per
 batch and written to the run record's `stage_seconds` (`send_initial.render`, ...).
+
+One word per thing: a *render result* is what rendering one notification gave (its message, or
+why it cannot be rendered; render_worker.py); the server's *answer* to one message is its reply,
+or its refusal for now (4xx) or for good (5xx) (mailer.py); a notification's *outcome* is what the
+state records of its send: its status (sent, failed, dry_run, or still due after a refusal for
+now), detail, Message-ID and sent_at.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from include.backorder.config import ConfigError, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.mime import Rendered
 from include.backorder.render import ListedLine, Notice, Renderer
-from include.backorder.render_worker import Outcome, RenderWorker, Setup, render_chunk
+from include.backorder.render_worker import RenderResult, RenderWorker, Setup, render_chunk
 from include.backorder.unsubscribe import Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -68,7 +74,8 @@ SEND_PARTS = ("render", "smtp", "commit", "commit_wait", "render_wait")  # where
 
 
 Message = tuple[sa.RowMapping, Rendered]
-Sent = tuple[sa.RowMapping, Rendered, str | PermanentSendError | TemporaryRefusal]
+Answer = str | PermanentSendError | TemporaryRefusal  # the server's reply to a message it took, or its refusal
+Answered = tuple[sa.RowMapping, Rendered, Answer]
 
 
 def utcnow() -> datetime:
@@ -307,7 +314,7 @@ class Sender:
         self.temporary: list[str] = []
         self.started = time.perf_counter()
         self._lock = threading.Lock()
-        self.outcomes = OutcomeWriter(state, state_conn_id)
+        self.writer = OutcomeWriter(state, state_conn_id)
 
     def __enter__(self) -> Sender:
         return self
@@ -315,32 +322,32 @@ class Sender:
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.close(raise_error=exc_type is None)  # an error in the block is the one raised
 
-    def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
-        """Hand one message's outcome to the writer; count it."""
-        if outcome:
-            values["status"] = outcome
+    def record(self, row: sa.RowMapping, status: Status | None, **values: Any) -> None:
+        """Hand one message's outcome to the writer (its new status, if any, and `values`); count it."""
+        if status:
+            values["status"] = status
             with self._lock:
-                self.counts[f"{outcome}:{row['language']}"] += 1
-        self.outcomes.put(row["id"], values)
+                self.counts[f"{status}:{row['language']}"] += 1
+        self.writer.put(row["id"], values)
 
     def close(self, raise_error: bool = True) -> None:
         """Wait for every outcome to be committed (and raise what the writer hit, unless told not to)."""
         try:
-            self.outcomes.close()
+            self.writer.close()
         except BaseException:
             if raise_error:
                 raise
         finally:
-            self.seconds["commit"] = self.outcomes.seconds
+            self.seconds["commit"] = self.writer.seconds
 
     def _previous_outcomes_committed(self) -> None:
         """Before a message's data goes out: at most UNRECORDED_AT_MOST - 1 earlier outcomes are
         not committed yet, so that a crash can leave at most UNRECORDED_AT_MOST sent but unrecorded."""
         started = time.perf_counter()
-        self.outcomes.settled(UNRECORDED_AT_MOST - 1)
+        self.writer.settled(UNRECORDED_AT_MOST - 1)
         self.seconds["commit_wait"] += time.perf_counter() - started
 
-    def _outcomes(self) -> Iterator[Outcome]:
+    def _render_results(self) -> Iterator[RenderResult]:
         """Every row rendered: in line for a small batch, ahead by a worker process for a big one."""
         items = ((row["id"], notice_of(row, self.batch.params)) for row in self.batch.rows)
         if len(self.batch.rows) < RENDER_PROCESS_MIN:
@@ -350,23 +357,23 @@ class Sender:
             return
         with RenderWorker(self.batch.setup) as worker:
             waited = time.perf_counter()
-            for outcome in worker.render(items):
+            for result in worker.render(items):
                 self.seconds["render_wait"] += time.perf_counter() - waited
-                yield outcome
+                yield result
                 waited = time.perf_counter()
 
     def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
         """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
         by_id = {row["id"]: row for row in self.batch.rows}
-        for outcome in self._outcomes():
-            self.seconds["render"] += outcome.seconds
-            row = by_id[outcome.key]
-            if outcome.message is None:
-                self.record(row, Status.FAILED, detail=f"cannot render: {outcome.error}")
+        for result in self._render_results():
+            self.seconds["render"] += result.seconds
+            row = by_id[result.key]
+            if result.message is None:
+                self.record(row, Status.FAILED, detail=f"cannot render: {result.error}")
                 kind, order = self.batch.kind, row["orders_id"]
-                log.warning("send_%s: order %d cannot be rendered: %s", kind, order, outcome.error)
+                log.warning("send_%s: order %d cannot be rendered: %s", kind, order, result.error)
             else:
-                yield row, outcome.message
+                yield row, result.message
 
     def record_dry_run(self) -> None:
         for row, msg in self.messages():
@@ -386,17 +393,17 @@ class Sender:
 
     def _send_pass(self, mailer: Mailer, items: Iterator[Message]) -> list[tuple[sa.RowMapping, Rendered, str]]:
         later: list[tuple[sa.RowMapping, Rendered, str]] = []
-        outcomes = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
-        for i, (row, msg, outcome) in enumerate(self._timed_smtp(outcomes), start=1):
-            if isinstance(outcome, PermanentSendError):
-                self.record(row, Status.FAILED, message_id=msg.message_id, detail=str(outcome), sent_at=utcnow())
-                log.warning("send_%s: order %d to %s refused: %s", self.batch.kind, row["orders_id"],
-                            row["customers_email_address"], outcome)  # fmt: skip
-            elif isinstance(outcome, TemporaryRefusal):
-                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {outcome}")  # stays due
-                later.append((row, msg, str(outcome)))
+        answers = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
+        for i, (row, msg, answer) in enumerate(self._timed_smtp(answers), start=1):
+            if isinstance(answer, PermanentSendError):
+                self.record(row, Status.FAILED, message_id=msg.message_id, detail=str(answer), sent_at=utcnow())
+                address = row["customers_email_address"]
+                log.warning("send_%s: order %d to %s refused: %s", self.batch.kind, row["orders_id"], address, answer)
+            elif isinstance(answer, TemporaryRefusal):
+                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {answer}")  # stays due
+                later.append((row, msg, str(answer)))
             else:
-                self.record(row, Status.SENT, message_id=msg.message_id, detail=outcome, sent_at=utcnow())
+                self.record(row, Status.SENT, message_id=msg.message_id, detail=answer, sent_at=utcnow())
             if i % PROGRESS_EVERY == 0:
                 log.info("send_%s: %d/%d messages handled (%.0f/s)", self.batch.kind, i, len(self.batch.rows),
                          i / (time.perf_counter() - self.started))  # fmt: skip
@@ -412,14 +419,14 @@ class Sender:
                 return
             yield item
 
-    def _timed_smtp(self, outcomes: Iterator[Sent]) -> Iterator[Sent]:
-        """`outcomes`, the seconds the session spent on each added to `smtp` (net of getting the
+    def _timed_smtp(self, answers: Iterator[Answered]) -> Iterator[Answered]:
+        """`answers`, the seconds the session spent on each added to `smtp` (net of getting the
         messages and of waiting for commits, which happen meanwhile)."""
         while True:
             started, elsewhere = time.perf_counter(), self.seconds["input"] + self.seconds["commit_wait"]
-            outcome = next(outcomes, None)
+            answered = next(answers, None)
             spent = time.perf_counter() - started
             self.seconds["smtp"] += spent - (self.seconds["input"] + self.seconds["commit_wait"] - elsewhere)
-            if outcome is None:
+            if answered is None:
                 return
-            yield outcome
+            yield answered
