@@ -36,7 +36,7 @@ class Kind(StrEnum):
     INITIAL = "initial"  # nothing was ever sent for the order
     CHANGED = "changed"  # a line's date differs from the previous snapshot, or a line is new in it
     PERIODIC = "periodic"  # a reminder: reminder_interval_days since the last email, fewer than max_reminders
-    AVAILABLE = "available"  # an arrival that was told about its wait (send_available)
+    AVAILABLE = "available"  # the order waits no more (an arrival) and was told it waited (send_available)
 
 
 # Kind's values in order, as plain strings: a caller may print the tuple whole (argparse's choices do).

@@ -458,8 +458,9 @@ def send(
                         sender.send_all(mailer)
                     finally:
                         if mailer.reconnects:
-                            reconnects = mailer.reconnects
-                            log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind, reconnects)
+                            log.warning(
+                                "send_%s: the SMTP connection was re-established %d time(s)", kind, mailer.reconnects
+                            )
         seconds = time.perf_counter() - started
         with state.begin() as conn:
             parts_seconds = {f"{stage}.{what}": sender.seconds[what] for what in SEND_PARTS}

@@ -283,7 +283,9 @@ def load_batch(
     unsubscribe_secret: str | None,
     part: tuple[int, int] = (0, 1),
 ) -> Batch:
-    """Check that the run still holds its lease, then read its params and its due notifications of `kind`."""
+    """Check that the run still holds its lease, read its params and its due notifications of `kind` (of
+    `part`), and set up how they are rendered: branding, sender, unsubscribe links (a ConfigError if
+    unsubscribe_url is set without a secret to sign them)."""
     with state.connect() as conn:
         lease.check(conn, run_id)
         params = RunParams.from_json(st.get_run(conn, run_id)["params"])

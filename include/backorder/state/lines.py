@@ -32,12 +32,14 @@ def stage_arrivals(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def read_staged_lines(conn: Connection, run_id: int) -> pd.DataFrame:
+    """The run's staged lines, as the frame classify takes."""
     import pandas as pd  # only classify reads frames; the other users of the state need no pandas
 
     return pd.read_sql(sa.select(staged_lines).where(staged_lines.c.run_id == run_id), conn)
 
 
 def read_staged_arrivals(conn: Connection, run_id: int) -> pd.DataFrame:
+    """The run's staged arrivals (none unless it sends `available`), as the frame classify takes."""
     import pandas as pd
 
     return pd.read_sql(sa.select(staged_arrivals).where(staged_arrivals.c.run_id == run_id), conn)
@@ -61,6 +63,7 @@ def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMappi
 
 
 def get_snapshot(conn: Connection, snapshot_id: int) -> sa.RowMapping | None:
+    """The snapshot with this id (the previous snapshot a run pinned)."""
     return conn.execute(sa.select(snapshots).where(snapshots.c.id == snapshot_id)).mappings().first()
 
 
