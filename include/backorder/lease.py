@@ -57,6 +57,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from include.backorder import RunStatus
 from include.backorder import state as st
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,8 @@ def acquire(
     abandoned = None
     if held["run_id"] is not None:
         holder = conn.execute(sa.select(runs).where(runs.c.id == held["run_id"])).mappings().first()
-        if holder is not None and holder["status"] in (st.RUN_RUNNING, st.RUN_FAILED):
-            running = holder["status"] == st.RUN_RUNNING
+        if holder is not None and holder["status"] in (RunStatus.RUNNING, RunStatus.FAILED):
+            running = holder["status"] == RunStatus.RUNNING
             alive, why = _alive(held, now, policy) if running else (False, "its last stage failed")
             if alive and holder["dag_run_id"] != dag_run_id:
                 raise RunOverlapError(
@@ -151,14 +152,14 @@ def acquire(
     if changed != 1:
         raise RunOverlapError(f"another run of {name!r} took the lease at the same moment; waiting")
     if abandoned is not None:
-        conn.execute(sa.update(runs).where(runs.c.id == abandoned).values(status=st.RUN_ABANDONED))
+        conn.execute(sa.update(runs).where(runs.c.id == abandoned).values(status=RunStatus.ABANDONED))
     return abandoned
 
 
 def check(conn: Connection, run_id: int) -> None:
     """Stop a run whose lease was taken over."""
     run = st.get_run(conn, run_id)
-    if run["status"] == st.RUN_ABANDONED:
+    if run["status"] == RunStatus.ABANDONED:
         raise RunAbandonedError(
             f"run {run_id} (dag run {run['dag_run_id']!r}) was abandoned: a later run took over its lease."
             " Nothing more is sent for it; later runs decide afresh what is due."
@@ -176,8 +177,8 @@ def between_tasks(conn: Connection, run_id: int, now: datetime) -> None:
 
 def mark_failed(conn: Connection, run_id: int) -> None:
     """The run's stage failed: nothing of it runs now, so another run may take its lease at once."""
-    running = (st.runs.c.id == run_id, st.runs.c.status == st.RUN_RUNNING)
-    conn.execute(sa.update(st.runs).where(*running).values(status=st.RUN_FAILED))
+    running = (st.runs.c.id == run_id, st.runs.c.status == RunStatus.RUNNING)
+    conn.execute(sa.update(st.runs).where(*running).values(status=RunStatus.FAILED))
     conn.execute(sa.update(st.leases).where(_held_by(run_id)).values(heartbeat_at=None))
 
 
@@ -224,14 +225,14 @@ class Holding:
         with self.engine.begin() as conn:
             check(conn, self.run_id)
             run = st.get_run(conn, self.run_id)
-            if run["status"] == st.RUN_FINISHED:
+            if run["status"] == RunStatus.FINISHED:
                 return False
             holder = conn.execute(sa.select(st.leases.c.run_id).where(st.leases.c.name == run["dag_id"])).scalar()
             if holder != self.run_id:  # only a run that took the lease over can have it now
-                conn.execute(sa.update(st.runs).where(st.runs.c.id == self.run_id).values(status=st.RUN_ABANDONED))
+                conn.execute(sa.update(st.runs).where(st.runs.c.id == self.run_id).values(status=RunStatus.ABANDONED))
             else:
-                if run["status"] == st.RUN_FAILED:  # the retry of a failed stage, and nobody took over: go on
-                    conn.execute(sa.update(st.runs).where(st.runs.c.id == self.run_id).values(status=st.RUN_RUNNING))
+                if run["status"] == RunStatus.FAILED:  # the retry of a failed stage, and nobody took over: go on
+                    conn.execute(sa.update(st.runs).where(st.runs.c.id == self.run_id).values(status=RunStatus.RUNNING))
                     log.info("%s: run %d still holds the lease after its failure; going on", self.stage, self.run_id)
                 self._beat(conn)
         if holder != self.run_id:
@@ -247,7 +248,7 @@ class Holding:
             # The run holds the lease no more: taken over (the taker marked it abandoned), or given
             # back by this very stage (finish) a moment before it ends. Either way, stop beating.
             self.released = True
-            self.lost = st.get_run(conn, self.run_id)["status"] == st.RUN_ABANDONED
+            self.lost = st.get_run(conn, self.run_id)["status"] == RunStatus.ABANDONED
 
     def _beat_until_stopped(self) -> None:
         while not self._stop.wait(self.policy.beat_every) and not self.released:

@@ -2,7 +2,9 @@
 
 Each stage takes plain values (connections, the run id) and keeps its results in the state
 database, in one transaction, so that only ids and counts travel between tasks. Each returns a
-small dict for XCom and logs a one-line summary.
+small dict for XCom and logs a one-line summary. What a stage reads and writes there is said by
+the named functions of `state` (`st.create_run_record`, `st.add_notifications`, ...): this module
+decides what happens and in which transaction, not how it is spelled in SQL.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.backorder import KINDS, lease
+from include.backorder import KINDS, RunStatus, Status, lease
 from include.backorder import db as database
 from include.backorder import state as st
 from include.backorder.classify import (
@@ -34,7 +36,7 @@ from include.backorder.classify import (
 )
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
-from include.backorder.sending import SEND_PARTS, Batch
+from include.backorder.sending import SEND_PARTS, Sender, load_batch
 from include.backorder.shop import (
     ShopTables,
     arrived_lines,
@@ -133,8 +135,8 @@ class _ShopData:
             },
         )
 
-    def record(self) -> str | None:
-        """The run record's suspect_lines (JSON), after naming them in the log."""
+    def record(self) -> list[dict[str, Any]] | None:
+        """The run record's suspect_lines (the first SUSPECT_LINES_KEPT), after naming them in the log."""
         if self.cut > LOGGED_AT_MOST:
             log.warning("extract: %d values in all were cut to fit the state database", self.cut)
         if not self.suspects:
@@ -151,7 +153,7 @@ class _ShopData:
             )  # fmt: skip
         if len(items) > LOGGED_AT_MOST:
             log.warning("  ... and %d more (see the run record)", len(items) - LOGGED_AT_MOST)
-        return st.dumps(items[:SUSPECT_LINES_KEPT])
+        return items[:SUSPECT_LINES_KEPT]
 
 
 def _stage_arrivals(
@@ -164,19 +166,14 @@ def _stage_arrivals(
     snap = st.previous_snapshot(conn, run["reference_time"])
     if snap is None:
         return 0
-    sl = st.snapshot_lines
-    gone = [
-        r.orders_products_id
-        for r in conn.execute(sa.select(sl.c.orders_products_id, sl.c.orders_id).where(sl.c.snapshot_id == snap["id"]))
-        if r.orders_id not in waiting
-    ]
+    gone = [line for line, order in st.snapshot_line_orders(conn, snap["id"]) if order not in waiting]
     if not gone:
         return 0
     arrivals = arrived_lines(shop, tables, params, shop_time, gone)
     for row in arrivals.deleted_products:
         found.suspect(row, PROBLEM_DELETED_PRODUCT)
     if arrivals.lines:
-        conn.execute(sa.insert(st.staged_arrivals), found.staged(st.staged_arrivals, arrivals.lines, run_id))
+        st.stage_arrivals(conn, found.staged(st.staged_arrivals, arrivals.lines, run_id))
     return len({row["orders_id"] for row in arrivals.lines})
 
 
@@ -200,26 +197,23 @@ def extract(
         st.migrate(state)
         started = time.perf_counter()
         with state.begin() as conn:
-            run_id: int = conn.execute(
-                sa.insert(st.runs).values(
-                    dag_id=run.dag_id,
-                    dag_run_id=run.dag_run_id,
-                    reference_time=run.reference_utc,
-                    dry_run=params.dry_run,
-                    params=params.to_json(),
-                    status=st.RUN_RUNNING,
-                    stage_seconds="{}",
-                    shop_schema=st.dumps({"dialect": shop.dialect.name, **tables.describe()}),
-                    started_at=_utcnow(),
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
+            run_id = st.create_run_record(
+                conn,
+                dag_id=run.dag_id,
+                dag_run_id=run.dag_run_id,
+                reference_time=run.reference_utc,
+                dry_run=params.dry_run,
+                params=params.to_json(),
+                shop_schema={"dialect": shop.dialect.name, **tables.describe()},
+                started_at=_utcnow(),
+            )
             abandoned = lease.acquire(conn, run.dag_id, run_id, run.dag_run_id, lease.POLICY.clock())
             if abandoned is not None:
-                _drop_staged(conn, abandoned)  # it never finishes; what it left due is taken over at its T
+                st.drop_staged(conn, abandoned)  # it never finishes; what it left due is taken over at its T
                 log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
             lines, orders, found = 0, set[int](), _ShopData()
             for chunk in iter_backorder_lines(shop, tables, params, shop_time, chunk_size):
-                conn.execute(sa.insert(st.staged_lines), found.staged(st.staged_lines, chunk, run_id))
+                st.stage_lines(conn, found.staged(st.staged_lines, chunk, run_id))
                 lines += len(chunk)
                 orders.update(row["orders_id"] for row in chunk)
                 if lines % 50_000 < len(chunk):
@@ -231,11 +225,7 @@ def extract(
                 if params.send_available
                 else 0
             )
-            conn.execute(
-                sa.update(st.runs)
-                .where(st.runs.c.id == run_id)
-                .values(line_count=lines, order_count=len(orders), suspect_lines=found.record())
-            )
+            st.record_extract(conn, run_id, line_count=lines, order_count=len(orders), suspect_lines=found.record())
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
             lease.between_tasks(conn, run_id, lease.POLICY.clock())  # extract ends: the run waits for its next task
     log.info(
@@ -260,19 +250,14 @@ def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any
     with _engine(state_db) as state, lease.hold(state, run_id, "previous_snapshot"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
-        if run["status"] == st.RUN_FINISHED:
+        if run["status"] == RunStatus.FINISHED:
             pinned = run["previous_snapshot_id"]
-            snaps = st.snapshots
-            snap = conn.execute(sa.select(snaps).where(snaps.c.id == pinned)).mappings().first() if pinned else None
+            snap = st.get_snapshot(conn, pinned) if pinned else None
             log.info("previous snapshot: run %d is finished; it keeps the snapshot it was compared with", run_id)
         else:
             with _stage(conn, run_id, "previous_snapshot"):
                 snap = st.previous_snapshot(conn, run["reference_time"])
-                conn.execute(
-                    sa.update(st.runs)
-                    .where(st.runs.c.id == run_id)
-                    .values(previous_snapshot_id=snap["id"] if snap else None)
-                )
+                st.pin_previous_snapshot(conn, run_id, snap["id"] if snap else None)
     if snap is None:
         log.info("previous snapshot: none before %s (first run): every line counts as new", run["reference_time"])
         return {"snapshot_id": None, "reference_time": None, "lines": 0}
@@ -315,14 +300,6 @@ def _lines_json(records: list[dict[str, Any]]) -> str:
     return st.dumps(items)
 
 
-def _due_counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
-    n = st.notifications
-    due_rows = conn.execute(
-        sa.select(n.c.kind, sa.func.count()).where(n.c.run_id == run_id, n.c.status == st.STATUS_DUE).group_by(n.c.kind)
-    ).all()
-    return {kind: 0 for kind in KINDS} | {kind: int(count) for kind, count in due_rows}
-
-
 def silence_overtaken(
     conn: sa.Connection,
     run_id: int,
@@ -338,30 +315,16 @@ def silence_overtaken(
     catch_up_silently run silenced get that reason too, so that an overtaken reminder never counts
     towards max_reminders) and again just before it sends (`kind`, `part`).
     """
-    n, later = st.notifications, st.notifications.alias("later")
     t = st.get_run(conn, run_id)["reference_time"]
-    statuses = (st.STATUS_DUE, st.STATUS_SILENCED) if also_silenced else (st.STATUS_DUE,)
-    mine = [n.c.run_id == run_id, n.c.status.in_(statuses)]
-    if kind is not None:
-        mine += [n.c.kind == kind, n.c.id % part[1] == part[0]]
-    found = conn.execute(
-        sa.select(n.c.id, sa.func.max(later.c.reference_time))
-        .join(later, later.c.orders_id == n.c.orders_id)
-        .where(*mine, later.c.status.in_(st.TOLD), later.c.dry_run.is_(False), later.c.reference_time > t)
-        .group_by(n.c.id)
-    ).all()
+    statuses = (Status.DUE, Status.SILENCED) if also_silenced else (Status.DUE,)
+    found = st.overtaken_notifications(conn, run_id, t, statuses, kind, part)
     by_later: dict[datetime, list[int]] = {}
     for nid, later_t in found:
         by_later.setdefault(later_t, []).append(nid)
     for later_t, ids in by_later.items():
         told_at = later_t.replace(tzinfo=UTC).isoformat()
         detail = f"{st.OVERTAKEN}: the run at T={told_at} already told this order; an older notice is not sent"
-        for i in range(0, len(ids), 500):
-            conn.execute(
-                sa.update(n)
-                .where(n.c.id.in_(ids[i : i + 500]), n.c.status.in_(statuses))
-                .values(status=st.STATUS_SILENCED, detail=detail)
-            )
+        st.silence_notifications(conn, ids, statuses, detail)
     return len(found)
 
 
@@ -374,8 +337,8 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     """
     with _engine(state_db) as state, state.begin() as conn:
         lease.check(conn, run_id)
-        if st.get_run(conn, run_id)["status"] == st.RUN_FINISHED:
-            due = _due_counts(conn, run_id)
+        if st.get_run(conn, run_id)["status"] == RunStatus.FINISHED:
+            due = st.due_per_kind(conn, run_id)
             log.info("classify: run %d is finished: nothing classified again; due: %s", run_id, due)
             return due
     with (
@@ -388,37 +351,20 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
         run = st.get_run(conn, run_id)
         params = RunParams.from_json(run["params"])
         t = run["reference_time"]
-        lines = pd.read_sql(sa.select(st.staged_lines).where(st.staged_lines.c.run_id == run_id), conn)
-        previous = pd.read_sql(
-            sa.select(st.snapshot_lines.c.orders_products_id, st.snapshot_lines.c.date_available).where(
-                st.snapshot_lines.c.snapshot_id == (run["previous_snapshot_id"] or -1)
-            ),
-            conn,
-        )
-        arrivals = st.staged_arrivals
-        arrived = pd.read_sql(sa.select(arrivals).where(arrivals.c.run_id == run_id), conn)
-        staged_orders = sa.union(
-            *(sa.select(t.c.orders_id).where(t.c.run_id == run_id) for t in (st.staged_lines, arrivals))
-        )
-        history = pd.read_sql(st.history_query(t, staged_orders), conn)
+        lines = st.read_staged_lines(conn, run_id)
+        previous = st.read_snapshot_dates(conn, run["previous_snapshot_id"])
+        arrived = st.read_staged_arrivals(conn, run_id)
+        history = st.read_history(conn, run_id, t)
         result = classify(
             lines,
             previous,
             history,
             Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language),
-            pd.read_sql(st.suppressions_query(run_id), conn),
+            st.read_suppressions(conn, run_id),
             arrived if params.send_available else None,
         )
 
-        n = st.notifications
-        existing = {
-            (r.orders_id, r.kind): (r.id, r.status)
-            for r in conn.execute(
-                sa.select(n.c.id, n.c.orders_id, n.c.kind, n.c.status).where(
-                    n.c.reference_time == t, n.c.dry_run.is_(params.dry_run)
-                )
-            )
-        }
+        existing = st.notifications_at(conn, t, params.dry_run)
         listed: dict[int, list[dict[Any, Any]]] = {}
         for rec in plain_records(result.listed):
             listed.setdefault(int(rec["orders_id"]), []).append(rec)
@@ -432,7 +378,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
             skip_reason = r["skip_reason"] if isinstance(r["skip_reason"], str) else None  # pandas: None -> NaN
             if key in existing:
                 row_id, status = existing[key]
-                if status == st.STATUS_DUE:
+                if status == Status.DUE:
                     take_over.append(row_id)
                 else:
                     done_before += 1
@@ -449,18 +395,18 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
                     "customers_id": None if pd.isna(r["customers_id"]) else int(r["customers_id"]),
                     "language": r["language"],
                     "listed_lines": _lines_json(listed[key[0]]),
-                    "status": st.STATUS_SKIPPED if skip_reason else st.STATUS_SILENCED if silent else st.STATUS_DUE,
+                    "status": Status.SKIPPED if skip_reason else Status.SILENCED if silent else Status.DUE,
                     "detail": skip_reason or ("catch_up_silently: not sent" if silent else None),
                     "created_at": now,
                 }
             )
         if new_rows:
-            conn.execute(sa.insert(n), new_rows)
+            st.add_notifications(conn, new_rows)
         if take_over:
-            conn.execute(sa.update(n).where(n.c.id.in_(take_over)).values(run_id=run_id))
+            st.take_over_notifications(conn, take_over, run_id)
         overtaken = silence_overtaken(conn, run_id, also_silenced=True)
-        due = _due_counts(conn, run_id)
-    skipped = sum(1 for row in new_rows if row["status"] == st.STATUS_SKIPPED)
+        due = st.due_per_kind(conn, run_id)
+    skipped = sum(1 for row in new_rows if row["status"] == Status.SKIPPED)
     log.info(
         "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d;"
         " silenced, told by a run at a later T: %d%s",
@@ -501,35 +447,33 @@ def send(
             if overtaken := silence_overtaken(conn, run_id, kind, part):
                 log.info("%s: %d due notification(s) silenced: a run at a later T already told those orders",
                          stage, overtaken)  # fmt: skip
-        batch = Batch(state, run_id, kind, smtp, unsubscribe_secret, part, state_db.conn_id)
-        try:
+        started = time.perf_counter()
+        batch = load_batch(state, run_id, kind, smtp, unsubscribe_secret, part)
+        with Sender(batch, state, state_db.conn_id) as sender:
             if batch.params.dry_run:
-                batch.record_dry_run()
+                sender.record_dry_run()
             elif batch.rows:
                 with Mailer(smtp) as mailer:
                     try:
-                        batch.send_all(mailer)
+                        sender.send_all(mailer)
                     finally:
                         if mailer.reconnects:
-                            log.warning("send_%s: the SMTP connection was re-established %d time(s)", kind,
-                                        mailer.reconnects)  # fmt: skip
-        except BaseException:
-            batch.close(raise_error=False)
-            raise
-        batch.close()
-        seconds = time.perf_counter() - batch.started
+                            log.warning(
+                                "send_%s: the SMTP connection was re-established %d time(s)", kind, mailer.reconnects
+                            )
+        seconds = time.perf_counter() - started
         with state.begin() as conn:
-            parts_seconds = {f"{stage}.{what}": batch.seconds[what] for what in SEND_PARTS}
+            parts_seconds = {f"{stage}.{what}": sender.seconds[what] for what in SEND_PARTS}
             st.record_stage_times(conn, run_id, {stage: seconds, **parts_seconds})
-    result = dict(sorted(batch.counts.items()))
-    spent = ", ".join(f"{what} {batch.seconds[what]:.2f} s" for what in SEND_PARTS)
-    log.info("%s: %d due; %s; in %.2f s (%s; %d commits)", stage, len(batch.rows),
-             ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent", seconds, spent,
-             batch.outcomes.commits)  # fmt: skip
-    if batch.temporary:
+    result = dict(sorted(sender.counts.items()))
+    spent = ", ".join(f"{what} {sender.seconds[what]:.2f} s" for what in SEND_PARTS)
+    sent = ", ".join(f"{k} {v}" for k, v in result.items()) or "nothing sent"
+    commits = sender.writer.commits
+    log.info("%s: %d due; %s; in %.2f s (%s; %d commits)", stage, len(batch.rows), sent, seconds, spent, commits)
+    if sender.temporary:
         raise TemporarySendError(
-            f"{len(batch.temporary)} message(s) got a temporary answer and stay due for the retry: "
-            f"{batch.temporary[:5]}"
+            f"{len(sender.temporary)} message(s) got a temporary answer and stay due for the retry: "
+            f"{sender.temporary[:5]}"
         )
     return result
 
@@ -544,56 +488,28 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     (a repeated run of T re-wrote it from its own lines) or None (a dry run, or the run was finished
     before: run again, e.g. its task cleared, finish changes nothing and returns the same counts).
     """
-    n, runs = st.notifications, st.runs
     started = time.perf_counter()
     with _engine(state_db) as state, lease.hold(state, run_id, "finish"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
         t = run["reference_time"]
-        again = run["status"] == st.RUN_FINISHED  # its staged lines are gone: writing a snapshot now would empty it
+        again = run["status"] == RunStatus.FINISHED  # its staged lines are gone: writing a snapshot now would empty it
         snapshot = None
         if not run["dry_run"] and not again:
-            snapshot = "written" if _write_snapshot(conn, run_id, t, run["line_count"] or 0) else "replaced"
-        counts: dict[str, dict[str, dict[str, int]]] = {}
-        for kind, language, status, count in conn.execute(
-            sa.select(n.c.kind, n.c.language, n.c.status, sa.func.count())
-            .where(n.c.run_id == run_id)
-            .group_by(n.c.kind, n.c.language, n.c.status)
-        ):
-            counts.setdefault(status, {}).setdefault(kind, {})[language] = int(count)
-        earlier = conn.execute(
-            sa.select(sa.func.count()).where(
-                n.c.reference_time == t, n.c.dry_run.is_(bool(run["dry_run"])), n.c.run_id != run_id
-            )
-        ).scalar_one()
-        skipped = [
-            {"orders_id": r.orders_id, "kind": r.kind, "reason": r.detail}
-            for r in conn.execute(
-                sa.select(n.c.orders_id, n.c.kind, n.c.detail)
-                .where(n.c.run_id == run_id, n.c.status == st.STATUS_SKIPPED)
-                .order_by(n.c.orders_id)
-            )
-        ]
-        summary_counts: dict[str, Any] = {**counts, "handled_by_earlier_runs_at_this_T": int(earlier)}
+            first = st.write_snapshot(conn, run_id, t, run["line_count"] or 0, _utcnow())
+            snapshot = "written" if first else "replaced"
+        counts = st.notification_counts(conn, run_id)
+        earlier = st.count_handled_by_earlier_runs(conn, run_id, t, bool(run["dry_run"]))
+        skipped = st.skipped_notifications(conn, run_id)
+        summary_counts: dict[str, Any] = {**counts, "handled_by_earlier_runs_at_this_T": earlier}
         if again:
             summary_counts = json.loads(run["counts"] or "{}") or summary_counts  # as the run recorded them
         else:
-            _drop_staged(conn, run_id)
+            st.drop_staged(conn, run_id)
             lease.release(conn, run["dag_id"], run_id)
             st.record_stage_time(conn, run_id, "finish", time.perf_counter() - started)
-            conn.execute(
-                sa.update(runs)
-                .where(runs.c.id == run_id)
-                .values(
-                    status=st.RUN_FINISHED,
-                    counts=st.dumps(summary_counts),
-                    skipped=st.dumps(skipped),
-                    finished_at=_utcnow(),
-                )
-            )
-        stage_seconds = json.loads(
-            conn.execute(sa.select(runs.c.stage_seconds).where(runs.c.id == run_id)).scalar_one()
-        )
+            st.complete_run_record(conn, run_id, counts=summary_counts, skipped=skipped, finished_at=_utcnow())
+        stage_seconds = st.stage_seconds(conn, run_id)
     t_utc = t.replace(tzinfo=UTC).isoformat()  # the state database keeps UTC without an offset
     summary = {
         "run_id": run_id,
@@ -606,7 +522,7 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
     if again:
         log.info("finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept);"
                  " this try: sent 0; the run's total: %s", run_id, t_utc, run["finished_at"],
-                 _totals(summary_counts.get(st.STATUS_SENT) or {}) or "nothing sent")  # fmt: skip
+                 _totals(summary_counts.get(Status.SENT) or {}) or "nothing sent")  # fmt: skip
         return summary
     log.info("finish: run %d at T=%s%s", run_id, t_utc, " (dry run: no snapshot written)" if run["dry_run"] else "")
     for status, kinds in sorted(counts.items()):
@@ -629,40 +545,3 @@ def _totals(by_kind: dict[str, dict[str, int]]) -> str:
         f"{kind} {sum(langs.values())} ({', '.join(f'{lang} {c}' for lang, c in sorted(langs.items()))})"
         for kind, langs in sorted(by_kind.items())
     )
-
-
-def _drop_staged(conn: sa.Connection, run_id: int) -> None:
-    """Remove a run's staged lines and arrivals (it finished, or it was abandoned and never will)."""
-    conn.execute(sa.delete(st.staged_lines).where(st.staged_lines.c.run_id == run_id))
-    conn.execute(sa.delete(st.staged_arrivals).where(st.staged_arrivals.c.run_id == run_id))
-
-
-def _write_snapshot(conn: sa.Connection, run_id: int, t: datetime, lines: int) -> bool:
-    """Keep this run's staged lines as the snapshot at T; return True if it is the first snapshot at T.
-
-    A repeated run of T re-writes the snapshot at T in place: its id stays, so a later run that
-    pinned it as its previous snapshot still finds it. Only a run that still has its staged lines
-    (not finished) may call this.
-    """
-    snaps, snap_lines, staged = st.snapshots, st.snapshot_lines, st.staged_lines
-    snap_id = conn.execute(sa.select(snaps.c.id).where(snaps.c.reference_time == t)).scalar_one_or_none()
-    first = snap_id is None
-    if first:
-        snap_id = conn.execute(
-            sa.insert(snaps).values(reference_time=t, run_id=run_id, line_count=lines, created_at=_utcnow())
-        ).inserted_primary_key[0]  # type: ignore[index]
-    else:
-        conn.execute(sa.delete(snap_lines).where(snap_lines.c.snapshot_id == snap_id))
-        conn.execute(
-            sa.update(snaps).where(snaps.c.id == snap_id).values(run_id=run_id, line_count=lines, created_at=_utcnow())
-        )
-    conn.execute(
-        sa.insert(snap_lines).from_select(
-            ["snapshot_id", "orders_products_id", "orders_id", "products_id", "date_available"],
-            sa.select(
-                sa.literal(snap_id), staged.c.orders_products_id, staged.c.orders_id, staged.c.products_id,
-                staged.c.date_available,
-            ).where(staged.c.run_id == run_id),
-        )
-    )  # fmt: skip
-    return first

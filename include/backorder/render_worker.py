@@ -47,7 +47,9 @@ class Setup:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RenderResult:
+    """What rendering one notification gave: its message, or why it cannot be rendered."""
+
     key: int  # the notification's id
     message: Rendered | None
     error: str | None  # why it could not be rendered
@@ -71,7 +73,7 @@ def read_frame(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def render_chunk(renderer: Renderer, setup: Setup, chunk: list[tuple[int, Notice]]) -> list[Outcome]:
+def render_chunk(renderer: Renderer, setup: Setup, chunk: list[tuple[int, Notice]]) -> list[RenderResult]:
     from jinja2 import TemplateError
 
     out = []
@@ -79,14 +81,14 @@ def render_chunk(renderer: Renderer, setup: Setup, chunk: list[tuple[int, Notice
         started = time.perf_counter()
         try:
             msg = renderer.render(notice, setup.from_email, setup.sender_domain, None, setup.unsubscribe)
-            out.append(Outcome(key, msg, None, time.perf_counter() - started))
+            out.append(RenderResult(key, msg, None, time.perf_counter() - started))
         except (ValueError, TypeError, LookupError, TemplateError) as exc:
-            out.append(Outcome(key, None, repr(exc), time.perf_counter() - started))
+            out.append(RenderResult(key, None, repr(exc), time.perf_counter() - started))
     return out
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The worker: a Setup, then chunks of (key, Notice), each answered with its Outcomes, and END
+    """The worker: a Setup, then chunks of (key, Notice), each answered with its RenderResults, and END
     (answered with END) after the chunks of one `render` call; None ends it."""
     setup: Setup = read_frame(stdin)
     renderer = Renderer(setup.branding)
@@ -97,7 +99,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 
 class RenderWorker:
-    """`with RenderWorker(setup) as worker: for outcome in worker.render(items): ...` (in order)."""
+    """`with RenderWorker(setup) as worker: for result in worker.render(items): ...` (in order)."""
 
     def __init__(self, setup: Setup) -> None:
         env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -136,8 +138,8 @@ class RenderWorker:
             if not stop.is_set():  # unless the reader gave up: END, so that it stops reading
                 write_frame(self._stdin, END)
 
-    def render(self, items: Iterable[tuple[int, Notice]], ahead: int = 4) -> Iterator[Outcome]:
-        """Outcomes for the items, in order; at most `ahead` chunks are rendered before they are read."""
+    def render(self, items: Iterable[tuple[int, Notice]], ahead: int = 4) -> Iterator[RenderResult]:
+        """Render results for the items, in order; at most `ahead` chunks are rendered before they are read."""
         slots, stop = threading.Semaphore(ahead), threading.Event()
         feeder = threading.Thread(target=self._feed, args=(items, slots, stop), name="render-feeder", daemon=True)
         feeder.start()
@@ -182,8 +184,8 @@ class RenderWorker:
 
 
 if __name__ == "__main__":
-    # Through the module's own name, so that what is pickled is `include.backorder.render_worker.Outcome`,
-    # not `__main__.Outcome`.
+    # Through the module's own name, so that what is pickled is `include.backorder.render_worker.RenderResult`,
+    # not `__main__.RenderResult`.
     from include.backorder import render_worker
 
     render_worker.serve(sys.stdin.buffer, sys.stdout.buffer)

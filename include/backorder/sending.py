@@ -23,6 +23,12 @@ SMTP server.
 
 Seconds spent rendering, in SMTP, committing and waiting for a rendered message are kept per
 batch and written to the run record's `stage_seconds` (`send_initial.render`, ...).
+
+One word per thing: a *render result* is what rendering one notification gave (its message, or
+why it cannot be rendered; render_worker.py); the server's *answer* to one message is its reply,
+or its refusal for now (4xx) or for good (5xx) (mailer.py); a notification's *outcome* is what the
+state records of its send: its status (sent, failed, dry_run, or still due after a refusal for
+now), detail, Message-ID and sent_at.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from functools import lru_cache
@@ -42,13 +49,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.backorder import lease
+from include.backorder import Status, lease
 from include.backorder import state as st
 from include.backorder.config import ConfigError, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
 from include.backorder.mime import Rendered
 from include.backorder.render import ListedLine, Notice, Renderer
-from include.backorder.render_worker import Outcome, RenderWorker, Setup, render_chunk
+from include.backorder.render_worker import RenderResult, RenderWorker, Setup, render_chunk
 from include.backorder.unsubscribe import Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -67,7 +74,8 @@ SEND_PARTS = ("render", "smtp", "commit", "commit_wait", "render_wait")  # where
 
 
 Message = tuple[sa.RowMapping, Rendered]
-Sent = tuple[sa.RowMapping, Rendered, str | PermanentSendError | TemporaryRefusal]
+Answer = str | PermanentSendError | TemporaryRefusal  # the server's reply to a message it took, or its refusal
+Answered = tuple[sa.RowMapping, Rendered, Answer]
 
 
 def utcnow() -> datetime:
@@ -123,7 +131,7 @@ def outcome_update(size: int) -> sa.Update:
 def outcome_params(group: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     """The parameters of `outcome_update(len(group))`. Every outcome sets status and detail; the
     columns it leaves out are NULL in a due row, and so written as NULL."""
-    defaults: dict[str, Any] = {column: None for column in OUTCOME_COLUMNS} | {"status": st.STATUS_DUE}
+    defaults: dict[str, Any] = {column: None for column in OUTCOME_COLUMNS} | {"status": Status.DUE}
     params: dict[str, Any] = {}
     for i, (nid, values) in enumerate(group):
         params[f"id{i}"] = nid
@@ -254,101 +262,124 @@ class OutcomeWriter:
             self._changed.notify_all()
 
 
+@dataclass(frozen=True)
 class Batch:
-    """The due notifications of one kind in one run (or one `part` of them: index, of how many),
-    and what became of each."""
+    """The due notifications of one kind in one run (or one `part` of them: index, of how many), with the
+    run's params and what rendering them takes. Plain data: `load_batch` reads it, a `Sender` sends it."""
 
-    def __init__(
-        self,
-        state: Engine,
-        run_id: int,
-        kind: str,
-        smtp: SmtpSettings,
-        unsubscribe_secret: str | None,
-        part: tuple[int, int] = (0, 1),
-        state_conn_id: str = "backorder_state_db",
-    ) -> None:
-        n = st.notifications
-        self.state, self.kind, self.smtp = state, kind, smtp
+    run_id: int
+    kind: str
+    part: tuple[int, int]
+    params: RunParams
+    rows: Sequence[sa.RowMapping]
+    setup: Setup
+
+
+def load_batch(
+    state: Engine,
+    run_id: int,
+    kind: str,
+    smtp: SmtpSettings,
+    unsubscribe_secret: str | None,
+    part: tuple[int, int] = (0, 1),
+) -> Batch:
+    """Check that the run still holds its lease, read its params and its due notifications of `kind` (of
+    `part`), and set up how they are rendered: branding, sender, unsubscribe links (a ConfigError if
+    unsubscribe_url is set without a secret to sign them)."""
+    with state.connect() as conn:
+        lease.check(conn, run_id)
+        params = RunParams.from_json(st.get_run(conn, run_id)["params"])
+        rows = st.due_notifications(conn, run_id, kind, part)
+    if params.unsubscribe_url and not unsubscribe_secret:
+        raise ConfigError(
+            "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
+            " backorder_unsubscribe_secret"
+        )
+    unsubscribe = Unsubscribe(
+        mailto=params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
+        url=params.unsubscribe_url,
+        secret=unsubscribe_secret,
+    )
+    setup = Setup(params.branding(), smtp.from_email, smtp.sender_domain, unsubscribe)
+    return Batch(run_id, kind, part, params, rows, setup)
+
+
+class Sender:
+    """Sends a batch (or records it as a dry run) and hands what became of each notification to the
+    outcome writer; counts and times it. `with Sender(batch, state) as sender: sender.send_all(mailer)`:
+    leaving the block waits until every outcome is committed."""
+
+    def __init__(self, batch: Batch, state: Engine, state_conn_id: str = "backorder_state_db") -> None:
+        self.batch = batch
         self.counts: Counter[str] = Counter()
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.temporary: list[str] = []
         self.started = time.perf_counter()
         self._lock = threading.Lock()
-        with state.connect() as conn:
-            lease.check(conn, run_id)
-            self.params = RunParams.from_json(st.get_run(conn, run_id)["params"])
-            index, parts = part
-            due = n.c.run_id == run_id, n.c.kind == kind, n.c.status == st.STATUS_DUE, n.c.id % parts == index
-            self.rows = conn.execute(sa.select(n).where(*due).order_by(n.c.orders_id)).mappings().all()
-        if self.params.unsubscribe_url and not unsubscribe_secret:
-            raise ConfigError(
-                "unsubscribe_url is set but there is no secret to sign its tokens: set the Airflow Variable"
-                " backorder_unsubscribe_secret"
-            )
-        unsubscribe = Unsubscribe(
-            mailto=self.params.unsubscribe_mailto or parseaddr(smtp.from_email)[1],
-            url=self.params.unsubscribe_url,
-            secret=unsubscribe_secret,
-        )
-        self.setup = Setup(self.params.branding(), smtp.from_email, smtp.sender_domain, unsubscribe)
-        self.outcomes = OutcomeWriter(state, state_conn_id)
+        self.writer = OutcomeWriter(state, state_conn_id)
 
-    def record(self, row: sa.RowMapping, outcome: str | None, **values: Any) -> None:
-        """Hand one message's outcome to the writer; count it."""
-        if outcome:
-            values["status"] = outcome
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(raise_error=exc_type is None)  # an error in the block is the one raised
+
+    def record(self, row: sa.RowMapping, status: Status | None, **values: Any) -> None:
+        """Hand one message's outcome to the writer (its new status, if any, and `values`); count it."""
+        if status:
+            values["status"] = status
             with self._lock:
-                self.counts[f"{outcome}:{row['language']}"] += 1
-        self.outcomes.put(row["id"], values)
+                self.counts[f"{status}:{row['language']}"] += 1
+        self.writer.put(row["id"], values)
 
     def close(self, raise_error: bool = True) -> None:
         """Wait for every outcome to be committed (and raise what the writer hit, unless told not to)."""
         try:
-            self.outcomes.close()
+            self.writer.close()
         except BaseException:
             if raise_error:
                 raise
         finally:
-            self.seconds["commit"] = self.outcomes.seconds
+            self.seconds["commit"] = self.writer.seconds
 
     def _previous_outcomes_committed(self) -> None:
         """Before a message's data goes out: at most UNRECORDED_AT_MOST - 1 earlier outcomes are
         not committed yet, so that a crash can leave at most UNRECORDED_AT_MOST sent but unrecorded."""
         started = time.perf_counter()
-        self.outcomes.settled(UNRECORDED_AT_MOST - 1)
+        self.writer.settled(UNRECORDED_AT_MOST - 1)
         self.seconds["commit_wait"] += time.perf_counter() - started
 
-    def _outcomes(self) -> Iterator[Outcome]:
+    def _render_results(self) -> Iterator[RenderResult]:
         """Every row rendered: in line for a small batch, ahead by a worker process for a big one."""
-        items = ((row["id"], notice_of(row, self.params)) for row in self.rows)
-        if len(self.rows) < RENDER_PROCESS_MIN:
-            renderer = Renderer(self.setup.branding)
+        items = ((row["id"], notice_of(row, self.batch.params)) for row in self.batch.rows)
+        if len(self.batch.rows) < RENDER_PROCESS_MIN:
+            renderer = Renderer(self.batch.setup.branding)
             for item in items:
-                yield from render_chunk(renderer, self.setup, [item])
+                yield from render_chunk(renderer, self.batch.setup, [item])
             return
-        with RenderWorker(self.setup) as worker:
+        with RenderWorker(self.batch.setup) as worker:
             waited = time.perf_counter()
-            for outcome in worker.render(items):
+            for result in worker.render(items):
                 self.seconds["render_wait"] += time.perf_counter() - waited
-                yield outcome
+                yield result
                 waited = time.perf_counter()
 
     def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
         """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
-        by_id = {row["id"]: row for row in self.rows}
-        for outcome in self._outcomes():
-            self.seconds["render"] += outcome.seconds
-            row = by_id[outcome.key]
-            if outcome.message is None:
-                self.record(row, st.STATUS_FAILED, detail=f"cannot render: {outcome.error}")
-                log.warning("send_%s: order %d cannot be rendered: %s", self.kind, row["orders_id"], outcome.error)
+        by_id = {row["id"]: row for row in self.batch.rows}
+        for result in self._render_results():
+            self.seconds["render"] += result.seconds
+            row = by_id[result.key]
+            if result.message is None:
+                self.record(row, Status.FAILED, detail=f"cannot render: {result.error}")
+                kind, order = self.batch.kind, row["orders_id"]
+                log.warning("send_%s: order %d cannot be rendered: %s", kind, order, result.error)
             else:
-                yield row, outcome.message
+                yield row, result.message
 
     def record_dry_run(self) -> None:
         for row, msg in self.messages():
-            self.record(row, st.STATUS_DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
+            self.record(row, Status.DRY_RUN, message_id=msg.message_id, detail="dry run: not sent")
 
     def send_all(self, mailer: Mailer) -> None:
         """Send every message; those refused for now (4xx) get a few more tries after short waits."""
@@ -356,26 +387,27 @@ class Batch:
         for wait in TEMPORARY_WAITS:
             if not later:
                 break
-            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", self.kind, len(later), wait)
+            kind = self.batch.kind
+            log.info("send_%s: %d message(s) refused for now; trying them again in %.0f s", kind, len(later), wait)
             time.sleep(wait)
             later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
         self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
 
     def _send_pass(self, mailer: Mailer, items: Iterator[Message]) -> list[tuple[sa.RowMapping, Rendered, str]]:
         later: list[tuple[sa.RowMapping, Rendered, str]] = []
-        outcomes = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
-        for i, (row, msg, outcome) in enumerate(self._timed_smtp(outcomes), start=1):
-            if isinstance(outcome, PermanentSendError):
-                self.record(row, st.STATUS_FAILED, message_id=msg.message_id, detail=str(outcome), sent_at=utcnow())
-                log.warning("send_%s: order %d to %s refused: %s", self.kind, row["orders_id"],
-                            row["customers_email_address"], outcome)  # fmt: skip
-            elif isinstance(outcome, TemporaryRefusal):
-                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {outcome}")  # stays due
-                later.append((row, msg, str(outcome)))
+        answers = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
+        for i, (row, msg, answer) in enumerate(self._timed_smtp(answers), start=1):
+            if isinstance(answer, PermanentSendError):
+                self.record(row, Status.FAILED, message_id=msg.message_id, detail=str(answer), sent_at=utcnow())
+                address = row["customers_email_address"]
+                log.warning("send_%s: order %d to %s refused: %s", self.batch.kind, row["orders_id"], address, answer)
+            elif isinstance(answer, TemporaryRefusal):
+                self.record(row, None, message_id=msg.message_id, detail=f"temporary: {answer}")  # stays due
+                later.append((row, msg, str(answer)))
             else:
-                self.record(row, st.STATUS_SENT, message_id=msg.message_id, detail=outcome, sent_at=utcnow())
+                self.record(row, Status.SENT, message_id=msg.message_id, detail=answer, sent_at=utcnow())
             if i % PROGRESS_EVERY == 0:
-                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.kind, i, len(self.rows),
+                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.batch.kind, i, len(self.batch.rows),
                          i / (time.perf_counter() - self.started))  # fmt: skip
         return later
 
@@ -389,14 +421,14 @@ class Batch:
                 return
             yield item
 
-    def _timed_smtp(self, outcomes: Iterator[Sent]) -> Iterator[Sent]:
-        """`outcomes`, the seconds the session spent on each added to `smtp` (net of getting the
+    def _timed_smtp(self, answers: Iterator[Answered]) -> Iterator[Answered]:
+        """`answers`, the seconds the session spent on each added to `smtp` (net of getting the
         messages and of waiting for commits, which happen meanwhile)."""
         while True:
             started, elsewhere = time.perf_counter(), self.seconds["input"] + self.seconds["commit_wait"]
-            outcome = next(outcomes, None)
+            answered = next(answers, None)
             spent = time.perf_counter() - started
             self.seconds["smtp"] += spent - (self.seconds["input"] + self.seconds["commit_wait"] - elsewhere)
-            if outcome is None:
+            if answered is None:
                 return
-            yield outcome
+            yield answered

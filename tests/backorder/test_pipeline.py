@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from include.backorder import pipeline
+from include.backorder import KINDS, pipeline
 from include.backorder import state as st
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import SMTPUnavailable
@@ -180,6 +181,26 @@ def test_periodic_and_changed_over_days(shop, state_db, smtp, mail_sink) -> None
         run_day(shop, state_db, smtp, T0 + timedelta(days=day), reminder_interval_days=2)
         kinds.append([m.message["X-Backorder-Notification"] for m in mail_sink.messages])
     assert kinds == [["initial"], [], ["periodic"], ["changed"], []]
+
+
+def test_kinds_and_statuses_are_written_as_their_plain_values(shop, state_db, smtp, mail_sink, caplog) -> None:
+    """Kind, Status and RunStatus are StrEnums: rows, run records, return values and log lines hold the plain
+    string ("periodic", "sent"), never a member's repr ("Kind.PERIODIC", "<Status.SENT: 'sent'>")."""
+    shop.product(1, datetime(2026, 3, 20))
+    shop.order(1, [1], purchased=datetime(2026, 3, 1))
+    shop.order(2, [1], purchased=datetime(2026, 3, 1), email="")
+    caplog.set_level("INFO", logger="include.backorder")
+    days = [run_day(shop, state_db, smtp, T0 + timedelta(days=day), reminder_interval_days=2) for day in range(3)]
+    due = pipeline.classify_run(state_db, days[-1]["run_id"])  # a finished run: its log line holds the dict whole
+    assert due == dict.fromkeys(KINDS, 0) and {type(kind) for kind in due} == {str}
+
+    notes, runs = rows(state_db, st.notifications), rows(state_db, st.runs)
+    kinds_and_statuses = {(r["kind"], r["status"]) for r in notes}
+    assert kinds_and_statuses == {("initial", "sent"), ("initial", "skipped"), ("periodic", "sent")}
+    written = [json.dumps(days), json.dumps(due), *(r.getMessage() for r in caplog.records)]
+    written += [json.dumps(dict(r), default=str) for r in (*notes, *runs)]
+    leaked = [text for text in written if re.search(r"\b(Kind|Status|RunStatus)\.", text)]
+    assert not leaked, leaked
 
 
 def test_catch_up_silently_brings_the_state_up_to_date_and_sends_nothing(shop, state_db, smtp, mail_sink) -> None:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from include.backorder import KINDS, Kind, RunStatus, Status
 from include.backorder import state as st
 
 
@@ -152,3 +153,11 @@ def test_upgrade_from_0007_widens_the_shop_columns_and_keeps_the_rows(state_db) 
     st.migrate(engine)
     assert st.current_revision(engine) == "0008"
     engine.dispose()
+
+
+def test_kinds_and_statuses_keep_the_strings_the_state_holds() -> None:
+    """Rows written by every earlier version hold these strings: a member's value never changes."""
+    assert KINDS == ("initial", "changed", "periodic", "available") == tuple(Kind)
+    assert [status.value for status in Status] == ["due", "sent", "failed", "skipped", "dry_run", "silenced"]
+    assert [status.value for status in RunStatus] == ["running", "failed", "finished", "abandoned"]
+    assert st.TOLD == ("sent", "silenced")

@@ -1,9 +1,10 @@
-"""The pipeline's own tables in the state database: run records, staged lines, snapshots, notifications.
+"""The state database's tables: run records, staged lines, snapshots, notifications, the lease, opt-outs.
 
 The state database must be transactional (SQLite, PostgreSQL, MariaDB/InnoDB): every stage
 changes it in one transaction, so a failed task leaves nothing half-written. The tables below are
 the current shape; Alembic migrations (`migrations/versions/`) create and change them, so an
-upgrade of the project never loses a shop's history.
+upgrade of the project never loses a shop's history. `storable` and `dumps` say how a value is
+stored in them.
 Times are stored as naive UTC (reference times) or naive shop time (availability dates).
 """
 
@@ -11,17 +12,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
+
+from include.backorder import RunStatus, Status
 
 metadata = sa.MetaData()
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = "bo_alembic_version"
 
 # On MySQL/MariaDB the state must be transactional and hold any text, whatever the database's
@@ -56,7 +58,7 @@ runs = sa.Table(
     sa.Column("reference_time", Timestamp, nullable=False, index=True),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("params", sa.Text, nullable=False),
-    sa.Column("status", sa.String(20), nullable=False),  # running, failed, finished, abandoned (lease.py)
+    sa.Column("status", sa.String(20), nullable=False),  # RunStatus: running, failed, finished, abandoned
     sa.Column("previous_snapshot_id", sa.Integer),
     sa.Column("line_count", sa.Integer),
     sa.Column("order_count", sa.Integer),
@@ -131,7 +133,7 @@ notifications = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False, index=True),
     sa.Column("orders_id", sa.Integer, nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # Kind
     sa.Column("reference_time", Timestamp, nullable=False),
     sa.Column("dry_run", sa.Boolean, nullable=False),
     sa.Column("customers_email_address", sa.String(SHOP_TEXT)),
@@ -140,7 +142,7 @@ notifications = sa.Table(
     sa.Column("customers_id", sa.Integer),
     sa.Column("message_id", sa.String(255)),  # set when rendered
     sa.Column("listed_lines", LongText, nullable=False),  # JSON: the products and dates the email lists
-    sa.Column("status", sa.String(20), nullable=False),  # due, sent, failed, skipped, dry_run, silenced
+    sa.Column("status", sa.String(20), nullable=False),  # Status: due, sent, failed, skipped, dry_run, silenced
     sa.Column("detail", sa.Text),  # the server's answer, the error, or why it was skipped
     sa.Column("sent_at", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -182,18 +184,11 @@ suppressions = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-# bo_run.status: running (a stage works or the run waits between tasks), failed (a stage raised: a later
-# run may take the lease over at once, see lease.py), finished (final: a stage run again changes nothing),
-# abandoned (a later run took its lease over).
-RUN_RUNNING, RUN_FAILED, RUN_FINISHED, RUN_ABANDONED = "running", "failed", "finished", "abandoned"
-
-STATUS_DUE = "due"
-STATUS_SENT = "sent"
-STATUS_FAILED = "failed"
-STATUS_SKIPPED = "skipped"
-STATUS_DRY_RUN = "dry_run"
-STATUS_SILENCED = "silenced"  # not sent, but counts as told: catch_up_silently, or overtaken (below)
-TOLD = (STATUS_SENT, STATUS_SILENCED)
+# The statuses are include.backorder's Status (bo_notification.status) and RunStatus (bo_run.status).
+TOLD = (Status.SENT, Status.SILENCED)  # the customer was told (or counts as told: silenced)
+# Old names, kept for audit/queries.py and bench/run.py until they import Status and RunStatus.
+STATUS_SENT, STATUS_SKIPPED, STATUS_DRY_RUN = Status.SENT, Status.SKIPPED, Status.DRY_RUN
+RUN_FINISHED = RunStatus.FINISHED
 # The detail of a notification silenced because a run at a later T had already told its order (a late
 # or backfilled day): "overtaken: ...". It counts as told, but not as a periodic reminder the customer got.
 OVERTAKEN = "overtaken"
@@ -220,95 +215,6 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-
-
-def get_run(conn: Connection, run_id: int) -> sa.RowMapping:
-    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
-    if row is None:
-        raise LookupError(f"no run record {run_id} in the state database")
-    return row
-
-
-def record_stage_time(conn: Connection, run_id: int, stage: str, seconds: float) -> None:
-    record_stage_times(conn, run_id, {stage: seconds})
-
-
-def record_stage_times(conn: Connection, run_id: int, seconds: dict[str, float]) -> None:
-    """Add stage durations to the run record. Parallel send tasks write it too: the row is written
-    (locked) before it is read, which also serialises writers on SQLite, where FOR UPDATE is ignored."""
-    this_run = runs.c.id == run_id
-    conn.execute(sa.update(runs).where(this_run).values(stage_seconds=runs.c.stage_seconds))
-    current = json.loads(conn.execute(sa.select(runs.c.stage_seconds).where(this_run)).scalar_one())
-    current.update({stage: round(value, 3) for stage, value in seconds.items()})
-    conn.execute(sa.update(runs).where(this_run).values(stage_seconds=json.dumps(current)))
-
-
-def previous_snapshot(conn: Connection, reference_time: datetime) -> sa.RowMapping | None:
-    """The latest snapshot strictly before T, if any."""
-    query = (
-        sa.select(snapshots)
-        .where(snapshots.c.reference_time < reference_time)
-        .order_by(snapshots.c.reference_time.desc())
-        .limit(1)
-    )
-    return conn.execute(query).mappings().first()
-
-
-def history_query(reference_time: datetime, order_ids: Any) -> sa.Select[Any]:
-    """Per order: emails sent (or silenced) before T, the time of the last one, how many periodic ones
-    (a periodic one silenced as overtaken by a later run does not count: the customer never got it).
-
-    `order_ids` (a select of one column) is joined as a derived table: as `IN (subquery)`,
-    MariaDB ran it once per notification row (3 s for 4,000 orders, quadratic).
-    """
-    n = notifications
-    orders = order_ids.subquery("run_orders")
-    sent_before = sa.and_(n.c.status.in_(TOLD), n.c.dry_run.is_(False), n.c.reference_time < reference_time)
-    overtaken = sa.and_(n.c.status == STATUS_SILENCED, sa.func.coalesce(n.c.detail, "").like(f"{OVERTAKEN}:%"))
-    return (
-        sa.select(
-            n.c.orders_id,
-            sa.func.count().label("emails_sent"),
-            sa.func.max(n.c.reference_time).label("last_sent_time"),
-            sa.func.sum(sa.case((sa.and_(n.c.kind == "periodic", ~overtaken), 1), else_=0)).label("periodic_sent"),
-        )
-        .select_from(orders.join(n, n.c.orders_id == next(iter(orders.c))))
-        .where(sent_before)
-        .group_by(n.c.orders_id)
-    )
-
-
-def suppressions_query(run_id: int) -> sa.Select[Any]:
-    """The opt-outs that concern the customers of a run's staged lines and arrivals.
-
-    An opt-out counts by customer id only for an id that names one customer: never 0 or NULL (guest
-    checkouts of osCommerce-family shops), and not an id that several addresses share among the run's
-    orders and the opt-outs recorded under it (a shop's common guest account). Such a row comes back
-    with customers_id NULL: it suppresses by its address alone.
-    """
-    s = suppressions
-    address = {t: sa.func.lower(sa.func.trim(t.c.customers_email_address)) for t in (staged_lines, staged_arrivals)}
-    addresses = sa.union(*(sa.select(a).where(t.c.run_id == run_id) for t, a in address.items()))
-    customers = sa.union(*(sa.select(t.c.customers_id).where(t.c.run_id == run_id) for t in address))
-    seen = sa.union_all(
-        *(
-            sa.select(t.c.customers_id.label("cid"), a.label("addr")).where(t.c.run_id == run_id)
-            for t, a in address.items()
-        ),
-        sa.select(s.c.customers_id, s.c.email_address).where(
-            s.c.customers_id.in_(customers), s.c.email_address.is_not(None)
-        ),
-    ).subquery()
-    shared = (
-        sa.select(seen.c.cid)
-        .where(seen.c.cid.is_not(None))
-        .group_by(seen.c.cid)
-        .having(sa.func.count(sa.distinct(seen.c.addr)) > 1)
-    )
-    by_id = sa.and_(s.c.customers_id > 0, s.c.customers_id.in_(customers), s.c.customers_id.not_in(shared))
-    return sa.select(
-        s.c.email_address, sa.case((by_id, s.c.customers_id), else_=sa.null()).label("customers_id"), s.c.reason
-    ).where(sa.or_(s.c.email_address.in_(addresses), by_id))
 
 
 @lru_cache(maxsize=32)
