@@ -60,10 +60,15 @@ class Shop:
         with self.engine.begin() as c:
             c.execute(
                 sa.insert(demo_shop.products).values(
-                    products_id=pid, products_quantity=0, products_model=f"M-{pid}", products_price=10,
-                    products_date_available=value, products_date_added="2025-01-01 00:00:00", products_status=1,
+                    products_id=pid,
+                    products_quantity=0,
+                    products_model=f"M-{pid}",
+                    products_price=10,
+                    products_date_available=value,
+                    products_date_added="2025-01-01 00:00:00",
+                    products_status=1,
                 )
-            )  # fmt: skip
+            )
 
     def set_date(self, pid: int, date_available: datetime | str | None) -> None:
         value = demo_shop.fmt(date_available) if isinstance(date_available, datetime) else date_available
@@ -89,19 +94,27 @@ class Shop:
         with self.engine.begin() as c:
             c.execute(
                 sa.insert(demo_shop.orders).values(
-                    orders_id=oid, customers_id=oid, customers_name=name,
+                    orders_id=oid,
+                    customers_id=oid,
+                    customers_name=name,
                     customers_email_address=f"customer{oid}@example.com" if email is None else email,
-                    date_purchased=demo_shop.fmt(purchased), orders_status=status, language_code=language,
+                    date_purchased=demo_shop.fmt(purchased),
+                    orders_status=status,
+                    language_code=language,
                 )
-            )  # fmt: skip
+            )
             for pid in products:
                 c.execute(
                     sa.insert(demo_shop.orders_products).values(
-                        orders_products_id=self._next_line, orders_id=oid, products_id=pid,
-                        products_model=f"M-{pid}", products_name=f"Product {pid}", products_price=10,
+                        orders_products_id=self._next_line,
+                        orders_id=oid,
+                        products_id=pid,
+                        products_model=f"M-{pid}",
+                        products_name=f"Product {pid}",
+                        products_price=10,
                         products_quantity=quantity,
                     )
-                )  # fmt: skip
+                )
                 self._next_line += 1
 
 
@@ -166,10 +179,20 @@ def airflow_conn_json(db: DbConnection) -> str:
 
 # The headers a backorder email may carry, each once; anything else would be an injected one.
 EMAIL_HEADERS = {
-    "from", "to", "subject", "date", "message-id", "mime-version", "content-type", "content-language",
-    "x-backorder-notification", "x-backorder-order-id", "x-backorder-reference-time",
-    "list-unsubscribe", "list-unsubscribe-post",
-}  # fmt: skip
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-language",
+    "x-backorder-notification",
+    "x-backorder-order-id",
+    "x-backorder-reference-time",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+}
 
 
 def assert_well_formed(item: Received) -> None:

@@ -112,11 +112,19 @@ def shown(path: Path) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8080, help="the UI and REST API's port (default 8080)")
-    parser.add_argument("--db", default="", help=f"SQLAlchemy URL of Airflow's metadata database, e.g. "
-                        f"{POSTGRES_EXAMPLE} (created if missing); default: SQLite in the home")  # fmt: skip
+    parser.add_argument(
+        "--db",
+        default="",
+        help=f"SQLAlchemy URL of Airflow's metadata database, e.g. "
+        f"{POSTGRES_EXAMPLE} (created if missing); default: SQLite in the home",
+    )
     parser.add_argument("--smtp-port", type=int, default=1025, help="the SMTP sink's port (default 1025)")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="AIRFLOW_HOME and everything else "
-                        "(default .airflow/ in the project); kept between starts")  # fmt: skip
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=DEFAULT_HOME,
+        help="AIRFLOW_HOME and everything else (default .airflow/ in the project); kept between starts",
+    )
     parser.add_argument("--fresh", action="store_true", help="wipe the home first (and reset --db's Airflow tables)")
     parser.add_argument(
         "--preview",
@@ -193,8 +201,10 @@ def metadata_db(url: str, home: Home) -> str:
     found = ""
     if parsed.get_backend_name() == "postgresql":
         if importlib.util.find_spec("asyncpg") is None:
-            raise SystemExit("--db: Airflow needs the asyncpg package for a PostgreSQL metadata database; it is in "
-                             "requirements-dev.txt: run `make install-dev` first")  # fmt: skip
+            raise SystemExit(
+                "--db: Airflow needs the asyncpg package for a PostgreSQL metadata database; it is in "
+                "requirements-dev.txt: run `make install-dev` first"
+            )
         found = " (created)" if create_postgres_database(parsed) else " (exists)"
     say(f"metadata database: {parsed.render_as_string(hide_password=True)}{found}")
     return url
@@ -272,8 +282,14 @@ def write_env_file(home: Home, env: dict[str, str]) -> None:
 def reset_metadata_db(env: dict[str, str], home: Home) -> None:
     """--fresh with --db: Airflow's tables in that database are dropped and created again."""
     with home.log.open("a") as log:
-        done = subprocess.run([str(AIRFLOW), "db", "reset", "--yes"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                              check=False, timeout=600)  # fmt: skip
+        done = subprocess.run(
+            [str(AIRFLOW), "db", "reset", "--yes"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=600,
+        )
     if done.returncode != 0:
         raise SystemExit(f"`airflow db reset` failed (exit {done.returncode}); see {home.log}")
     say("metadata database: reset (--fresh)")
@@ -283,8 +299,14 @@ def start_standalone(env: dict[str, str], home: Home) -> subprocess.Popen[bytes]
     with home.log.open("a") as log:
         log.write(f"\n===== make airflow: airflow standalone started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
         log.flush()
-        proc = subprocess.Popen([str(AIRFLOW), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(AIRFLOW), "standalone"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     say(f"airflow standalone: started (process group {proc.pid}), its output goes to {shown(home.log)}")
     return proc
 

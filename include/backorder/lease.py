@@ -242,9 +242,12 @@ class Holding:
         return True
 
     def _beat(self, conn: Connection) -> None:
-        if conn.execute(
-            sa.update(st.leases).where(_held_by(self.run_id)).values(heartbeat_at=self.policy.clock())
-        ).rowcount == 0:  # fmt: skip
+        if (
+            conn.execute(
+                sa.update(st.leases).where(_held_by(self.run_id)).values(heartbeat_at=self.policy.clock())
+            ).rowcount
+            == 0
+        ):
             # The run holds the lease no more: taken over (the taker marked it abandoned), or given
             # back by this very stage (finish) a moment before it ends. Either way, stop beating.
             self.released = True

@@ -159,8 +159,9 @@ class Mailer:
                 raise smtplib.SMTPServerDisconnected(f"421 {_text(exc.smtp_error)}") from None
             if 400 <= exc.smtp_code < 500:  # "454 temporary authentication failure": the task retries
                 raise self._refused(f"login as {s.login!r}", exc.smtp_code, exc.smtp_error) from None
-            raise self._refused(f"login as {s.login!r}", exc.smtp_code, exc.smtp_error,
-                                SMTPAuthenticationRefused) from None  # fmt: skip
+            raise self._refused(
+                f"login as {s.login!r}", exc.smtp_code, exc.smtp_error, SMTPAuthenticationRefused
+            ) from None
         except smtplib.SMTPNotSupportedError:
             raise self._refused("login", 0, "the server offers no AUTH, but a login is set") from None
         except smtplib.SMTPException as exc:  # "No suitable authentication method found."
@@ -280,8 +281,10 @@ class Mailer:
         if ready is not None:
             out.append(wire_data(ready[1].data))
         if upcoming is not None:
-            out.append(f"MAIL FROM:{_quoted(self.settings.from_email)}\r\nRCPT TO:<{upcoming[1].recipient}>"
-                       "\r\nDATA\r\n".encode("ascii"))  # fmt: skip
+            out.append(
+                f"MAIL FROM:{_quoted(self.settings.from_email)}\r\nRCPT TO:<{upcoming[1].recipient}>"
+                "\r\nDATA\r\n".encode("ascii")
+            )
         return b"".join(out)
 
     def _pipelined(

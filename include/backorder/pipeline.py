@@ -143,23 +143,33 @@ class _ShopData:
             return None
         items = [self.suspects[key] for key in sorted(self.suspects, key=lambda k: (self.suspects[k]["orders_id"], k))]
         log.warning(
-            "extract: %d suspect line(s), kept in the run record%s:", len(items),
+            "extract: %d suspect line(s), kept in the run record%s:",
+            len(items),
             f" (the first {SUSPECT_LINES_KEPT})" if len(items) > SUSPECT_LINES_KEPT else "",
-        )  # fmt: skip
+        )
         for item in items[:LOGGED_AT_MOST]:
             log.warning(
                 "  suspect line: order %d, line %d, product %s: %s",
-                item["orders_id"], item["orders_products_id"], item["products_id"], item["problem"],
-            )  # fmt: skip
+                item["orders_id"],
+                item["orders_products_id"],
+                item["products_id"],
+                item["problem"],
+            )
         if len(items) > LOGGED_AT_MOST:
             log.warning("  ... and %d more (see the run record)", len(items) - LOGGED_AT_MOST)
         return items[:SUSPECT_LINES_KEPT]
 
 
 def _stage_arrivals(
-    conn: sa.Connection, shop: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, run_id: int,
-    waiting: set[int], found: _ShopData,
-) -> int:  # fmt: skip
+    conn: sa.Connection,
+    shop: Engine,
+    tables: ShopTables,
+    params: RunParams,
+    shop_time: datetime,
+    run_id: int,
+    waiting: set[int],
+    found: _ShopData,
+) -> int:
     """Stage the lines of orders that waited at the previous snapshot and wait no more; return how many orders.
     Lines of deleted products keep their orders out (noted as suspect)."""
     run = st.get_run(conn, run_id)
@@ -230,10 +240,15 @@ def extract(
             lease.between_tasks(conn, run_id, lease.POLICY.clock())  # extract ends: the run waits for its next task
     log.info(
         "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s%s",
-        run_id, run.reference_time.isoformat(), shop_time, lines, len(orders),
-        list(params.order_status_ids), " > ".join(tables.describe()["language_from"]) or "none (default_language)",
+        run_id,
+        run.reference_time.isoformat(),
+        shop_time,
+        lines,
+        len(orders),
+        list(params.order_status_ids),
+        " > ".join(tables.describe()["language_from"]) or "none (default_language)",
         f"; {arrived} orders wait no more" if params.send_available else "",
-    )  # fmt: skip
+    )
     return ExtractResult(run_id, lines, len(orders), arrived, len(found.suspects))
 
 
@@ -410,10 +425,17 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
     log.info(
         "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d;"
         " silenced, told by a run at a later T: %d%s",
-        result.waiting_orders, ", ".join(f"{k} {v}" for k, v in due.items()), skipped, done_before, overtaken,
-        " (dry run)" if params.dry_run else
-        f" (catch_up_silently: {len(new_rows) - skipped} recorded as silenced, none sent)" if silent else "",
-    )  # fmt: skip
+        result.waiting_orders,
+        ", ".join(f"{k} {v}" for k, v in due.items()),
+        skipped,
+        done_before,
+        overtaken,
+        " (dry run)"
+        if params.dry_run
+        else f" (catch_up_silently: {len(new_rows) - skipped} recorded as silenced, none sent)"
+        if silent
+        else "",
+    )
     return due
 
 
@@ -445,8 +467,11 @@ def send(
         with state.begin() as conn:  # nothing older than what a later run told, whatever left it due
             lease.check(conn, run_id)
             if overtaken := silence_overtaken(conn, run_id, kind, part):
-                log.info("%s: %d due notification(s) silenced: a run at a later T already told those orders",
-                         stage, overtaken)  # fmt: skip
+                log.info(
+                    "%s: %d due notification(s) silenced: a run at a later T already told those orders",
+                    stage,
+                    overtaken,
+                )
         started = time.perf_counter()
         batch = load_batch(state, run_id, kind, smtp, unsubscribe_secret, part)
         with Sender(batch, state, state_db.conn_id) as sender:
@@ -520,9 +545,14 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         "snapshot": snapshot,
     }
     if again:
-        log.info("finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept);"
-                 " this try: sent 0; the run's total: %s", run_id, t_utc, run["finished_at"],
-                 _totals(summary_counts.get(Status.SENT) or {}) or "nothing sent")  # fmt: skip
+        log.info(
+            "finish: run %d at T=%s was finished at %s: nothing written again (the snapshot at T is kept);"
+            " this try: sent 0; the run's total: %s",
+            run_id,
+            t_utc,
+            run["finished_at"],
+            _totals(summary_counts.get(Status.SENT) or {}) or "nothing sent",
+        )
         return summary
     log.info("finish: run %d at T=%s%s", run_id, t_utc, " (dry run: no snapshot written)" if run["dry_run"] else "")
     for status, kinds in sorted(counts.items()):

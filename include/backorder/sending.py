@@ -120,12 +120,16 @@ def outcome_update(size: int) -> sa.Update:
     return (
         sa.update(n)
         .where(n.c.id.in_(ids))
-        .values({
-            column: sa.case(*((n.c.id == ids[i], sa.bindparam(f"{column}{i}", type_=n.c[column].type))
-                              for i in range(size)), else_=n.c[column])  # the column's type for all-NULL groups
-            for column in OUTCOME_COLUMNS
-        })
-    )  # fmt: skip
+        .values(
+            {
+                column: sa.case(
+                    *((n.c.id == ids[i], sa.bindparam(f"{column}{i}", type_=n.c[column].type)) for i in range(size)),
+                    else_=n.c[column],
+                )  # the column's type for all-NULL groups
+                for column in OUTCOME_COLUMNS
+            }
+        )
+    )
 
 
 def outcome_params(group: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
@@ -407,8 +411,13 @@ class Sender:
             else:
                 self.record(row, Status.SENT, message_id=msg.message_id, detail=answer, sent_at=utcnow())
             if i % PROGRESS_EVERY == 0:
-                log.info("send_%s: %d/%d messages handled (%.0f/s)", self.batch.kind, i, len(self.batch.rows),
-                         i / (time.perf_counter() - self.started))  # fmt: skip
+                log.info(
+                    "send_%s: %d/%d messages handled (%.0f/s)",
+                    self.batch.kind,
+                    i,
+                    len(self.batch.rows),
+                    i / (time.perf_counter() - self.started),
+                )
         return later
 
     def _timed_input(self, items: Iterator[Message]) -> Iterator[Message]:

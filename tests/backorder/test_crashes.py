@@ -155,8 +155,10 @@ def test_a_shop_failing_mid_read_leaves_no_state_behind(shop, state_db) -> None:
         pipeline.extract(shop.conn, state_db, RunContext(T0), RunParams(), chunk_size=2)
     engine = sa.create_engine(state_db.url())
     with engine.connect() as c:
-        counts = {t.name: c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                  for t in (st.runs, st.staged_lines, st.notifications, st.snapshots)}  # fmt: skip
+        counts = {
+            t.name: c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in (st.runs, st.staged_lines, st.notifications, st.snapshots)
+        }
         holder = c.execute(sa.select(st.leases.c.run_id)).scalar_one_or_none()
     engine.dispose()
     assert counts == {"bo_run": 0, "bo_staged_line": 0, "bo_notification": 0, "bo_snapshot": 0}

@@ -12,8 +12,7 @@ from include.backorder.config import DbConnection
 from tests.conftest import ROOT
 
 # Developer tools that build their own SQLite demo databases (no customer's data, no Airflow connection).
-DEV_TOOLS = {"tools/demo.py", "tools/demo_shop.py", "tools/local_airflow.py",
-             "tools/preview.py"}  # fmt: skip
+DEV_TOOLS = {"tools/demo.py", "tools/demo_shop.py", "tools/local_airflow.py", "tools/preview.py"}
 
 
 def test_every_engine_of_a_connection_is_made_by_db_engine() -> None:
@@ -62,10 +61,19 @@ def test_a_refused_row_is_not_echoed_by_any_backend(state_db: DbConnection) -> N
     engine = db.engine(state_db)
     try:
         st.migrate(engine)
-        row = {"run_id": 1, "orders_id": 7, "kind": "initial", "reference_time": datetime(2026, 3, 2),
-               "dry_run": False, "customers_name": "Erika Mustermann", "language": None, "listed_lines": "[]",
-               "customers_email_address": "erika.mustermann@example.org", "status": "due",
-               "created_at": datetime(2026, 3, 2)}  # fmt: skip
+        row = {
+            "run_id": 1,
+            "orders_id": 7,
+            "kind": "initial",
+            "reference_time": datetime(2026, 3, 2),
+            "dry_run": False,
+            "customers_name": "Erika Mustermann",
+            "language": None,
+            "listed_lines": "[]",
+            "customers_email_address": "erika.mustermann@example.org",
+            "status": "due",
+            "created_at": datetime(2026, 3, 2),
+        }
         with pytest.raises(sa.exc.DBAPIError) as caught, engine.begin() as c:
             c.execute(sa.insert(st.notifications), row)
     finally:

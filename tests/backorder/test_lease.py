@@ -107,8 +107,9 @@ def _race(shop_conn: DbConnection, state_db: DbConnection, smtp, day: int, gate,
     """One run in its own process, as Airflow workers run them."""
     _pause_before_writing_the_lease(gate)
     try:
-        run_id = pipeline.extract(shop_conn, state_db, RunContext(T0 + timedelta(days=day), dag_run_id=f"run{day}"),
-                                  RunParams()).run_id  # fmt: skip
+        run_id = pipeline.extract(
+            shop_conn, state_db, RunContext(T0 + timedelta(days=day), dag_run_id=f"run{day}"), RunParams()
+        ).run_id
         complete(state_db, run_id, smtp)
         results.put((day, "sent"))
     except RunOverlapError as exc:

@@ -64,9 +64,16 @@ def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smt
     assert sent["message_id"] == "<backorder.1.initial.20260302T000000Z@example.com>"
     assert sent["reference_time"] == datetime(2026, 3, 2)
     assert json.loads(sent["listed_lines"]) == [
-        {"orders_products_id": 1, "products_id": 1, "products_name": "Product 1", "products_model": "M-1",
-         "products_quantity": 1.0, "date_available": "2026-03-20T00:00:00", "previous_date": None}
-    ]  # fmt: skip
+        {
+            "orders_products_id": 1,
+            "products_id": 1,
+            "products_name": "Product 1",
+            "products_model": "M-1",
+            "products_quantity": 1.0,
+            "date_available": "2026-03-20T00:00:00",
+            "previous_date": None,
+        }
+    ]
     assert (skipped["orders_id"], skipped["status"], skipped["detail"]) == (2, "skipped", "no email address")
 
     (run,) = rows(state_db, st.runs)
@@ -74,9 +81,13 @@ def test_first_run_sends_initial_and_audits_everything(small_shop, state_db, smt
     assert json.loads(run["skipped"]) == [{"orders_id": 2, "kind": "initial", "reason": "no email address"}]
     assert json.loads(run["params"])["order_status_ids"] == [1, 2]
     assert set(json.loads(run["stage_seconds"])) == {
-        "extract", "previous_snapshot", "classify", "send_initial", "finish",
+        "extract",
+        "previous_snapshot",
+        "classify",
+        "send_initial",
+        "finish",
         *(f"send_initial.{part}" for part in ("render", "smtp", "commit", "commit_wait", "render_wait")),
-    }  # fmt: skip
+    }
     (snap,) = rows(state_db, st.snapshots)
     assert snap["reference_time"] == datetime(2026, 3, 2) and snap["line_count"] == 2
     assert not rows(state_db, st.staged_lines), "staged lines are cleaned up"

@@ -34,11 +34,14 @@ def test_a_group_of_outcomes_is_written_row_by_row_in_one_statement(shop, state_
     with engine.connect() as conn:
         ids = dict(conn.execute(sa.select(n.c.orders_id, n.c.id)).all())
         sent_at = datetime(2026, 3, 2, 0, 0, 1, 250000)
-        write_outcomes(conn, [
-            (ids[1], {"status": "due", "detail": "temporary: 451 4.3.0 Try again later", "message_id": "<a@x>"}),
-            (ids[2], {"status": "failed", "detail": "550 5.1.1 Mailbox unavailable", "sent_at": sent_at}),
-            (ids[1], {"status": "sent", "detail": "250 OK", "message_id": "<a@x>", "sent_at": sent_at}),
-        ])  # fmt: skip
+        write_outcomes(
+            conn,
+            [
+                (ids[1], {"status": "due", "detail": "temporary: 451 4.3.0 Try again later", "message_id": "<a@x>"}),
+                (ids[2], {"status": "failed", "detail": "550 5.1.1 Mailbox unavailable", "sent_at": sent_at}),
+                (ids[1], {"status": "sent", "detail": "250 OK", "message_id": "<a@x>", "sent_at": sent_at}),
+            ],
+        )
         conn.commit()
         write_outcomes(conn, [(ids[3], {"status": "dry_run", "detail": "dry run: not sent"})])  # every sent_at NULL
         conn.commit()

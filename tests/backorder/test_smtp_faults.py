@@ -44,29 +44,32 @@ def message(n: int, lines: list[bytes]) -> Rendered:
 def dotted(n: int) -> Rendered:
     """A message with lines starting with "." first, in the header block, in a quoted-printable and
     an 8-bit body, and last (where a lone "." is exactly the end-of-data marker)."""
-    return message(n, [
-        b".x-first: the data's first line",
-        f"Message-ID: <m{n}@example.com>".encode(),
-        b"Subject: dots",
-        *DOT_LINES,  # header position: what a CR/LF in a header value makes of a value starting with "."
-        b"MIME-Version: 1.0",
-        b'Content-Type: multipart/alternative; boundary="b"',
-        b"",
-        b"--b",
-        b'Content-Type: text/plain; charset="utf-8"',
-        b"Content-Transfer-Encoding: quoted-printable",  # keeps a dot at a line's start as it is
-        b"",
-        *DOT_LINES,
-        b"--b",
-        b'Content-Type: text/html; charset="utf-8"',
-        b"Content-Transfer-Encoding: 8bit",
-        b"",
-        b"<p>",
-        *DOT_LINES,
-        b"</p>",
-        b"--b--",
-        b".",
-    ])  # fmt: skip
+    return message(
+        n,
+        [
+            b".x-first: the data's first line",
+            f"Message-ID: <m{n}@example.com>".encode(),
+            b"Subject: dots",
+            *DOT_LINES,  # header position: what a CR/LF in a header value makes of a value starting with "."
+            b"MIME-Version: 1.0",
+            b'Content-Type: multipart/alternative; boundary="b"',
+            b"",
+            b"--b",
+            b'Content-Type: text/plain; charset="utf-8"',
+            b"Content-Transfer-Encoding: quoted-printable",  # keeps a dot at a line's start as it is
+            b"",
+            *DOT_LINES,
+            b"--b",
+            b'Content-Type: text/html; charset="utf-8"',
+            b"Content-Transfer-Encoding: 8bit",
+            b"",
+            b"<p>",
+            *DOT_LINES,
+            b"</p>",
+            b"--b--",
+            b".",
+        ],
+    )
 
 
 def plain(n: int) -> Rendered:
@@ -165,8 +168,11 @@ def test_a_recipient_with_a_line_break_is_refused_and_cannot_add_commands(server
     with Mailer(smtp) as mailer:
         outcomes = [(key, outcome) for key, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
     got = dict(outcomes)  # in the order the answers came: the refusal needs none
-    assert {key: str(o)[:4] for key, o in got.items()} == {"<m1@example.com>": "250 ", "<m3@example.com>": "250 ",
-                                                         "<evil@example.com>": "reci"}  # fmt: skip
+    assert {key: str(o)[:4] for key, o in got.items()} == {
+        "<m1@example.com>": "250 ",
+        "<m3@example.com>": "250 ",
+        "<evil@example.com>": "reci",
+    }
     assert isinstance(got["<evil@example.com>"], PermanentSendError)
     assert [m.rcpt_tos for m in server.messages] == [("customer1@example.com",), ("customer3@example.com",)]
 

@@ -39,18 +39,32 @@ def test_upgrade_from_the_first_revision_keeps_the_rows(state_db) -> None:
     with engine.begin() as c:
         c.execute(
             run_0001.insert().values(
-                id=1, dag_id="backorder_notifications", dag_run_id="scheduled__2026-03-02",
-                reference_time=datetime(2026, 3, 2), dry_run=False, params="{}", status="finished",
-                stage_seconds="{}", started_at=datetime(2026, 3, 2, 0, 0, 5),
+                id=1,
+                dag_id="backorder_notifications",
+                dag_run_id="scheduled__2026-03-02",
+                reference_time=datetime(2026, 3, 2),
+                dry_run=False,
+                params="{}",
+                status="finished",
+                stage_seconds="{}",
+                started_at=datetime(2026, 3, 2, 0, 0, 5),
             )
-        )  # fmt: skip
+        )
         c.execute(
             note_0001.insert().values(
-                run_id=1, orders_id=7, kind="initial", reference_time=datetime(2026, 3, 2), dry_run=False,
-                customers_email_address="ann@example.com", language="de", listed_lines="[]", status="sent",
-                detail="250 OK", created_at=datetime(2026, 3, 2, 0, 0, 6),
+                run_id=1,
+                orders_id=7,
+                kind="initial",
+                reference_time=datetime(2026, 3, 2),
+                dry_run=False,
+                customers_email_address="ann@example.com",
+                language="de",
+                listed_lines="[]",
+                status="sent",
+                detail="250 OK",
+                created_at=datetime(2026, 3, 2, 0, 0, 6),
             )
-        )  # fmt: skip
+        )
 
     st.migrate(engine)
     assert st.current_revision(engine) == head_revision()
@@ -94,17 +108,29 @@ def test_upgrade_from_0007_widens_the_shop_columns_and_keeps_the_rows(state_db) 
     with engine.begin() as c:
         c.execute(
             run_0007.insert().values(
-                id=1, dag_id="backorder_notifications", dag_run_id="scheduled__2026-03-02", reference_time=t,
-                dry_run=False, params="{}", status="running", stage_seconds="{}", started_at=t,
+                id=1,
+                dag_id="backorder_notifications",
+                dag_run_id="scheduled__2026-03-02",
+                reference_time=t,
+                dry_run=False,
+                params="{}",
+                status="running",
+                stage_seconds="{}",
+                started_at=t,
                 skipped='[{"orders_id": 9, "kind": "initial", "reason": "no email address"}]',
             )
-        )  # fmt: skip
+        )
         c.execute(
             staged_0007.insert().values(
-                run_id=1, orders_products_id=5, orders_id=7, products_id=3, products_model=model_64,
-                date_available=datetime(2026, 4, 1), customers_name="Jürgen Müller",
+                run_id=1,
+                orders_products_id=5,
+                orders_id=7,
+                products_id=3,
+                products_model=model_64,
+                date_available=datetime(2026, 4, 1),
+                customers_name="Jürgen Müller",
             )
-        )  # fmt: skip
+        )
 
     st.migrate(engine)
     assert st.current_revision(engine) == head_revision()
@@ -113,16 +139,27 @@ def test_upgrade_from_0007_widens_the_shop_columns_and_keeps_the_rows(state_db) 
     with engine.begin() as c:
         c.execute(
             sa.insert(st.staged_lines).values(
-                run_id=1, orders_products_id=6, orders_id=7, products_id=4, products_model="Ü" * 255,
+                run_id=1,
+                orders_products_id=6,
+                orders_id=7,
+                products_id=4,
+                products_model="Ü" * 255,
                 date_available=datetime(2026, 4, 2),
             )
-        )  # fmt: skip
+        )
         c.execute(
             sa.insert(st.notifications).values(
-                run_id=1, orders_id=7, kind="initial", reference_time=t, dry_run=False, language="de",
-                listed_lines=big_listing, status="due", created_at=t,
+                run_id=1,
+                orders_id=7,
+                kind="initial",
+                reference_time=t,
+                dry_run=False,
+                language="de",
+                listed_lines=big_listing,
+                status="due",
+                created_at=t,
             )
-        )  # fmt: skip
+        )
         c.execute(sa.update(st.runs).values(suspect_lines='[{"orders_id": 7}]'))
     with engine.connect() as c:
         models = (

@@ -43,10 +43,13 @@ def six_orders(shop, tmp_path, mail_sink, monkeypatch, dag, no_waits):
         pytest.param(Faults(drop_after={1, 3, 5}), 1, id="connection dropped three times"),
         pytest.param(Faults(defer={"customer2@example.com": 4}), 2, id="451 across a task retry"),
         pytest.param(Faults(busy=4), 2, id="421 until the task retries"),
-        pytest.param(Faults(refuse={"customer4@example.com"}, stall={"customer5@example.com": 3}), 1,
-                     id="550 for one, a stall for another"),
+        pytest.param(
+            Faults(refuse={"customer4@example.com"}, stall={"customer5@example.com": 3}),
+            1,
+            id="550 for one, a stall for another",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_dag_delivers_every_email_once(dag, six_orders, mail_sink, faults: Faults, send_tries: int) -> None:
     mail_sink.faults = faults
     dag_run = dag.test(logical_date=T0, run_conf=dag.default_conf)

@@ -38,10 +38,20 @@ def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
     assert dag.catchup is False
     ids = {t.task_id for t in dag.tasks}
     assert ids == {
-        "extract_backorder_lines", "load_previous_snapshot", "classify", "choose_sends",
-        "plan_initial", "plan_changed", "plan_periodic", "plan_available",
-        "send_initial", "send_changed", "send_periodic", "send_available", "write_snapshot_and_audit",
-    }  # fmt: skip
+        "extract_backorder_lines",
+        "load_previous_snapshot",
+        "classify",
+        "choose_sends",
+        "plan_initial",
+        "plan_changed",
+        "plan_periodic",
+        "plan_available",
+        "send_initial",
+        "send_changed",
+        "send_periodic",
+        "send_available",
+        "write_snapshot_and_audit",
+    }
     assert dag.get_task("load_previous_snapshot").upstream_task_ids == {"extract_backorder_lines"}
     assert dag.get_task("classify").upstream_task_ids == {"extract_backorder_lines", "load_previous_snapshot"}
     assert dag.get_task("choose_sends").upstream_task_ids == {"classify"}
@@ -55,13 +65,26 @@ def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
 
 def test_params_and_retries(dag) -> None:
     assert dag.params.dump() == {
-        "order_status_ids": [1, 2], "reminder_interval_days": 2, "max_reminders": None,
-        "max_order_age_days": None, "table_prefix": "", "default_language": "en", "dry_run": False,
+        "order_status_ids": [1, 2],
+        "reminder_interval_days": 2,
+        "max_reminders": None,
+        "max_order_age_days": None,
+        "table_prefix": "",
+        "default_language": "en",
+        "dry_run": False,
         "catch_up_silently": False,
-        "shop_timezone": "UTC", "shop_name": "", "unsubscribe_mailto": "", "unsubscribe_url": "",
-        "send_available": False, "send_parallelism": 1, "logo_url": "", "brand_color": "#1f4e79", "support_email": "", "postal_address": "",
+        "shop_timezone": "UTC",
+        "shop_name": "",
+        "unsubscribe_mailto": "",
+        "unsubscribe_url": "",
+        "send_available": False,
+        "send_parallelism": 1,
+        "logo_url": "",
+        "brand_color": "#1f4e79",
+        "support_email": "",
+        "postal_address": "",
         "order_url": "",
-    }  # fmt: skip
+    }
     for task_id in ("extract_backorder_lines", "classify", "send_initial", "write_snapshot_and_audit"):
         task = dag.get_task(task_id)
         assert task.retries >= 1 and task.retry_exponential_backoff
@@ -260,8 +283,15 @@ def _parse(monkeypatch, **settings: str):
 def test_operations_from_the_backorder_config_section(monkeypatch) -> None:
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-    bag = _parse(monkeypatch, schedule="30 6 * * *", start_date="2026-11-01", catchup="true",
-                 ops_email="ops@shop.example", ops_smtp_conn_id="ops_smtp", run_deadline_minutes="45")  # fmt: skip
+    bag = _parse(
+        monkeypatch,
+        schedule="30 6 * * *",
+        start_date="2026-11-01",
+        catchup="true",
+        ops_email="ops@shop.example",
+        ops_smtp_conn_id="ops_smtp",
+        run_deadline_minutes="45",
+    )
     assert bag.import_errors == {}
     dag = bag.dags["backorder_notifications"]
     assert dag.schedule == "30 6 * * *"
@@ -299,8 +329,16 @@ def test_the_trigger_forms_empty_text_fields_are_valid(dag) -> None:
     """The UI's form sends an empty optional text as null: the params take it, the run reads it as ''."""
     from include.backorder.config import RunParams
 
-    texts = ["table_prefix", "shop_name", "unsubscribe_mailto", "unsubscribe_url", "logo_url", "support_email",
-             "postal_address", "order_url"]  # fmt: skip
+    texts = [
+        "table_prefix",
+        "shop_name",
+        "unsubscribe_mailto",
+        "unsubscribe_url",
+        "logo_url",
+        "support_email",
+        "postal_address",
+        "order_url",
+    ]
     resolved = {name: dag.params.get_param(name).resolve(None) for name in texts}
     assert all(value is None for value in resolved.values())
     params = RunParams.from_mapping(resolved)

@@ -154,9 +154,11 @@ def test_params_from_the_run_conf(dag, world, mail_sink) -> None:
 
 def test_available_and_branding_from_the_run_conf(dag, world, mail_sink) -> None:
     conf = {
-        "send_available": True, "shop_name": "Trailhead Outdoor", "brand_color": "#2f6b3a",
+        "send_available": True,
+        "shop_name": "Trailhead Outdoor",
+        "brand_color": "#2f6b3a",
         "order_url": "https://trailhead.example/account_history_info.php?order_id={order_id}",
-    }  # fmt: skip
+    }
     run(dag, mail_sink, 0, **conf)
     world.set_date(1, naive(0.5))  # order 101's only backordered product arrives before day 1
     dag_run, messages = run(dag, mail_sink, 1, **conf)

@@ -26,9 +26,15 @@ def variant_shop(request, tmp_path, monkeypatch, mail_sink, dag):
         monkeypatch.setenv("AIRFLOW_CONN_BACKORDER_STATE_DB", state)
         monkeypatch.setenv(
             "AIRFLOW_CONN_SMTP_DEFAULT",
-            json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": mail_sink.port,
-                        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"}}),
-        )  # fmt: skip
+            json.dumps(
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": mail_sink.port,
+                    "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "shop@example.com"},
+                }
+            ),
+        )
         for task in dag.tasks:
             task.retries = 0
         yield shop

@@ -33,131 +33,286 @@ def _refused(param: str, value: Any, dag_error: str, library_error: str, **more:
 
 NO_MATCH = "does not match"
 REFUSED = [
-    Case("unsubscribe-mailto-crlf",
-         "run conf `unsubscribe_mailto` = `optout@shop.example` + CR LF `Bcc: victim@evil.example` CR LF CR LF"
-         " `Injected body`",
-         "the run is not created: `Invalid input for param unsubscribe_mailto: ... does not match ...`; without"
-         " Airflow: `unsubscribe_mailto must be an email address (one local@domain, ...)`; no email",
-         "1", _refused("unsubscribe_mailto", f"optout@shop.example{INJECT}", NO_MATCH,
-                       "unsubscribe_mailto must be an email address", dag_run=True)),
-    Case("unsubscribe-mailto-final-newline", "run conf `unsubscribe_mailto` = `optout@shop.example` + LF",
-         "refused as above (a bare `$` in a pattern lets a final newline through; these are anchored)",
-         "1", _refused("unsubscribe_mailto", "optout@shop.example\n", NO_MATCH,
-                       "unsubscribe_mailto must be an email address")),
-    Case("unsubscribe-mailto-two-addresses", "run conf `unsubscribe_mailto` = `a@shop.example, b@shop.example`",
-         "refused: `unsubscribe_mailto must be an email address (one local@domain, ...)`",
-         "1", _refused("unsubscribe_mailto", "a@shop.example, b@shop.example", NO_MATCH,
-                       "unsubscribe_mailto must be an email address")),
-    Case("unsubscribe-url-crlf", "run conf `unsubscribe_url` = `https://shop.example/u` + CR LF `Bcc: ...`",
-         "refused: `Invalid input for param unsubscribe_url`; without Airflow: `unsubscribe_url must be an https://"
-         " URL (printable ASCII, no spaces or line breaks ...)`",
-         "1", _refused("unsubscribe_url", f"https://shop.example/u{INJECT}", NO_MATCH,
-                       "unsubscribe_url must be an https:// URL")),
-    Case("postal-address-too-long", "run conf `postal_address` of 1,001 characters",
-         "refused: `Invalid input for param postal_address: ... is too long`; without Airflow: `postal_address may be"
-         " at most 1000 characters long` (every branding text is bounded, so that no email can pass 100,000 bytes)",
-         "13", _refused("postal_address", "x" * 1001, "is too long", "postal_address may be at most 1000 characters")),
-    Case("shop-name-too-long", "run conf `shop_name` of 201 characters", "refused as above (at most 200)", "13",
-         _refused("shop_name", "x" * 201, "is too long", "shop_name may be at most 200 characters")),
-    Case("unsubscribe-url-too-long", "run conf `unsubscribe_url` = `https://shop.example/` + 480 more characters",
-         "refused: `... is too long`; without Airflow: `unsubscribe_url may be at most 500 characters long` (with"
-         " its token it must fit one header line of 998 characters, or the server refuses every email)", "1",
-         _refused("unsubscribe_url", "https://shop.example/" + "u" * 480, "is too long",
-                  "unsubscribe_url may be at most 500 characters")),
-    Case("shop-timezone-typo", "run conf `shop_timezone` = `Europe/Berln`",
-         "refused: the trigger form offers the IANA zones, and the run says `... is not one of ...`; without Airflow:"
-         " `shop_timezone is not a known IANA time zone: 'Europe/Berln'` (before: the form took it, the run failed)",
-         "", _refused("shop_timezone", "Europe/Berln", "is not one of", "shop_timezone is not a known IANA")),
-    Case("send-parallelism-too-high", "run conf `send_parallelism` = 17",
-         "refused: `... greater than the maximum of 16`; without Airflow: `send_parallelism must be from 1 to 16`;"
-         " the run record keeps the value a run used", "",
-         _refused("send_parallelism", 17, "greater than the maximum of 16", "send_parallelism must be from 1 to 16")),
-    Case("unsubscribe-url-final-newline", "run conf `unsubscribe_url` = `https://shop.example/u` + CR LF",
-         "refused as above", "1",
-         _refused("unsubscribe_url", "https://shop.example/u\r\n", NO_MATCH, "unsubscribe_url must be an https://")),
-    Case("support-email-crlf", "run conf `support_email` = `help@shop.example` + CR LF `Bcc: ...`",
-         "refused: `Invalid input for param support_email`; without Airflow: `support_email must be an email"
-         " address ...`", "1",
-         _refused("support_email", f"help@shop.example{INJECT}", NO_MATCH, "support_email must be an email address")),
-    Case("logo-url-crlf", "run conf `logo_url` = `https://shop.example/logo.png` + CR LF ...",
-         "refused: `Invalid input for param logo_url`; without Airflow: `logo_url must be an https:// URL ...`", "1",
-         _refused("logo_url", f"https://shop.example/logo.png{INJECT}", NO_MATCH, "logo_url must be an https:// URL")),
-    Case("logo-url-quote", 'run conf `logo_url` = `https://shop.example/x.png" onerror="alert(1)`',
-         "refused: `logo_url must be an https:// URL (printable ASCII, no spaces ...)`", "1",
-         _refused("logo_url", 'https://shop.example/x.png" onerror="alert(1)', NO_MATCH, "logo_url must be an")),
-    Case("order-url-crlf", "run conf `order_url` = `https://shop.example/o?id={order_id}` + CR LF ...",
-         "refused: `Invalid input for param order_url`; without Airflow: `order_url must be an https:// URL with"
-         " {order_id} ...`", "1",
-         _refused("order_url", f"https://shop.example/o?id={{order_id}}{INJECT}", NO_MATCH,
-                  "order_url must be an https:// URL with")),
-    Case("table-prefix-final-newline", "run conf `table_prefix` = `zen_` + LF",
-         "refused: `Invalid input for param table_prefix`; without Airflow: `table_prefix may only hold letters,"
-         " digits and '_'`", "1", _refused("table_prefix", "zen_\n", NO_MATCH, "table_prefix may only hold")),
-    Case("max-order-age-beyond-the-calendar", "run conf `max_order_age_days` = 1000000 (T minus that is before"
-         " year 1)", "refused as a bad param: `... 1000000 is greater than the maximum of 36500`; without Airflow:"
-         " `max_order_age_days must be from 1 to 36500 (a hundred years) or null`; before: OverflowError, retried",
-         "11", _refused("max_order_age_days", 1_000_000, "greater than the maximum of 36500",
-                        "max_order_age_days must be from 1 to 36500", dag_run=True)),
-    Case("order-status-beyond-32-bits", "run conf `order_status_ids` = [1, 10000000000000000000000]",
-         "refused: `... is greater than the maximum of 2147483647`; without Airflow: `order_status_ids must be a"
-         " non-empty list of integers from 0 to 2147483647`; before: OverflowError on SQLite, retried", "11",
-         _refused("order_status_ids", [1, 10**22], "greater than the maximum of 2147483647",
-                  "order_status_ids must be a non-empty list of integers from 0 to 2147483647")),
-    Case("reminder-interval-beyond-the-calendar", "run conf `reminder_interval_days` = 1000000000",
-         "refused: `... is greater than the maximum of 36500`; without Airflow: `reminder_interval_days must be"
-         " from 1 to 36500`", "11", _refused("reminder_interval_days", 1_000_000_000,
-                                             "greater than the maximum of 36500",
-                                             "reminder_interval_days must be from 1 to 36500")),
-]  # fmt: skip
+    Case(
+        "unsubscribe-mailto-crlf",
+        "run conf `unsubscribe_mailto` = `optout@shop.example` + CR LF `Bcc: victim@evil.example` CR LF CR LF"
+        " `Injected body`",
+        "the run is not created: `Invalid input for param unsubscribe_mailto: ... does not match ...`; without"
+        " Airflow: `unsubscribe_mailto must be an email address (one local@domain, ...)`; no email",
+        "1",
+        _refused(
+            "unsubscribe_mailto",
+            f"optout@shop.example{INJECT}",
+            NO_MATCH,
+            "unsubscribe_mailto must be an email address",
+            dag_run=True,
+        ),
+    ),
+    Case(
+        "unsubscribe-mailto-final-newline",
+        "run conf `unsubscribe_mailto` = `optout@shop.example` + LF",
+        "refused as above (a bare `$` in a pattern lets a final newline through; these are anchored)",
+        "1",
+        _refused(
+            "unsubscribe_mailto", "optout@shop.example\n", NO_MATCH, "unsubscribe_mailto must be an email address"
+        ),
+    ),
+    Case(
+        "unsubscribe-mailto-two-addresses",
+        "run conf `unsubscribe_mailto` = `a@shop.example, b@shop.example`",
+        "refused: `unsubscribe_mailto must be an email address (one local@domain, ...)`",
+        "1",
+        _refused(
+            "unsubscribe_mailto",
+            "a@shop.example, b@shop.example",
+            NO_MATCH,
+            "unsubscribe_mailto must be an email address",
+        ),
+    ),
+    Case(
+        "unsubscribe-url-crlf",
+        "run conf `unsubscribe_url` = `https://shop.example/u` + CR LF `Bcc: ...`",
+        "refused: `Invalid input for param unsubscribe_url`; without Airflow: `unsubscribe_url must be an https://"
+        " URL (printable ASCII, no spaces or line breaks ...)`",
+        "1",
+        _refused(
+            "unsubscribe_url", f"https://shop.example/u{INJECT}", NO_MATCH, "unsubscribe_url must be an https:// URL"
+        ),
+    ),
+    Case(
+        "postal-address-too-long",
+        "run conf `postal_address` of 1,001 characters",
+        "refused: `Invalid input for param postal_address: ... is too long`; without Airflow: `postal_address may be"
+        " at most 1000 characters long` (every branding text is bounded, so that no email can pass 100,000 bytes)",
+        "13",
+        _refused("postal_address", "x" * 1001, "is too long", "postal_address may be at most 1000 characters"),
+    ),
+    Case(
+        "shop-name-too-long",
+        "run conf `shop_name` of 201 characters",
+        "refused as above (at most 200)",
+        "13",
+        _refused("shop_name", "x" * 201, "is too long", "shop_name may be at most 200 characters"),
+    ),
+    Case(
+        "unsubscribe-url-too-long",
+        "run conf `unsubscribe_url` = `https://shop.example/` + 480 more characters",
+        "refused: `... is too long`; without Airflow: `unsubscribe_url may be at most 500 characters long` (with"
+        " its token it must fit one header line of 998 characters, or the server refuses every email)",
+        "1",
+        _refused(
+            "unsubscribe_url",
+            "https://shop.example/" + "u" * 480,
+            "is too long",
+            "unsubscribe_url may be at most 500 characters",
+        ),
+    ),
+    Case(
+        "shop-timezone-typo",
+        "run conf `shop_timezone` = `Europe/Berln`",
+        "refused: the trigger form offers the IANA zones, and the run says `... is not one of ...`; without Airflow:"
+        " `shop_timezone is not a known IANA time zone: 'Europe/Berln'` (before: the form took it, the run failed)",
+        "",
+        _refused("shop_timezone", "Europe/Berln", "is not one of", "shop_timezone is not a known IANA"),
+    ),
+    Case(
+        "send-parallelism-too-high",
+        "run conf `send_parallelism` = 17",
+        "refused: `... greater than the maximum of 16`; without Airflow: `send_parallelism must be from 1 to 16`;"
+        " the run record keeps the value a run used",
+        "",
+        _refused("send_parallelism", 17, "greater than the maximum of 16", "send_parallelism must be from 1 to 16"),
+    ),
+    Case(
+        "unsubscribe-url-final-newline",
+        "run conf `unsubscribe_url` = `https://shop.example/u` + CR LF",
+        "refused as above",
+        "1",
+        _refused("unsubscribe_url", "https://shop.example/u\r\n", NO_MATCH, "unsubscribe_url must be an https://"),
+    ),
+    Case(
+        "support-email-crlf",
+        "run conf `support_email` = `help@shop.example` + CR LF `Bcc: ...`",
+        "refused: `Invalid input for param support_email`; without Airflow: `support_email must be an email"
+        " address ...`",
+        "1",
+        _refused("support_email", f"help@shop.example{INJECT}", NO_MATCH, "support_email must be an email address"),
+    ),
+    Case(
+        "logo-url-crlf",
+        "run conf `logo_url` = `https://shop.example/logo.png` + CR LF ...",
+        "refused: `Invalid input for param logo_url`; without Airflow: `logo_url must be an https:// URL ...`",
+        "1",
+        _refused("logo_url", f"https://shop.example/logo.png{INJECT}", NO_MATCH, "logo_url must be an https:// URL"),
+    ),
+    Case(
+        "logo-url-quote",
+        'run conf `logo_url` = `https://shop.example/x.png" onerror="alert(1)`',
+        "refused: `logo_url must be an https:// URL (printable ASCII, no spaces ...)`",
+        "1",
+        _refused("logo_url", 'https://shop.example/x.png" onerror="alert(1)', NO_MATCH, "logo_url must be an"),
+    ),
+    Case(
+        "order-url-crlf",
+        "run conf `order_url` = `https://shop.example/o?id={order_id}` + CR LF ...",
+        "refused: `Invalid input for param order_url`; without Airflow: `order_url must be an https:// URL with"
+        " {order_id} ...`",
+        "1",
+        _refused(
+            "order_url",
+            f"https://shop.example/o?id={{order_id}}{INJECT}",
+            NO_MATCH,
+            "order_url must be an https:// URL with",
+        ),
+    ),
+    Case(
+        "table-prefix-final-newline",
+        "run conf `table_prefix` = `zen_` + LF",
+        "refused: `Invalid input for param table_prefix`; without Airflow: `table_prefix may only hold letters,"
+        " digits and '_'`",
+        "1",
+        _refused("table_prefix", "zen_\n", NO_MATCH, "table_prefix may only hold"),
+    ),
+    Case(
+        "max-order-age-beyond-the-calendar",
+        "run conf `max_order_age_days` = 1000000 (T minus that is before year 1)",
+        "refused as a bad param: `... 1000000 is greater than the maximum of 36500`; without Airflow:"
+        " `max_order_age_days must be from 1 to 36500 (a hundred years) or null`; before: OverflowError, retried",
+        "11",
+        _refused(
+            "max_order_age_days",
+            1_000_000,
+            "greater than the maximum of 36500",
+            "max_order_age_days must be from 1 to 36500",
+            dag_run=True,
+        ),
+    ),
+    Case(
+        "order-status-beyond-32-bits",
+        "run conf `order_status_ids` = [1, 10000000000000000000000]",
+        "refused: `... is greater than the maximum of 2147483647`; without Airflow: `order_status_ids must be a"
+        " non-empty list of integers from 0 to 2147483647`; before: OverflowError on SQLite, retried",
+        "11",
+        _refused(
+            "order_status_ids",
+            [1, 10**22],
+            "greater than the maximum of 2147483647",
+            "order_status_ids must be a non-empty list of integers from 0 to 2147483647",
+        ),
+    ),
+    Case(
+        "reminder-interval-beyond-the-calendar",
+        "run conf `reminder_interval_days` = 1000000000",
+        "refused: `... is greater than the maximum of 36500`; without Airflow: `reminder_interval_days must be"
+        " from 1 to 36500`",
+        "11",
+        _refused(
+            "reminder_interval_days",
+            1_000_000_000,
+            "greater than the maximum of 36500",
+            "reminder_interval_days must be from 1 to 36500",
+        ),
+    ),
+]
 
 TAKEN = [
-    Case("good-addresses-and-urls", "run conf `unsubscribe_mailto` `opt-out+backorder@shop.example`,"
-         " `unsubscribe_url` `https://shop.example/u?list=bo&x=%C3%A4`, `support_email` `help@mail.shop.example`,"
-         " `logo_url` `https://cdn.shop.example/logo.png`, `order_url` `https://shop.example/o.php?order_id={order_id}`;"
-         " empty or null for each", "the run takes them (both in the DAG and without Airflow)", "1",
-         {"values": {"unsubscribe_mailto": "opt-out+backorder@shop.example",
-                     "unsubscribe_url": "https://shop.example/u?list=bo&x=%C3%A4",
-                     "support_email": "help@mail.shop.example", "logo_url": "https://cdn.shop.example/logo.png",
-                     "order_url": "https://shop.example/o.php?order_id={order_id}", "table_prefix": "zen_",
-                     "max_order_age_days": 36500, "reminder_interval_days": 36500}}),
-]  # fmt: skip
+    Case(
+        "good-addresses-and-urls",
+        "run conf `unsubscribe_mailto` `opt-out+backorder@shop.example`,"
+        " `unsubscribe_url` `https://shop.example/u?list=bo&x=%C3%A4`, `support_email` `help@mail.shop.example`,"
+        " `logo_url` `https://cdn.shop.example/logo.png`, `order_url` `https://shop.example/o.php?order_id={order_id}`;"
+        " empty or null for each",
+        "the run takes them (both in the DAG and without Airflow)",
+        "1",
+        {
+            "values": {
+                "unsubscribe_mailto": "opt-out+backorder@shop.example",
+                "unsubscribe_url": "https://shop.example/u?list=bo&x=%C3%A4",
+                "support_email": "help@mail.shop.example",
+                "logo_url": "https://cdn.shop.example/logo.png",
+                "order_url": "https://shop.example/o.php?order_id={order_id}",
+                "table_prefix": "zen_",
+                "max_order_age_days": 36500,
+                "reminder_interval_days": 36500,
+            }
+        },
+    ),
+]
 
 SENDERS = [
-    Case("from-email-crlf", "`smtp_default` extra `from_email` = `Shop <shop@example.com>` + CR LF `Bcc: ...`",
-         "the send task fails at once: `the SMTP connection needs a sender address in extra.from_email, ... (no line"
-         " breaks or control characters)`; no email", "1",
-         {"from_email": f"Shop <shop@example.com>{INJECT}", "ok": False}),
-    Case("from-email-no-address", "`smtp_default` extra `from_email` = `Shop`",
-         "fails as above, naming extra.from_email", "1", {"from_email": "Shop", "ok": False}),
-    Case("from-email-with-name", "`smtp_default` extra `from_email` = `Outdoor & Co <shop@example.com>`",
-         "taken: the From header shows the name", "1",
-         {"from_email": "Outdoor & Co <shop@example.com>", "ok": True}),
-]  # fmt: skip
+    Case(
+        "from-email-crlf",
+        "`smtp_default` extra `from_email` = `Shop <shop@example.com>` + CR LF `Bcc: ...`",
+        "the send task fails at once: `the SMTP connection needs a sender address in extra.from_email, ... (no line"
+        " breaks or control characters)`; no email",
+        "1",
+        {"from_email": f"Shop <shop@example.com>{INJECT}", "ok": False},
+    ),
+    Case(
+        "from-email-no-address",
+        "`smtp_default` extra `from_email` = `Shop`",
+        "fails as above, naming extra.from_email",
+        "1",
+        {"from_email": "Shop", "ok": False},
+    ),
+    Case(
+        "from-email-with-name",
+        "`smtp_default` extra `from_email` = `Outdoor & Co <shop@example.com>`",
+        "taken: the From header shows the name",
+        "1",
+        {"from_email": "Outdoor & Co <shop@example.com>", "ok": True},
+    ),
+]
 
 HEADERS = [
-    Case("name-with-crlf-from-the-shop", "a customer name `Ann` CR LF `Bcc: victim@evil.example` CR LF CR LF"
-         " `Injected body` in the shop", "the email arrives to her alone, the name on one line (display name `Ann"
-         " Bcc: victim@evil.example Injected body`), no Bcc header, no other part", "1",
-         {"name": f"Ann{INJECT}"}),
-    Case("crlf-reaching-the-header-builder", "a List-Unsubscribe address with CR LF `Bcc: ...` that skipped the"
-         " params' validation (a caller of the library)", "the email is not built: `HeaderError: header"
-         " List-Unsubscribe: the value holds a control character ('\\r': CR, LF, NUL and the like would inject"
-         " headers or a body), refused`", "1", {"mailto": f"optout@shop.example{INJECT}"}),
-]  # fmt: skip
+    Case(
+        "name-with-crlf-from-the-shop",
+        "a customer name `Ann` CR LF `Bcc: victim@evil.example` CR LF CR LF `Injected body` in the shop",
+        "the email arrives to her alone, the name on one line (display name `Ann"
+        " Bcc: victim@evil.example Injected body`), no Bcc header, no other part",
+        "1",
+        {"name": f"Ann{INJECT}"},
+    ),
+    Case(
+        "crlf-reaching-the-header-builder",
+        "a List-Unsubscribe address with CR LF `Bcc: ...` that skipped the"
+        " params' validation (a caller of the library)",
+        "the email is not built: `HeaderError: header"
+        " List-Unsubscribe: the value holds a control character ('\\r': CR, LF, NUL and the like would inject"
+        " headers or a body), refused`",
+        "1",
+        {"mailto": f"optout@shop.example{INJECT}"},
+    ),
+]
 
 TYPOS = [
-    Case("conf-typo-dryrun", "run conf `{\"dryrun\": true}` (meant: dry_run)",
-         "the run fails at `extract_backorder_lines`, without retries: `the run conf has an unknown key: 'dryrun'"
-         " (did you mean 'dry_run'?); nothing was read or sent. The params are: ...`; no email, no state written",
-         "10", {"conf": {"dryrun": True}, "says": ["'dryrun'", "did you mean 'dry_run'?"], "dag_run": True}),
-    Case("conf-typo-remider", "run conf `{\"remider_interval_days\": 7}`",
-         "fails as above: `... unknown key: 'remider_interval_days' (did you mean 'reminder_interval_days'?)`",
-         "10", {"conf": {"remider_interval_days": 7},
-                "says": ["'remider_interval_days'", "did you mean 'reminder_interval_days'?"], "dag_run": True}),
-    Case("conf-unknown-keys", "run conf `{\"shop\": \"x\", \"zzz\": 1}`",
-         "fails: `the run conf has unknown keys: 'shop' (did you mean 'shop_name'?), 'zzz'; ...`", "10",
-         {"conf": {"shop": "x", "zzz": 1}, "says": ["unknown keys: 'shop' (did you mean 'shop_name'?), 'zzz';"]}),
-]  # fmt: skip
+    Case(
+        "conf-typo-dryrun",
+        'run conf `{"dryrun": true}` (meant: dry_run)',
+        "the run fails at `extract_backorder_lines`, without retries: `the run conf has an unknown key: 'dryrun'"
+        " (did you mean 'dry_run'?); nothing was read or sent. The params are: ...`; no email, no state written",
+        "10",
+        {"conf": {"dryrun": True}, "says": ["'dryrun'", "did you mean 'dry_run'?"], "dag_run": True},
+    ),
+    Case(
+        "conf-typo-remider",
+        'run conf `{"remider_interval_days": 7}`',
+        "fails as above: `... unknown key: 'remider_interval_days' (did you mean 'reminder_interval_days'?)`",
+        "10",
+        {
+            "conf": {"remider_interval_days": 7},
+            "says": ["'remider_interval_days'", "did you mean 'reminder_interval_days'?"],
+            "dag_run": True,
+        },
+    ),
+    Case(
+        "conf-unknown-keys",
+        'run conf `{"shop": "x", "zzz": 1}`',
+        "fails: `the run conf has unknown keys: 'shop' (did you mean 'shop_name'?), 'zzz'; ...`",
+        "10",
+        {"conf": {"shop": "x", "zzz": 1}, "says": ["unknown keys: 'shop' (did you mean 'shop_name'?), 'zzz';"]},
+    ),
+]
 
 CASES = REFUSED + TAKEN + SENDERS + HEADERS + TYPOS
 

@@ -29,9 +29,12 @@ SURFACE = "Time and ordering of runs"
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 STAGES = ("extract", "previous", "classify", "send", "finish")
 TASKS = {
-    "extract": "extract_backorder_lines", "previous": "load_previous_snapshot", "classify": "classify",
-    "send": "send_initial", "finish": "write_snapshot_and_audit",
-}  # fmt: skip
+    "extract": "extract_backorder_lines",
+    "previous": "load_previous_snapshot",
+    "classify": "classify",
+    "send": "send_initial",
+    "finish": "write_snapshot_and_audit",
+}
 
 
 def day(n: float) -> datetime:
@@ -114,16 +117,22 @@ def age_the_lease(state_db: DbConnection) -> None:
 # --- every task run again: twice in a row, cleared alone, cleared with its downstream; then the next day ---
 
 RERUN = [
-    Case(f"rerun-{stage}",
-         f"day 1: three waiting orders; `{TASKS[stage]}` runs twice in a row, then is cleared alone, then cleared"
-         " with its downstream; day 2: nothing changed in the shop",
-         "each customer got one `initial` on day 1 and nothing more, on day 2 neither (no false `changed`); the"
-         " snapshot of day 1 holds its 3 lines; no staged lines are left; the lease is free; every run record is"
-         + (" `finished`, but the two attempts a new extract replaced unfinished: `abandoned`" if stage == "extract"
-            else " `finished`"),
-         "14", {"stage": stage})
+    Case(
+        f"rerun-{stage}",
+        f"day 1: three waiting orders; `{TASKS[stage]}` runs twice in a row, then is cleared alone, then cleared"
+        " with its downstream; day 2: nothing changed in the shop",
+        "each customer got one `initial` on day 1 and nothing more, on day 2 neither (no false `changed`); the"
+        " snapshot of day 1 holds its 3 lines; no staged lines are left; the lease is free; every run record is"
+        + (
+            " `finished`, but the two attempts a new extract replaced unfinished: `abandoned`"
+            if stage == "extract"
+            else " `finished`"
+        ),
+        "14",
+        {"stage": stage},
+    )
     for stage in STAGES
-]  # fmt: skip
+]
 
 EXTRACT_ALONE = Case(
     "extract-cleared-alone-then-next-day",
@@ -156,8 +165,10 @@ def test_every_task_can_run_again(case: Case, shop, state_db, smtp, mail_sink) -
     assert received(mail_sink) == [], "no false `changed` the next day"
     assert snapshot_lines(state_db) == {T0.replace(tzinfo=None): (3, 3), day(1).replace(tzinfo=None): (3, 3)}
     assert [(r["orders_id"], r["kind"], r["status"]) for r in notifications(state_db)] == [
-        (1, "initial", "sent"), (2, "initial", "sent"), (3, "initial", "sent")
-    ]  # fmt: skip
+        (1, "initial", "sent"),
+        (2, "initial", "sent"),
+        (3, "initial", "sent"),
+    ]
     assert select(state_db, sa.select(st.staged_lines)) == []
     statuses = Counter(r["status"] for r in select(state_db, sa.select(st.runs)))
     assert set(statuses) <= {"finished", "abandoned"} and statuses["abandoned"] == (2 if stage == "extract" else 0)
@@ -230,8 +241,10 @@ def test_a_late_day_sends_nothing_older_than_what_a_later_day_told(case: Case, s
     }
     late = notifications(state_db, day(2))
     assert [(r["orders_id"], r["kind"], r["status"]) for r in late] == [
-        (1, "periodic", "silenced"), (2, "changed", "silenced"), (3, "initial", "silenced")
-    ]  # fmt: skip
+        (1, "periodic", "silenced"),
+        (2, "changed", "silenced"),
+        (3, "initial", "silenced"),
+    ]
     assert {r["detail"] for r in late} == {
         "overtaken: the run at T=2026-11-05T00:00:00+00:00 already told this order; an older notice is not sent"
     }
@@ -256,11 +269,17 @@ def test_a_backfilled_week_fills_the_audit_and_sends_nothing_twice(
     assert sorted(snapshot_lines(state_db)) == [day(n).replace(tzinfo=None) for n in range(8)]
     filled = [(r["reference_time"].day, r["kind"], r["status"]) for r in notifications(state_db)]
     assert filled == [
-        (2, "initial", "sent"), (4, "periodic", "silenced"), (6, "periodic", "silenced"),
-        (8, "periodic", "silenced"), (9, "periodic", "sent"),
-    ]  # fmt: skip
-    assert all(r["detail"].startswith("overtaken: the run at T=2026-11-09") for r in notifications(state_db)
-               if r["status"] == "silenced")  # fmt: skip
+        (2, "initial", "sent"),
+        (4, "periodic", "silenced"),
+        (6, "periodic", "silenced"),
+        (8, "periodic", "silenced"),
+        (9, "periodic", "sent"),
+    ]
+    assert all(
+        r["detail"].startswith("overtaken: the run at T=2026-11-09")
+        for r in notifications(state_db)
+        if r["status"] == "silenced"
+    )
     kinds = {}
     for n in (8, 9, 11):  # Nov 10, Nov 11, Nov 13
         mail_sink.clear()
@@ -325,8 +344,12 @@ def test_max_reminders_counts_silenced_reminders_not_failed_ones(case: Case, sho
         kinds[n + 1] = received(mail_sink)
     assert kinds == {1: [(1, "initial")], 2: [], 3: [], 4: [(1, "periodic")], 5: [], 6: []}
     audit = [(r["reference_time"].day - 1, r["kind"], r["status"]) for r in notifications(state_db)]
-    assert audit == [(1, "initial", "sent"), (2, "periodic", "silenced"), (3, "periodic", "failed"),
-                     (4, "periodic", "sent")]  # fmt: skip
+    assert audit == [
+        (1, "initial", "sent"),
+        (2, "periodic", "silenced"),
+        (3, "periodic", "failed"),
+        (4, "periodic", "sent"),
+    ]
 
 
 # --- the Asset for downstream DAGs: one event per T ---

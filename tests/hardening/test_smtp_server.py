@@ -365,8 +365,11 @@ def test_lines_starting_with_a_dot_arrive_as_meant(case: Case, shop, tmp_path, m
         shop.product(pid, datetime(2026, 3, 20))
         shop.order(pid, [pid], purchased=datetime(2026, 3, 1), name=name)
         with shop.engine.begin() as c:
-            c.execute(sa.update(demo_shop.orders_products).where(demo_shop.orders_products.c.products_id == pid)
-                      .values(products_name=name))  # fmt: skip
+            c.execute(
+                sa.update(demo_shop.orders_products)
+                .where(demo_shop.orders_products.c.products_id == pid)
+                .values(products_name=name)
+            )
     state = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
     run = pipeline.extract(shop.conn, state, RunContext(T0), RunParams())
     pipeline.load_previous_snapshot(state, run.run_id)

@@ -265,13 +265,41 @@ def password_postgres() -> Iterator[DbConnection]:
         shutil.chown(folder, "postgres")
         shutil.chown(folder / "pw", "postgres")
     port = _closed_port()
-    subprocess.run([*as_owner, "initdb", "-D", str(folder / "data"), "-U", "postgres", f"--pwfile={folder / 'pw'}",
-                    "--auth=scram-sha-256", "-N"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run([*as_owner, "pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "start",
-                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            *as_owner,
+            "initdb",
+            "-D",
+            str(folder / "data"),
+            "-U",
+            "postgres",
+            f"--pwfile={folder / 'pw'}",
+            "--auth=scram-sha-256",
+            "-N",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_owner,
+            "pg_ctl",
+            "-D",
+            str(folder / "data"),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        yield DbConnection("server", "postgres", host="127.0.0.1", port=port, login="postgres", password="wrong",
-                           schema="postgres")  # fmt: skip
+        yield DbConnection(
+            "server", "postgres", host="127.0.0.1", port=port, login="postgres", password="wrong", schema="postgres"
+        )
     finally:
         subprocess.run(
             [*as_owner, "pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop"], capture_output=True

@@ -50,9 +50,13 @@ def run_the_week(stack: ExitStack, shop, tmp_path, mail_sink) -> None:
         if not state_path.exists() or not sa.inspect(state).has_table("bo_run"):
             return 0
         with state.connect() as c:
-            return int(c.execute(
-                sa.select(sa.func.count()).where(st.runs.c.status == "finished", st.runs.c.reference_time < datetime(2026, 4, 1))
-            ).scalar_one())  # fmt: skip
+            return int(
+                c.execute(
+                    sa.select(sa.func.count()).where(
+                        st.runs.c.status == "finished", st.runs.c.reference_time < datetime(2026, 4, 1)
+                    )
+                ).scalar_one()
+            )
 
     def emails_by_day() -> dict[str, set[tuple[int, str]]]:
         got: dict[str, set[tuple[int, str]]] = defaultdict(set)
@@ -62,19 +66,37 @@ def run_the_week(stack: ExitStack, shop, tmp_path, mail_sink) -> None:
         return {day: got.get(day, set()) for day in DAYS}
 
     with standalone(env, tmp_path / "standalone.log"):
-        wait_for("the DAG to be parsed", lambda: "backorder_notifications" in cli(env, "dags", "list", "-o", "plain"),
-                 timeout=120)  # fmt: skip
+        wait_for(
+            "the DAG to be parsed",
+            lambda: "backorder_notifications" in cli(env, "dags", "list", "-o", "plain"),
+            timeout=120,
+        )
         cli(env, "dags", "unpause", "backorder_notifications")
-        backfill = ["backfill", "create", "--dag-id", "backorder_notifications", "--from-date", DAYS[0],
-                    "--to-date", DAYS[-1], "--max-active-runs", "1"]  # fmt: skip
+        backfill = [
+            "backfill",
+            "create",
+            "--dag-id",
+            "backorder_notifications",
+            "--from-date",
+            DAYS[0],
+            "--to-date",
+            DAYS[-1],
+            "--max-active-runs",
+            "1",
+        ]
         cli(env, *backfill)
         wait_for("the week's 7 runs to finish", lambda: finished_runs_in_march() >= 7, timeout=600, every=3)
         assert emails_by_day() == EXPECTED
         assert len(mail_sink.messages) == 7
 
     with state.connect() as c:
-        references = [r.reference_time.date().isoformat() for r in c.execute(
-            sa.select(st.runs.c.reference_time).where(st.runs.c.reference_time < datetime(2026, 4, 1)).order_by(st.runs.c.id)
-        )]  # fmt: skip
+        references = [
+            r.reference_time.date().isoformat()
+            for r in c.execute(
+                sa.select(st.runs.c.reference_time)
+                .where(st.runs.c.reference_time < datetime(2026, 4, 1))
+                .order_by(st.runs.c.id)
+            )
+        ]
     state.dispose()
     assert references == DAYS, "each day ran in order, against the snapshots before it"

@@ -60,15 +60,17 @@ def test_mapped_sends_run_on_both_workers_and_every_email_goes_once(shop, tmp_pa
         home, port, queue = tmp_path / "airflow", free_port(), f"backorder_test_{uuid.uuid4().hex[:8]}"
         connections = pipeline_connections(shop.path, airflow_conn_json(state), mail_sink.port)
         env = airflow_env(home, port, postgres_url(metadata), connections)
-        env.update({
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
-            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-            "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.worker_name.hostname",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__BACKORDER__SCHEDULE": "none",
-        })  # fmt: skip
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+                "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.integration.worker_name.hostname",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__BACKORDER__SCHEDULE": "none",
+            }
+        )
         cli(env, "db", "migrate", timeout=300)
         worker = ["celery", "worker", "--concurrency", "1", "--queues", queue, "--skip-serve-logs"]
         commands = {
@@ -83,8 +85,9 @@ def test_mapped_sends_run_on_both_workers_and_every_email_goes_once(shop, tmp_pa
         api = wait_for("the api-server", lambda: _login(home, port), timeout=120)
         wait_for("the DAG to be parsed", lambda: _dag_listed(api), timeout=120)
 
-        run = api.post(f"/api/v2/dags/{DAG_ID}/dagRuns",
-                       {"logical_date": t.isoformat(), "conf": {"send_parallelism": 4}})  # fmt: skip
+        run = api.post(
+            f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": t.isoformat(), "conf": {"send_parallelism": 4}}
+        )
         run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}"
         final = wait_for("the run to end", lambda: _ended(api, run_path), timeout=600, every=3)
         tis = api.get(f"{run_path}/taskInstances?limit=100")["task_instances"]
@@ -108,8 +111,11 @@ def recorded(state: DbConnection) -> dict[tuple[str, str], int]:
     engine = sa.create_engine(state.url())
     try:
         with engine.connect() as c:
-            rows = c.execute(sa.select(n.c.kind, n.c.status, sa.func.count(sa.distinct(n.c.orders_id)), sa.func.count())
-                             .group_by(n.c.kind, n.c.status)).all()  # fmt: skip
+            rows = c.execute(
+                sa.select(n.c.kind, n.c.status, sa.func.count(sa.distinct(n.c.orders_id)), sa.func.count()).group_by(
+                    n.c.kind, n.c.status
+                )
+            ).all()
     finally:
         engine.dispose()
     assert all(distinct == total for *_, distinct, total in rows), f"an order recorded twice: {rows}"
@@ -120,21 +126,41 @@ def fill_shop(engine: sa.Engine, t: datetime) -> None:
     """One product on backorder until after T, and ORDERS orders waiting for it."""
     purchased = demo_shop.fmt(t - timedelta(hours=6))
     orders = [
-        {"orders_id": i, "customers_id": i, "customers_name": f"Customer {i}", "orders_status": 1,
-         "customers_email_address": f"customer{i}@example.com", "date_purchased": purchased,
-         "language_code": "de" if i % 3 == 0 else "en"}
+        {
+            "orders_id": i,
+            "customers_id": i,
+            "customers_name": f"Customer {i}",
+            "orders_status": 1,
+            "customers_email_address": f"customer{i}@example.com",
+            "date_purchased": purchased,
+            "language_code": "de" if i % 3 == 0 else "en",
+        }
         for i in range(1, ORDERS + 1)
-    ]  # fmt: skip
+    ]
     lines = [
-        {"orders_products_id": i, "orders_id": i, "products_id": 1, "products_model": "M-1",
-         "products_name": "Trail tent", "products_price": 10, "products_quantity": 1}
+        {
+            "orders_products_id": i,
+            "orders_id": i,
+            "products_id": 1,
+            "products_model": "M-1",
+            "products_name": "Trail tent",
+            "products_price": 10,
+            "products_quantity": 1,
+        }
         for i in range(1, ORDERS + 1)
-    ]  # fmt: skip
+    ]
     with engine.begin() as c:
-        c.execute(sa.insert(demo_shop.products).values(
-            products_id=1, products_quantity=0, products_model="M-1", products_price=10, products_status=1,
-            products_date_available=demo_shop.fmt(t + timedelta(days=20)), products_date_added="2025-01-01 00:00:00",
-        ))  # fmt: skip
+        c.execute(
+            sa.insert(demo_shop.products).values(
+                products_id=1,
+                products_quantity=0,
+                products_model="M-1",
+                products_price=10,
+                products_status=1,
+                products_date_available=demo_shop.fmt(t + timedelta(days=20)),
+                products_date_added="2025-01-01 00:00:00",
+            )
+        )
         c.execute(sa.insert(demo_shop.orders), orders)
         c.execute(sa.insert(demo_shop.orders_products), lines)
 
@@ -152,8 +178,9 @@ def process_group(
             with files[name].open("w") as out:
                 # the first process leads a new group (in this session: joining needs the same session)
                 group = 0 if leader is None else leader.pid
-                proc = subprocess.Popen([AIRFLOW, *args], env=env | extra_env, stdout=out, stderr=subprocess.STDOUT,
-                                        process_group=group)  # fmt: skip
+                proc = subprocess.Popen(
+                    [AIRFLOW, *args], env=env | extra_env, stdout=out, stderr=subprocess.STDOUT, process_group=group
+                )
             leader = leader or proc
         yield files
     finally:

@@ -95,15 +95,17 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     dags.mkdir()
     (dags / "backorder_notifications.py").symlink_to(ROOT / "dags" / "backorder_notifications.py")
     (dags / "backorder_report.py").symlink_to(ROOT / "docs" / "examples" / "backorder_report.py")
-    env.update({
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__BACKORDER__SCHEDULE": schedule,
-        "AIRFLOW__BACKORDER__START_DATE": days[0].date().isoformat(),
-        "AIRFLOW__BACKORDER__CATCHUP": "True",
-        "AIRFLOW__BACKORDER__OPS_EMAIL": OPS,
-        "AIRFLOW__BACKORDER__RUN_DEADLINE_MINUTES": "0.05",  # 3 s: every run misses it
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-    })  # fmt: skip
+    env.update(
+        {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__BACKORDER__SCHEDULE": schedule,
+            "AIRFLOW__BACKORDER__START_DATE": days[0].date().isoformat(),
+            "AIRFLOW__BACKORDER__CATCHUP": "True",
+            "AIRFLOW__BACKORDER__OPS_EMAIL": OPS,
+            "AIRFLOW__BACKORDER__RUN_DEADLINE_MINUTES": "0.05",  # 3 s: every run misses it
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        }
+    )
 
     def customer_emails() -> dict[Any, set[tuple[int, str]]]:
         got: dict[Any, set[tuple[int, str]]] = defaultdict(set)
@@ -165,8 +167,9 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     for run in scheduled:
         assert f"[backorder] {DAG_ID}: run {run['dag_run_id']} is late" in ops_subjects()
     failing = api.post(RUNS, {"logical_date": None, "conf": {"table_prefix": "nosuch_"}})
-    wait_for("the failing run to end", lambda: api.get(f"{RUNS}/{failing['dag_run_id']}")["state"] == "failed",
-             timeout=180)  # fmt: skip
+    wait_for(
+        "the failing run to end", lambda: api.get(f"{RUNS}/{failing['dag_run_id']}")["state"] == "failed", timeout=180
+    )
     failed_alert = f"[backorder] {DAG_ID}: run {failing['dag_run_id']} failed"
     wait_for("the failure alert", lambda: failed_alert in ops_subjects(), timeout=120)
     (alert,) = [m for m in mail_sink.messages if m.message["Subject"] == failed_alert]
@@ -174,8 +177,21 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     assert "extract_backorder_lines" in body
 
     # 3. A backfill over the same days, reprocessing the completed runs, and a cleared run: no email twice.
-    cli(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0].isoformat(),
-        "--to-date", days[-1].isoformat(), "--reprocess-behavior", "completed", "--max-active-runs", "1")  # fmt: skip
+    cli(
+        env,
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        days[0].isoformat(),
+        "--to-date",
+        days[-1].isoformat(),
+        "--reprocess-behavior",
+        "completed",
+        "--max-active-runs",
+        "1",
+    )
 
     def backfill_closed() -> bool:
         (backfill,) = api.get(f"/api/v2/backfills?dag_id={DAG_ID}")["backfills"]
@@ -186,8 +202,17 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
     backfilled = runs("backfill")
     assert sorted(datetime.fromisoformat(r["logical_date"]) for r in backfilled) == days
     assert [r["state"] for r in backfilled] == ["success"] * 3, backfilled
-    cli(env, "tasks", "clear", DAG_ID, "--start-date", days[1].isoformat(), "--end-date",
-        (days[1] + timedelta(hours=1)).isoformat(), "--yes")  # fmt: skip
+    cli(
+        env,
+        "tasks",
+        "clear",
+        DAG_ID,
+        "--start-date",
+        days[1].isoformat(),
+        "--end-date",
+        (days[1] + timedelta(hours=1)).isoformat(),
+        "--yes",
+    )
     # The backfill took the scheduled runs over (their run_type is now backfill); the cleared one runs again.
     wait_for("the cleared run to finish", lambda: finished_runs() == 7, timeout=300)
     wait_for("the cleared run to end", lambda: all_done("backfill", 3), timeout=120)

@@ -71,8 +71,15 @@ def test_airflow_loads_the_plugin_with_its_app_and_views(api_server: tuple[TestC
     ]
 
 
-PATHS = ["/backorder/", "/backorder/runs/1", "/backorder/runs/1/emails.csv", "/backorder/orders/1",
-         "/backorder/search?q=ann@example.com", "/backorder/emails/1", "/backorder/emails/1/preview.html"]  # fmt: skip
+PATHS = [
+    "/backorder/",
+    "/backorder/runs/1",
+    "/backorder/runs/1/emails.csv",
+    "/backorder/orders/1",
+    "/backorder/search?q=ann@example.com",
+    "/backorder/emails/1",
+    "/backorder/emails/1/preview.html",
+]
 
 
 @pytest.mark.parametrize("path", PATHS)
