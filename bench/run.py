@@ -244,7 +244,7 @@ def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], l
     and the CPU seconds rendering the bytes took (one thread: one core's work)."""
     from include.backorder import state as st
     from include.backorder.render import Renderer
-    from include.backorder.sending import notice_of
+    from include.backorder.sending import notification_of
 
     engine = sa.create_engine(_db(state_url, "backorder_state_db").url())
     n = st.notifications
@@ -260,13 +260,13 @@ def first_day_messages(state_url: str, run_at: datetime) -> tuple[list[bytes], l
         )
     engine.dispose()
     renderer, params = Renderer(), RunParams()
-    notices = [notice_of(row, params) for row in rows]
-    gc.freeze()  # as the render worker does; else every collection walks the 50,000 notices held here
+    notifications = [notification_of(row, params) for row in rows]
+    gc.freeze()  # as the render worker does; else every collection walks the 50,000 notifications held here
     started = time.process_time()
-    whole = [renderer.render(notice, SENDER, "trailhead.example").data for notice in notices]
+    whole = [renderer.render(notification, SENDER, "trailhead.example").data for notification in notifications]
     render_cpu = time.process_time() - started
     gc.unfreeze()
-    parts = [(subject, html) for subject, _, html in map(renderer.render_parts, notices)]
+    parts = [(subject, html) for subject, _, html in map(renderer.render_parts, notifications)]
     return whole, parts, render_cpu
 
 

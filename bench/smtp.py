@@ -548,7 +548,7 @@ def rendered_samples(n: int, distinct: int = 64) -> tuple[list[bytes], list[tupl
 
     from include.backorder import KINDS, LANGUAGES
     from include.backorder.config import RunParams
-    from include.backorder.render import Notice, Renderer
+    from include.backorder.render import Notification, Renderer
     from include.backorder.unsubscribe import Unsubscribe
     from tools.preview import SAMPLE_LINES
 
@@ -561,7 +561,7 @@ def rendered_samples(n: int, distinct: int = 64) -> tuple[list[bytes], list[tupl
     for i in range(min(n, distinct)):
         kind = KINDS[i % len(KINDS)]
         language = LANGUAGES[(i // len(KINDS)) % len(LANGUAGES)]
-        notice = Notice(
+        notification = Notification(
             orders_id=4711 + i,
             kind=kind,
             language=language,
@@ -572,8 +572,10 @@ def rendered_samples(n: int, distinct: int = 64) -> tuple[list[bytes], list[tupl
             reminder_interval_days=params.reminder_interval_days,
             customers_id=i,
         )
-        whole.append(renderer.render(notice, f"Shop <{SENDER}>", "example.com", at, unsubscribe).as_bytes())
-        subject, _text, html = renderer.render_parts(notice, unsubscribe.link(i, notice.customers_email_address))
+        whole.append(renderer.render(notification, f"Shop <{SENDER}>", "example.com", at, unsubscribe).as_bytes())
+        subject, _text, html = renderer.render_parts(
+            notification, unsubscribe.link(i, notification.customers_email_address)
+        )
         parts.append((subject, html))
     return [whole[i % len(whole)] for i in range(n)], [parts[i % len(parts)] for i in range(n)]
 

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from include.backorder import KINDS, LANGUAGES
 from include.backorder.config import ConfigError, DbConnection, RunParams, check_conf_keys
-from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.render import ListedLine, Notification, Renderer
 from include.backorder.shop import backorder_lines_query, inspect_shop
 from include.backorder.unsubscribe import Unsubscribe
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
         for language in languages:
-            notice = Notice(
+            notification = Notification(
                 order_id,
                 kind,
                 language,
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 params.reminder_interval_days,
             )
             unsubscribe = Unsubscribe(mailto=params.unsubscribe_mailto or sender)
-            msg = renderer.render(notice, args.sender, sender.rsplit("@", 1)[-1], None, unsubscribe)
+            msg = renderer.render(notification, args.sender, sender.rsplit("@", 1)[-1], None, unsubscribe)
             stem = args.out / f"{kind}-{language}"
             stem.with_suffix(".eml").write_bytes(msg.data)
             parsed = msg.parsed()

@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from include.backorder.config import SmtpSettings
-from include.backorder.mime import Rendered
+from include.backorder.mime import Email
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class SMTPAuthenticationRefused(SMTPSessionRefused):
 
 
 class Mailer:
-    """`with Mailer(settings) as mailer: for key, msg, outcome in mailer.send_many(items): ...`: one
+    """`with Mailer(settings) as mailer: for key, msg, answer in mailer.send_many(items): ...`: one
     connection for every message (`mailer.send(msg)` sends one)."""
 
     def __init__(self, settings: SmtpSettings) -> None:
@@ -190,7 +190,7 @@ class Mailer:
                 self._drop()
             self._smtp = None
 
-    def send(self, msg: Rendered, before_data: Callable[[], None] | None = None) -> str:
+    def send(self, msg: Email, before_data: Callable[[], None] | None = None) -> str:
         """Send one message over the open connection (opening or reopening it as needed).
 
         `before_data` runs after the envelope was accepted and before the message data goes out
@@ -230,8 +230,8 @@ class Mailer:
         time.sleep(wait)
 
     def send_many(
-        self, items: Iterable[tuple[Item, Rendered]], before_data: Callable[[], None] | None = None
-    ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
+        self, items: Iterable[tuple[Item, Email]], before_data: Callable[[], None] | None = None
+    ) -> Iterator[tuple[Item, Email, str | PermanentSendError | TemporaryRefusal]]:
         """Send a stream of messages, in order; yield each with the server's final reply ('250 ...')
         or its refusal, as soon as the reply is in. Pipelined when the server offers PIPELINING.
 
@@ -240,7 +240,7 @@ class Mailer:
         session; the messages not yielded then were not delivered, except the one whose data went
         out unanswered (see the module's docstring).
         """
-        stream, again = iter(items), deque[tuple[Item, Rendered]]()  # again: unanswered when a connection broke
+        stream, again = iter(items), deque[tuple[Item, Email]]()  # again: unanswered when a connection broke
         failures = 0
         while True:
             try:
@@ -260,10 +260,10 @@ class Mailer:
 
     def _lockstep(
         self,
-        again: deque[tuple[Item, Rendered]],
-        stream: Iterator[tuple[Item, Rendered]],
+        again: deque[tuple[Item, Email]],
+        stream: Iterator[tuple[Item, Email]],
         before_data: Callable[[], None] | None,
-    ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
+    ) -> Iterator[tuple[Item, Email, str | PermanentSendError | TemporaryRefusal]]:
         while (item := again.popleft() if again else next(stream, None)) is not None:
             key, msg = item
             if (unusable := _unusable_recipient(msg)) is not None:
@@ -274,7 +274,7 @@ class Mailer:
             except (PermanentSendError, TemporaryRefusal) as refusal:
                 yield key, msg, refusal
 
-    def _next_write(self, ready: tuple[Item, Rendered] | None, upcoming: tuple[Item, Rendered] | None) -> bytes:
+    def _next_write(self, ready: tuple[Item, Email] | None, upcoming: tuple[Item, Email] | None) -> bytes:
         """The data of the message whose DATA was answered (as `wire_data`), then the envelope and
         DATA of the next one."""
         out = []
@@ -290,13 +290,13 @@ class Mailer:
     def _pipelined(
         self,
         smtp: smtplib.SMTP,
-        again: deque[tuple[Item, Rendered]],
-        stream: Iterator[tuple[Item, Rendered]],
+        again: deque[tuple[Item, Email]],
+        stream: Iterator[tuple[Item, Email]],
         before_data: Callable[[], None] | None,
-    ) -> Iterator[tuple[Item, Rendered, str | PermanentSendError | TemporaryRefusal]]:
+    ) -> Iterator[tuple[Item, Email, str | PermanentSendError | TemporaryRefusal]]:
         """The pipelined loop over one connection. What is in flight when it breaks goes back to `again`."""
-        ready: tuple[Item, Rendered] | None = None  # DATA answered 354: its data goes out with the next write
-        upcoming: tuple[Item, Rendered] | None = None
+        ready: tuple[Item, Email] | None = None  # DATA answered 354: its data goes out with the next write
+        upcoming: tuple[Item, Email] | None = None
         try:
             while True:
                 upcoming = again.popleft() if again else next(stream, None)
@@ -309,10 +309,10 @@ class Mailer:
                     before_data()
                 smtp.send(self._next_write(ready, upcoming))
                 if ready is not None:
-                    outcome = self._data_outcome(*smtp.getreply())
+                    answer = self._data_answer(*smtp.getreply())
                     key, msg = ready
                     ready = None
-                    yield key, msg, outcome
+                    yield key, msg, answer
                 if upcoming is not None:
                     refusal = self._envelope_refusal(smtp)
                     if refusal is None:
@@ -326,8 +326,8 @@ class Mailer:
                     again.appendleft(item)
             raise
 
-    def _data_outcome(self, code: int, reply: bytes) -> str | PermanentSendError | TemporaryRefusal:
-        """The outcome of a message's data from the server's reply; a 421 is a lost connection, a
+    def _data_answer(self, code: int, reply: bytes) -> str | PermanentSendError | TemporaryRefusal:
+        """The answer to a message's data from the server's reply; a 421 is a lost connection, a
         refusal of the session raises."""
         if code == 421:
             raise smtplib.SMTPServerDisconnected(f"421 {reply.decode('utf-8', 'replace')}")
@@ -360,7 +360,7 @@ class Mailer:
         )
         return _refusal(code, text.decode("utf-8", "replace"))
 
-    def _transaction(self, smtp: smtplib.SMTP, msg: Rendered, before_data: Callable[[], None] | None) -> str:
+    def _transaction(self, smtp: smtplib.SMTP, msg: Email, before_data: Callable[[], None] | None) -> str:
         """One message, each command waiting for its reply."""
         step = "MAIL FROM"
         try:
@@ -413,7 +413,7 @@ def wire_data(data: bytes) -> bytes:
 _RECIPIENT = re.compile(r"[^\s<>\0]+@[^\s<>\0]+")
 
 
-def _unusable_recipient(msg: Rendered) -> PermanentSendError | None:
+def _unusable_recipient(msg: Email) -> PermanentSendError | None:
     """A recipient that cannot go into RCPT TO:<...> as it is (a line break, a space, angle brackets):
     refused for good before it reaches the server, so no address can add commands of its own."""
     if _RECIPIENT.fullmatch(msg.recipient):
@@ -440,7 +440,7 @@ def _refusal(code: int, text: str) -> PermanentSendError | TemporaryRefusal:
 
 
 def _final(code: int, reply: bytes) -> str | PermanentSendError | TemporaryRefusal:
-    """The outcome of a message's data: the reply, or its refusal."""
+    """The answer to a message's data: the reply, or its refusal."""
     text = reply.decode("utf-8", "replace")
     return f"{code} {text}" if code == 250 else _refusal(code, text)
 

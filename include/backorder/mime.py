@@ -5,7 +5,7 @@ that took about 80 % of rendering time (under 300 messages/s on one core). The m
 project sends have one fixed shape, so they are assembled here from the same stdlib parts the
 generator uses (`email.utils` for addresses and dates, base64 for the bodies and for RFC 2047
 encoded words), at thousands per second. Every
-test parses the result back with `email` (policy default) and checks it; `Rendered.parsed()`
+test parses the result back with `email` (policy default) and checks it; `Email.parsed()`
 gives that view.
 
 The output is 7-bit (any SMTP server takes it), lines end in CRLF, header lines are folded at 78
@@ -84,7 +84,7 @@ def _refuse_unsafe(name: str, what: str, value: str) -> None:
 
 
 @dataclass(frozen=True)
-class Rendered:
+class Email:
     """One finished message: what the SMTP envelope and the audit need, and the bytes to send."""
 
     message_id: str

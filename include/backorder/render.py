@@ -2,7 +2,7 @@
 
 Templates live in `include/templates/<language>/<kind>.{subject.txt,txt,html}`; the HTML ones
 extend `_layout.html` and get `_email.css` inlined as they load (see layout.py). A Renderer
-compiles them once for one shop's branding and renders any number of notices. Dates are
+compiles them once for one shop's branding and renders any number of notifications. Dates are
 formatted by Babel in the customer's locale (medium format). Values from the shop are made
 header-safe here (no CR/LF, mojibake repaired) and HTML-escaped by Jinja2; a value that is not
 text (None, or a NaN a data frame made of a NULL) is shown as no value at all.
@@ -29,7 +29,7 @@ from jinja2 import Environment, StrictUndefined, select_autoescape
 from include.backorder import TEMPLATES_DIR, mime
 from include.backorder.config import Branding
 from include.backorder.layout import InliningLoader
-from include.backorder.mime import Rendered
+from include.backorder.mime import Email
 from include.backorder.unsubscribe import Unsubscribe
 
 MAX_EMAIL_BYTES = 100_000
@@ -62,7 +62,7 @@ class ListedLine:
 
 
 @dataclass(frozen=True)
-class Notice:
+class Notification:
     """Everything one email says: who, which order, which kind, which lines."""
 
     orders_id: int
@@ -135,7 +135,7 @@ def message_id(orders_id: int, kind: str, reference_time: datetime, domain: str)
 
 
 class Renderer:
-    """Compiles the templates once; renders any number of notices."""
+    """Compiles the templates once; renders any number of notifications."""
 
     def __init__(self, branding: Branding | None = None, templates_dir: Path = TEMPLATES_DIR) -> None:
         self.branding = branding or Branding()
@@ -149,9 +149,9 @@ class Renderer:
             auto_reload=False,  # compiled once; no stat() of the files per message
         )
 
-    def _context(self, notice: Notice, unsubscribe_link: str, shown: int) -> dict[str, object]:
-        """What the templates see, listing the first `shown` lines of the notice."""
-        locale = notice.language
+    def _context(self, notification: Notification, unsubscribe_link: str, shown: int) -> dict[str, object]:
+        """What the templates see, listing the first `shown` lines of the notification."""
+        locale = notification.language
         lines = [
             {
                 "name": _text(line.products_name),
@@ -160,15 +160,15 @@ class Renderer:
                 "date": _day(line.date_available, locale),
                 "previous_date": _day(line.previous_date, locale),
             }
-            for line in notice.lines[:shown]
+            for line in notification.lines[:shown]
         ]
-        more = len(notice.lines) - len(lines)
+        more = len(notification.lines) - len(lines)
         brand = self.branding
         return {
-            "kind": notice.kind,
-            "order_id": notice.orders_id,
-            "customer_name": _text(notice.customers_name),
-            "interval_days": notice.reminder_interval_days,
+            "kind": notification.kind,
+            "order_id": notification.orders_id,
+            "customer_name": _text(notification.customers_name),
+            "interval_days": notification.reminder_interval_days,
             "lines": lines,
             "more_lines": more,  # lines of the order not listed (MAX_LISTED_LINES, MAX_EMAIL_BYTES)
             "more_lines_text": _quantity(more, locale) if more else "",
@@ -176,22 +176,24 @@ class Renderer:
             "logo_url": brand.logo_url,
             "support_email": brand.support_email,
             "postal_lines": [header_safe(line) for line in brand.postal_address.splitlines() if line.strip()],
-            "order_link": brand.order_link(notice.orders_id),
+            "order_link": brand.order_link(notification.orders_id),
             "unsubscribe_link": unsubscribe_link,
         }
 
-    def _subject(self, notice: Notice, context: dict[str, object]) -> str:
-        return header_safe(self.env.get_template(f"{notice.language}/{notice.kind}.subject.txt").render(context))
+    def _subject(self, notification: Notification, context: dict[str, object]) -> str:
+        return header_safe(
+            self.env.get_template(f"{notification.language}/{notification.kind}.subject.txt").render(context)
+        )
 
-    def _bodies(self, notice: Notice, context: dict[str, object], max_bytes: int) -> tuple[str, str]:
+    def _bodies(self, notification: Notification, context: dict[str, object], max_bytes: int) -> tuple[str, str]:
         """(text, html) from `context` (made by `_context` with MAX_LISTED_LINES, and the subject), listing
         fewer lines when the two would take more than `max_bytes` in the message; with no line listed
         they are as small as they get."""
-        base = f"{notice.language}/{notice.kind}"
+        base = f"{notification.language}/{notification.kind}"
         text_template, html_template = self.env.get_template(f"{base}.txt"), self.env.get_template(f"{base}.html")
         text, html = text_template.render(context), html_template.render(context)
         size = _encoded_size(text) + _encoded_size(html)
-        shown = min(len(notice.lines), MAX_LISTED_LINES)
+        shown = min(len(notification.lines), MAX_LISTED_LINES)
         if size <= max_bytes or not shown:
             return text, html
         # Rare (lines near the longest a shop allows): estimate from the average line, then drop one
@@ -199,7 +201,7 @@ class Renderer:
         link, subject = context["unsubscribe_link"], context["subject"]
 
         def with_lines(count: int) -> tuple[str, str, int]:
-            fewer = self._context(notice, str(link), count) | {"subject": subject}
+            fewer = self._context(notification, str(link), count) | {"subject": subject}
             text, html = text_template.render(fewer), html_template.render(fewer)
             return text, html, _encoded_size(text) + _encoded_size(html)
 
@@ -211,45 +213,50 @@ class Renderer:
         return text, html
 
     def render_parts(
-        self, notice: Notice, unsubscribe_link: str = "", max_bytes: int = MAX_EMAIL_BYTES - HEADER_ALLOWANCE
+        self,
+        notification: Notification,
+        unsubscribe_link: str = "",
+        max_bytes: int = MAX_EMAIL_BYTES - HEADER_ALLOWANCE,
     ) -> tuple[str, str, str]:
-        """(subject, text, html) for a notice; the footer offers `unsubscribe_link` when given. The
+        """(subject, text, html) for a notification; the footer offers `unsubscribe_link` when given. The
         bodies list at most MAX_LISTED_LINES lines, and fewer when they would take more than
         `max_bytes` in the message (`render` passes what its headers leave of MAX_EMAIL_BYTES)."""
-        context = self._context(notice, unsubscribe_link, MAX_LISTED_LINES)
-        context["subject"] = subject = self._subject(notice, context)
-        return (subject, *self._bodies(notice, context, max_bytes))
+        context = self._context(notification, unsubscribe_link, MAX_LISTED_LINES)
+        context["subject"] = subject = self._subject(notification, context)
+        return (subject, *self._bodies(notification, context, max_bytes))
 
     def render(
         self,
-        notice: Notice,
+        notification: Notification,
         from_email: str,
         sender_domain: str,
         sent_at: datetime | None = None,
         unsubscribe: Unsubscribe | None = None,
-    ) -> Rendered:
+    ) -> Email:
         """The finished message (see mime.py for how it is assembled)."""
-        link = unsubscribe.link(notice.customers_id, notice.customers_email_address) if unsubscribe else ""
-        context = self._context(notice, link, MAX_LISTED_LINES)
-        context["subject"] = subject = self._subject(notice, context)
-        recipient = notice.customers_email_address.strip()
-        mid = message_id(notice.orders_id, notice.kind, notice.reference_time, sender_domain)
+        link = unsubscribe.link(notification.customers_id, notification.customers_email_address) if unsubscribe else ""
+        context = self._context(notification, link, MAX_LISTED_LINES)
+        context["subject"] = subject = self._subject(notification, context)
+        recipient = notification.customers_email_address.strip()
+        mid = message_id(notification.orders_id, notification.kind, notification.reference_time, sender_domain)
         headers = [
             _from_header(from_email),
-            mime.address_header("To", _text(notice.customers_name), recipient),
+            mime.address_header("To", _text(notification.customers_name), recipient),
             mime.header("Subject", subject),
             mime.header("Date", format_datetime(sent_at) if sent_at else _date_header(int(time.time()))),
             mime.header("Message-ID", mid),
-            mime.header("X-Backorder-Notification", notice.kind),
-            mime.header("X-Backorder-Order-Id", str(notice.orders_id)),
-            mime.header("X-Backorder-Reference-Time", _stamps(notice.reference_time)[1]),
+            mime.header("X-Backorder-Notification", notification.kind),
+            mime.header("X-Backorder-Order-Id", str(notification.orders_id)),
+            mime.header("X-Backorder-Reference-Time", _stamps(notification.reference_time)[1]),
         ]
         if unsubscribe is not None:
-            for name, value in unsubscribe.headers(notice.customers_id, notice.customers_email_address).items():
+            for name, value in unsubscribe.headers(
+                notification.customers_id, notification.customers_email_address
+            ).items():
                 headers.append(mime.header(name, value))
-        frame = len(mime.CRLF.join(headers)) + len(mime.CRLF) + _mime_frame(notice.language)
-        text, html = self._bodies(notice, context, MAX_EMAIL_BYTES - 1 - frame)
-        return Rendered(mid, recipient, mime.assemble(headers, text, html, notice.language))
+        frame = len(mime.CRLF.join(headers)) + len(mime.CRLF) + _mime_frame(notification.language)
+        text, html = self._bodies(notification, context, MAX_EMAIL_BYTES - 1 - frame)
+        return Email(mid, recipient, mime.assemble(headers, text, html, notification.language))
 
 
 @lru_cache(maxsize=64)

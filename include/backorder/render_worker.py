@@ -4,7 +4,7 @@ Rendering is CPU work; the SMTP session is a chain of short waits for the server
 process, a rendering thread holds the GIL for up to `sys.getswitchinterval()` (5 ms) each time
 the session's reply arrives: measured here, that cut one connection from about 1,500 to about
 300 messages per second. So a big batch is rendered by a child process (`python -m
-include.backorder.render_worker`) that the send stage feeds with notices and reads finished
+include.backorder.render_worker`) that the send stage feeds with notifications and reads finished
 messages from, ahead of the session, over its stdin and stdout (length-prefixed pickles between
 two processes of ours). A subprocess rather than `multiprocessing`: it also works inside
 daemonic worker processes (Celery's prefork pool), which may not start multiprocessing children.
@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from include.backorder.config import Branding
-from include.backorder.mime import Rendered
-from include.backorder.render import Notice, Renderer
+from include.backorder.mime import Email
+from include.backorder.render import Notification, Renderer
 from include.backorder.unsubscribe import Unsubscribe
 
 ROOT = Path(__file__).resolve().parents[2]
-CHUNK = 128  # notices per message to the worker
+CHUNK = 128  # notifications per message to the worker
 _HEADER = struct.Struct("!Q")
 END = "end"  # after the last chunk of a render() call, and its echo
 
@@ -51,7 +51,7 @@ class RenderResult:
     """What rendering one notification gave: its message, or why it cannot be rendered."""
 
     key: int  # the notification's id
-    message: Rendered | None
+    message: Email | None
     error: str | None  # why it could not be rendered
     seconds: float
 
@@ -73,14 +73,14 @@ def read_frame(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def render_chunk(renderer: Renderer, setup: Setup, chunk: list[tuple[int, Notice]]) -> list[RenderResult]:
+def render_chunk(renderer: Renderer, setup: Setup, chunk: list[tuple[int, Notification]]) -> list[RenderResult]:
     from jinja2 import TemplateError
 
     out = []
-    for key, notice in chunk:
+    for key, notification in chunk:
         started = time.perf_counter()
         try:
-            msg = renderer.render(notice, setup.from_email, setup.sender_domain, None, setup.unsubscribe)
+            msg = renderer.render(notification, setup.from_email, setup.sender_domain, None, setup.unsubscribe)
             out.append(RenderResult(key, msg, None, time.perf_counter() - started))
         except (ValueError, TypeError, LookupError, TemplateError) as exc:
             out.append(RenderResult(key, None, repr(exc), time.perf_counter() - started))
@@ -88,7 +88,7 @@ def render_chunk(renderer: Renderer, setup: Setup, chunk: list[tuple[int, Notice
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The worker: a Setup, then chunks of (key, Notice), each answered with its RenderResults, and END
+    """The worker: a Setup, then chunks of (key, Notification), each answered with its RenderResults, and END
     (answered with END) after the chunks of one `render` call; None ends it."""
     setup: Setup = read_frame(stdin)
     renderer = Renderer(setup.branding)
@@ -118,16 +118,18 @@ class RenderWorker:
         self._error: BaseException | None = None
         self._broken = False  # a render() was left part-way: kill the worker rather than wait for it
 
-    def _feed(self, items: Iterable[tuple[int, Notice]], slots: threading.Semaphore, stop: threading.Event) -> None:
+    def _feed(
+        self, items: Iterable[tuple[int, Notification]], slots: threading.Semaphore, stop: threading.Event
+    ) -> None:
         """Write the items to the worker in chunks, each once a slot is free, then END."""
 
-        def send(chunk: list[tuple[int, Notice]]) -> None:
+        def send(chunk: list[tuple[int, Notification]]) -> None:
             slots.acquire()
             if not stop.is_set():
                 write_frame(self._stdin, chunk)
 
         try:
-            chunk: list[tuple[int, Notice]] = []
+            chunk: list[tuple[int, Notification]] = []
             for item in items:
                 chunk.append(item)
                 if len(chunk) == CHUNK:
@@ -141,7 +143,7 @@ class RenderWorker:
             if not stop.is_set():  # unless the reader gave up: END, so that it stops reading
                 write_frame(self._stdin, END)
 
-    def render(self, items: Iterable[tuple[int, Notice]], ahead: int = 4) -> Iterator[RenderResult]:
+    def render(self, items: Iterable[tuple[int, Notification]], ahead: int = 4) -> Iterator[RenderResult]:
         """Render results for the items, in order; at most `ahead` chunks are rendered before they are read."""
         slots, stop = threading.Semaphore(ahead), threading.Event()
         feeder = threading.Thread(target=self._feed, args=(items, slots, stop), name="render-feeder", daemon=True)

@@ -53,8 +53,8 @@ from include.backorder import Status, lease
 from include.backorder import state as st
 from include.backorder.config import ConfigError, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer, PermanentSendError, TemporaryRefusal
-from include.backorder.mime import Rendered
-from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.mime import Email
+from include.backorder.render import ListedLine, Notification, Renderer
 from include.backorder.render_worker import RenderResult, RenderWorker, Setup, render_chunk
 from include.backorder.unsubscribe import Unsubscribe
 
@@ -73,17 +73,17 @@ RENDER_PROCESS_MIN = 200  # a batch this big is rendered by a worker process; a 
 SEND_PARTS = ("render", "smtp", "commit", "commit_wait", "render_wait")  # where a batch's seconds went
 
 
-Message = tuple[sa.RowMapping, Rendered]
+Outgoing = tuple[sa.RowMapping, Email]
 Answer = str | PermanentSendError | TemporaryRefusal  # the server's reply to a message it took, or its refusal
-Answered = tuple[sa.RowMapping, Rendered, Answer]
+Answered = tuple[sa.RowMapping, Email, Answer]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def notice_of(row: sa.RowMapping, params: RunParams) -> Notice:
-    """A notification row of the outbox as the renderer's Notice."""
+def notification_of(row: sa.RowMapping, params: RunParams) -> Notification:
+    """A notification row of the outbox as the renderer's Notification."""
     lines = tuple(
         ListedLine(
             products_name=item["products_name"] or "",
@@ -94,7 +94,7 @@ def notice_of(row: sa.RowMapping, params: RunParams) -> Notice:
         )
         for item in json.loads(row["listed_lines"])
     )
-    return Notice(
+    return Notification(
         orders_id=row["orders_id"],
         kind=row["kind"],
         language=row["language"],
@@ -355,7 +355,7 @@ class Sender:
 
     def _render_results(self) -> Iterator[RenderResult]:
         """Every row rendered: in line for a small batch, ahead by a worker process for a big one."""
-        items = ((row["id"], notice_of(row, self.batch.params)) for row in self.batch.rows)
+        items = ((row["id"], notification_of(row, self.batch.params)) for row in self.batch.rows)
         if len(self.batch.rows) < RENDER_PROCESS_MIN:
             renderer = Renderer(self.batch.setup.branding)
             for item in items:
@@ -368,8 +368,8 @@ class Sender:
                 yield result
                 waited = time.perf_counter()
 
-    def messages(self) -> Iterator[tuple[sa.RowMapping, Rendered]]:
-        """Rendered messages; one that cannot be rendered is marked failed and the batch goes on."""
+    def messages(self) -> Iterator[tuple[sa.RowMapping, Email]]:
+        """Email messages; one that cannot be rendered is marked failed and the batch goes on."""
         by_id = {row["id"]: row for row in self.batch.rows}
         for result in self._render_results():
             self.seconds["render"] += result.seconds
@@ -397,8 +397,8 @@ class Sender:
             later = self._send_pass(mailer, ((row, msg) for row, msg, _ in later))
         self.temporary = [f"order {row['orders_id']}: {reason}" for row, _, reason in later]
 
-    def _send_pass(self, mailer: Mailer, items: Iterator[Message]) -> list[tuple[sa.RowMapping, Rendered, str]]:
-        later: list[tuple[sa.RowMapping, Rendered, str]] = []
+    def _send_pass(self, mailer: Mailer, items: Iterator[Outgoing]) -> list[tuple[sa.RowMapping, Email, str]]:
+        later: list[tuple[sa.RowMapping, Email, str]] = []
         answers = mailer.send_many(self._timed_input(items), before_data=self._previous_outcomes_committed)
         for i, (row, msg, answer) in enumerate(self._timed_smtp(answers), start=1):
             if isinstance(answer, PermanentSendError):
@@ -420,7 +420,7 @@ class Sender:
                 )
         return later
 
-    def _timed_input(self, items: Iterator[Message]) -> Iterator[Message]:
+    def _timed_input(self, items: Iterator[Outgoing]) -> Iterator[Outgoing]:
         """`items`, the seconds spent getting each (rendering, waiting for the worker) kept apart."""
         while True:
             started = time.perf_counter()

@@ -15,7 +15,7 @@ import pytest
 from include.backorder import airflow as adapter
 from include.backorder.config import ConfigError, DbConnection, SmtpSettings, param_specs
 from include.backorder.mailer import Mailer, SMTPAuthenticationRefused, SMTPUnavailable
-from include.backorder.mime import Rendered
+from include.backorder.mime import Email
 from tools.smtp_sink import Faults
 
 # Every field of the SMTP provider's connection form (SmtpHook.get_connection_form_widgets), at its default or
@@ -161,8 +161,8 @@ def test_an_smtp_connection_without_a_sender_is_refused() -> None:
         SmtpSettings.from_airflow(smtp_connection())
 
 
-def message(n: int) -> Rendered:
-    return Rendered(
+def message(n: int) -> Email:
+    return Email(
         f"<m{n}@example.com>", f"customer{n}@example.com", f"Message-ID: <m{n}@example.com>\r\n\r\nhi\r\n".encode()
     )
 

@@ -25,7 +25,7 @@ import pytest
 
 from include.backorder import KINDS, LANGUAGES
 from include.backorder.config import Branding
-from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.render import ListedLine, Notification, Renderer
 from include.backorder.unsubscribe import Unsubscribe
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -53,7 +53,7 @@ VARIANTS = {"": LINES, "-many": MANY}
 
 
 def render(kind: str, language: str, variant: str = "") -> Any:
-    notice = Notice(
+    notification = Notification(
         orders_id=4711,
         kind=kind,
         language=language,
@@ -65,7 +65,7 @@ def render(kind: str, language: str, variant: str = "") -> Any:
         customers_id=815,
     )
     msg = Renderer(BRANDING).render(
-        notice,
+        notification,
         "Trailhead Outdoor <shop@trailhead.example>",
         "trailhead.example",
         datetime(2026, 11, 23, 6, 0, tzinfo=UTC),

@@ -85,10 +85,10 @@ from datetime import UTC, datetime
 from include.backorder import LANGUAGES
 from include.backorder.classify import template_language
 from include.backorder.config import RunParams
-from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.render import ListedLine, Notification, Renderer
 line = ListedLine("Tente", None, 1.0, datetime(2026, 12, 17))
-notice = Notice(1, "initial", "fr", "a@example.com", "Anne", datetime(2026, 11, 23, tzinfo=UTC), (line,), 2)
-subject, text, html = Renderer().render_parts(notice)
+notification = Notification(1, "initial", "fr", "a@example.com", "Anne", datetime(2026, 11, 23, tzinfo=UTC), (line,), 2)
+subject, text, html = Renderer().render_parts(notification)
 print(json.dumps({"languages": LANGUAGES, "french": template_language("Français", "en"),
                   "default_ok": RunParams(default_language="fr").default_language, "subject": subject,
                   "date_in_text": "17 déc. 2026" in text}))

@@ -14,7 +14,7 @@ from jinja2 import Environment
 
 from include.backorder import KINDS, LANGUAGES
 from include.backorder.config import Branding
-from include.backorder.render import TEMPLATES_DIR, ListedLine, Notice, Renderer, message_id
+from include.backorder.render import TEMPLATES_DIR, ListedLine, Notification, Renderer, message_id
 
 T = datetime(2013, 12, 1, tzinfo=UTC)
 LINES = (
@@ -24,7 +24,7 @@ LINES = (
 renderer = Renderer()
 
 
-def notice(kind: str, language: str, **changes) -> Notice:
+def notification(kind: str, language: str, **changes) -> Notification:
     values: dict[str, Any] = {
         "orders_id": 4711,
         "kind": kind,
@@ -35,10 +35,10 @@ def notice(kind: str, language: str, **changes) -> Notice:
         "lines": LINES,
         "reminder_interval_days": 3,
     } | changes
-    return Notice(**values)
+    return Notification(**values)
 
 
-def parsed(n: Notice):
+def parsed(n: Notification):
     raw = renderer.render(n, "Shop <shop@example.com>", "example.com").as_bytes()
     return message_from_bytes(raw, policy=policy.default)
 
@@ -75,7 +75,7 @@ GREETING = {"en": "Dear Ann Example,", "de": "Guten Tag Ann Example,"}
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_in_each_language(kind: str, language: str) -> None:
-    msg = parsed(notice(kind, language))
+    msg = parsed(notification(kind, language))
     subject, phrases = EXPECTED[(language, kind)]
     assert msg["Subject"] == subject
     assert msg["To"] == "Ann Example <ann@example.com>"
@@ -108,32 +108,34 @@ def test_every_template_exists_and_compiles() -> None:
 
 
 def test_interval_of_one_day_reads_naturally() -> None:
-    en = parsed(notice("initial", "en", reminder_interval_days=1)).get_body(("plain",)).get_content()
-    de = parsed(notice("initial", "de", reminder_interval_days=1)).get_body(("plain",)).get_content()
+    en = parsed(notification("initial", "en", reminder_interval_days=1)).get_body(("plain",)).get_content()
+    de = parsed(notification("initial", "de", reminder_interval_days=1)).get_body(("plain",)).get_content()
     assert "every day" in en and "every 1 days" not in en
     assert "täglich" in de
 
 
 def test_no_name_falls_back_to_a_polite_greeting() -> None:
-    assert "Dear customer," in parsed(notice("periodic", "en", customers_name="")).get_body(("plain",)).get_content()
-    de = parsed(notice("periodic", "de", customers_name="")).get_body(("plain",)).get_content()
+    assert (
+        "Dear customer," in parsed(notification("periodic", "en", customers_name="")).get_body(("plain",)).get_content()
+    )
+    de = parsed(notification("periodic", "de", customers_name="")).get_body(("plain",)).get_content()
     assert "Sehr geehrte Kundin, sehr geehrter Kunde," in de
 
 
 def test_shop_name_signs_the_email() -> None:
     branded = Renderer(Branding(shop_name="Trailhead Outdoor"))
     msg: Any = message_from_bytes(
-        branded.render(notice("periodic", "en"), "s@example.com", "example.com").as_bytes(), policy=policy.default
+        branded.render(notification("periodic", "en"), "s@example.com", "example.com").as_bytes(), policy=policy.default
     )
     assert "Kind regards,\nTrailhead Outdoor\n" in msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert "Kind regards,<br>Trailhead Outdoor</p>" in msg.get_body(("html",)).get_content()
-    unbranded = parsed(notice("periodic", "en")).get_body(("plain",)).get_content().replace("\r\n", "\n")
+    unbranded = parsed(notification("periodic", "en")).get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert "Kind regards,\nYour shop team\n" in unbranded
 
 
 def test_html_is_escaped_and_headers_cannot_be_injected() -> None:
     evil = ListedLine('<script>alert("x")</script> & Co', "M<1>", 1.0, datetime(2013, 12, 17))
-    msg = parsed(notice("initial", "en", customers_name="Eve\r\nBcc: victim@example.com <b>", lines=(evil,)))
+    msg = parsed(notification("initial", "en", customers_name="Eve\r\nBcc: victim@example.com <b>", lines=(evil,)))
     assert msg["Bcc"] is None
     assert "\n" not in msg["To"] and "victim@example.com" not in msg["To"].addresses[0].addr_spec
     html = msg.get_body(("html",)).get_content()
@@ -145,10 +147,10 @@ def test_html_is_escaped_and_headers_cannot_be_injected() -> None:
 
 def test_umlauts_and_emoji_survive_encoding() -> None:
     line = ListedLine("Daunenschlafsack für -10 °C 🏕️", None, 1.0, datetime(2013, 12, 17))
-    msg = parsed(notice("initial", "de", customers_name="Jürgen Müller", lines=(line,)))
+    msg = parsed(notification("initial", "de", customers_name="Jürgen Müller", lines=(line,)))
     assert msg["To"].addresses[0].display_name == "Jürgen Müller"
     assert "Daunenschlafsack für -10 °C 🏕️" in msg.get_body(("html",)).get_content()
-    raw = renderer.render(notice("initial", "de", customers_name="Jürgen Müller"), "s@example.com", "example.com")
+    raw = renderer.render(notification("initial", "de", customers_name="Jürgen Müller"), "s@example.com", "example.com")
     assert raw.as_bytes().isascii()  # 7-bit clean on the wire: any SMTP server takes it
 
 
@@ -166,11 +168,13 @@ def test_strict_undefined_catches_template_mistakes(tmp_path: Path) -> None:
     for suffix, text in (("subject.txt", "Order {{ order_id }}"), ("txt", "{{ no_such_value }}"), ("html", "x")):
         (tmp_path / "en" / f"initial.{suffix}").write_text(text)
     with pytest.raises(Exception, match="no_such_value"):
-        Renderer(templates_dir=tmp_path).render_parts(notice("initial", "en"))
+        Renderer(templates_dir=tmp_path).render_parts(notification("initial", "en"))
 
 
 def test_css_is_inlined_into_the_elements_and_only_media_rules_stay_in_a_style_sheet() -> None:
-    raw = Renderer(Branding(shop_name="Trailhead")).render(notice("changed", "en"), "s@example.com", "example.com")
+    raw = Renderer(Branding(shop_name="Trailhead")).render(
+        notification("changed", "en"), "s@example.com", "example.com"
+    )
     html = raw.parsed().get_body(("html",)).get_content()  # type: ignore[union-attr]
     sheet = html.split("<style>", 1)[1].split("</style>", 1)[0]
     assert sheet.strip().startswith("@media") and sheet.count("@media") == 1
@@ -201,7 +205,7 @@ def test_css_is_inlined_once_per_renderer_not_per_message(monkeypatch: pytest.Mo
     for _ in range(3):
         for kind in KINDS:
             for language in LANGUAGES:
-                fresh.render(notice(kind, language), "s@example.com", "example.com")
+                fresh.render(notification(kind, language), "s@example.com", "example.com")
     assert sorted(calls) == sorted(set(calls)), "each template inlined once"
     # The layout; per language the kinds (the lines put in place as they load) and the footer,
     # which the layout includes by a name made of the language.
@@ -267,7 +271,7 @@ def test_branding_shows_logo_colour_support_address_and_order_link() -> None:
         postal_address="Trailhead GmbH\n  \nBergstraße 5",
         order_url="https://t.example/account_history_info.php?order_id={order_id}",
     )
-    raw = Renderer(brand).render(notice("periodic", "de"), "s@t.example", "t.example").as_bytes()
+    raw = Renderer(brand).render(notification("periodic", "de"), "s@t.example", "t.example").as_bytes()
     msg: Any = message_from_bytes(raw, policy=policy.default)
     html = msg.get_body(("html",)).get_content()
     (img,) = re.findall(r"<img [^>]*>", html)
@@ -284,7 +288,7 @@ def test_branding_shows_logo_colour_support_address_and_order_link() -> None:
 
 def test_mojibake_from_a_latin1_shop_is_repaired() -> None:
     line = ListedLine("Schlafsack fÃ¼r â€“10 Â°C", None, 1.0, datetime(2013, 12, 17))
-    msg = parsed(notice("initial", "de", customers_name="JÃ¼rgen MÃ¼ller", lines=(line,)))
+    msg = parsed(notification("initial", "de", customers_name="JÃ¼rgen MÃ¼ller", lines=(line,)))
     assert msg["To"].addresses[0].display_name == "Jürgen Müller"
     for part in ("plain", "html"):
         body = msg.get_body((part,)).get_content()
@@ -295,7 +299,9 @@ def test_very_long_names_are_folded_and_kept_whole() -> None:
     name = "Maximiliane Müller-Lüdenscheidt " * 12
     product = "Ultraleichtzeltgestänge" * 20  # 460 characters without a space
     raw = renderer.render(
-        notice("initial", "de", customers_name=name, lines=(ListedLine(product, None, 1.0, datetime(2013, 12, 17)),)),
+        notification(
+            "initial", "de", customers_name=name, lines=(ListedLine(product, None, 1.0, datetime(2013, 12, 17)),)
+        ),
         "s@example.com",
         "example.com",
     ).as_bytes()
@@ -318,7 +324,7 @@ def test_the_check_every_received_email_gets_refuses_an_extra_header_and_passes_
         msg: Any = message_from_bytes(raw, policy=policy.default)
         return Received("s@example.com", ("ann@example.com",), msg, raw)
 
-    raw = renderer.render(notice("changed", "de"), "s@example.com", "example.com").as_bytes()
+    raw = renderer.render(notification("changed", "de"), "s@example.com", "example.com").as_bytes()
     assert_well_formed(received(raw))
     with pytest.raises(AssertionError, match=re.escape("unexpected headers: {'bcc'}")):
         assert_well_formed(received(b"Bcc: victim@example.com\r\n" + raw))
@@ -335,11 +341,13 @@ def test_an_email_lists_at_most_max_listed_lines_and_counts_the_rest() -> None:
         ("en", "and 975 more items, all listed on"),
         ("de", "und 975 weitere Artikel, alle auf der"),
     ):
-        _, text, html = branded.render_parts(notice("periodic", language, lines=many))  # as the audit page shows it
+        _, text, html = branded.render_parts(
+            notification("periodic", language, lines=many)
+        )  # as the audit page shows it
         assert f"Tent {MAX_LISTED_LINES - 1} " in text and f"Tent {MAX_LISTED_LINES} " not in text
         assert more in text and more in html
         assert "https://t.example/order?id=4711" in html.split('class="more"', 1)[1]
-    _, text, html = renderer.render_parts(notice("periodic", "en", lines=many))  # no order page
+    _, text, html = renderer.render_parts(notification("periodic", "en", lines=many))  # no order page
     assert "  ... and 975 more items.\n" in text and "and 975 more items." in html
 
 
@@ -348,7 +356,9 @@ def test_a_line_too_long_for_any_email_is_counted_not_listed() -> None:
     from include.backorder.render import MAX_EMAIL_BYTES
 
     huge = ListedLine("&" * 300_000, None, 1.0, datetime(2013, 12, 17))
-    raw = renderer.render(notice("initial", "de", lines=(huge, *LINES)), "s@example.com", "example.com").as_bytes()
+    raw = renderer.render(
+        notification("initial", "de", lines=(huge, *LINES)), "s@example.com", "example.com"
+    ).as_bytes()
     assert len(raw) < MAX_EMAIL_BYTES
     msg: Any = message_from_bytes(raw, policy=policy.default)
     text = msg.get_body(("plain",)).get_content()
@@ -358,7 +368,7 @@ def test_a_line_too_long_for_any_email_is_counted_not_listed() -> None:
 def test_values_that_are_not_text_show_as_nothing() -> None:
     """A NaN (a NULL that went through a data frame) is no name and no model, never "nan"."""
     line = ListedLine("Head torch", float("nan"), 1.0, datetime(2013, 12, 17))  # type: ignore[arg-type]
-    msg = parsed(notice("initial", "en", customers_name=float("nan"), lines=(line,)))
+    msg = parsed(notification("initial", "en", customers_name=float("nan"), lines=(line,)))
     assert msg["To"] == "ann@example.com"
     for part in ("plain", "html"):
         body = msg.get_body((part,)).get_content()

@@ -23,7 +23,7 @@ import pytest
 
 from include.backorder.config import ConfigError
 from include.backorder.mailer import Mailer, PermanentSendError, _refuses_session, wire_data
-from include.backorder.mime import Rendered
+from include.backorder.mime import Email
 from tools.smtp_sink import Faults
 
 CRLF = b"\r\n"
@@ -37,11 +37,11 @@ def server(request, mail_sink):
     return mail_sink
 
 
-def message(n: int, lines: list[bytes]) -> Rendered:
-    return Rendered(f"<m{n}@example.com>", f"customer{n}@example.com", CRLF.join(lines) + CRLF)
+def message(n: int, lines: list[bytes]) -> Email:
+    return Email(f"<m{n}@example.com>", f"customer{n}@example.com", CRLF.join(lines) + CRLF)
 
 
-def dotted(n: int) -> Rendered:
+def dotted(n: int) -> Email:
     """A message with lines starting with "." first, in the header block, in a quoted-printable and
     an 8-bit body, and last (where a lone "." is exactly the end-of-data marker)."""
     return message(
@@ -72,20 +72,20 @@ def dotted(n: int) -> Rendered:
     )
 
 
-def plain(n: int) -> Rendered:
+def plain(n: int) -> Email:
     return message(n, [f"Message-ID: <m{n}@example.com>".encode(), b"Subject: plain", b"", b"nothing special"])
 
 
-def send_all(smtp, messages: list[Rendered]) -> tuple[list[str], int]:
+def send_all(smtp, messages: list[Email]) -> tuple[list[str], int]:
     with Mailer(smtp) as mailer:
-        outcomes = [outcome for _, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
-    return [str(o) for o in outcomes], mailer.reconnects
+        answers = [answer for _, _, answer in mailer.send_many((m.message_id, m) for m in messages)]
+    return [str(o) for o in answers], mailer.reconnects
 
 
 def test_lines_starting_with_a_dot_arrive_byte_for_byte_and_the_next_message_intact(server, smtp) -> None:
     messages = [dotted(1), plain(2), dotted(3), dotted(4), plain(5)]
-    outcomes, reconnects = send_all(replace(smtp, timeout=5.0), messages)
-    assert [o[:4] for o in outcomes] == ["250 "] * 5, outcomes
+    answers, reconnects = send_all(replace(smtp, timeout=5.0), messages)
+    assert [o[:4] for o in answers] == ["250 "] * 5, answers
     assert reconnects == 0
     assert [m.raw for m in server.messages] == [m.data for m in messages]
     assert [m.rcpt_tos for m in server.messages] == [(m.recipient,) for m in messages]
@@ -94,9 +94,9 @@ def test_lines_starting_with_a_dot_arrive_byte_for_byte_and_the_next_message_int
 def test_bare_line_ends_and_a_missing_final_line_end_cannot_end_the_data(server, smtp) -> None:
     """A lone LF or CR is sent as CRLF (some servers end a line there, others not: a "." after one
     would end the data for some), and a message not ending in CRLF gets one before the end marker."""
-    odd = Rendered("<odd@example.com>", "customer1@example.com", b"Subject: x\r\n\r\nline\n.\nmore\r.")
-    outcomes, _ = send_all(replace(smtp, timeout=5.0), [odd, plain(2)])
-    assert [o[:4] for o in outcomes] == ["250 ", "250 "], outcomes
+    odd = Email("<odd@example.com>", "customer1@example.com", b"Subject: x\r\n\r\nline\n.\nmore\r.")
+    answers, _ = send_all(replace(smtp, timeout=5.0), [odd, plain(2)])
+    assert [o[:4] for o in answers] == ["250 ", "250 "], answers
     assert [m.raw for m in server.messages] == [b"Subject: x\r\n\r\nline\r\n.\r\nmore\r\n.\r\n", plain(2).data]
 
 
@@ -134,12 +134,12 @@ def test_each_fault_happens_as_named_and_every_message_arrives_once(
     server.faults = copy.deepcopy(faults)
     messages = [plain(n) for n in range(1, 7)]
     with caplog.at_level(logging.WARNING, logger="include.backorder.mailer"):
-        outcomes, counted = send_all(replace(smtp, timeout=1.0), messages)
+        answers, counted = send_all(replace(smtp, timeout=1.0), messages)
     assert counted == reconnects
     lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
     assert len(lost) == reconnects, lost
     assert all(any(part in line for part in reason.split("|")) for line in lost), lost
-    assert [o[:4] for o in outcomes] == ["250 "] * 6
+    assert [o[:4] for o in answers] == ["250 "] * 6
     assert Counter(m.raw for m in server.messages) == Counter(m.data for m in messages)
 
 
@@ -163,11 +163,11 @@ def test_which_refusals_concern_the_session(step: str, code: int, session: bool)
 
 def test_a_recipient_with_a_line_break_is_refused_and_cannot_add_commands(server, smtp) -> None:
     """A recipient goes into RCPT TO:<...>; with a line break it would carry commands of its own."""
-    evil = Rendered("<evil@example.com>", "a@example.com>\r\nRCPT TO:<bcc@example.org", plain(1).data)
+    evil = Email("<evil@example.com>", "a@example.com>\r\nRCPT TO:<bcc@example.org", plain(1).data)
     messages = [plain(1), evil, plain(3)]
     with Mailer(smtp) as mailer:
-        outcomes = [(key, outcome) for key, _, outcome in mailer.send_many((m.message_id, m) for m in messages)]
-    got = dict(outcomes)  # in the order the answers came: the refusal needs none
+        answers = [(key, answer) for key, _, answer in mailer.send_many((m.message_id, m) for m in messages)]
+    got = dict(answers)  # in the order the answers came: the refusal needs none
     assert {key: str(o)[:4] for key, o in got.items()} == {
         "<m1@example.com>": "250 ",
         "<m3@example.com>": "250 ",

@@ -23,7 +23,7 @@ from include.backorder import KINDS, LANGUAGES, pipeline
 from include.backorder import state as st
 from include.backorder.config import MAX_LENGTHS, Branding, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
-from include.backorder.render import MAX_EMAIL_BYTES, MAX_LISTED_LINES, ListedLine, Notice, Renderer
+from include.backorder.render import MAX_EMAIL_BYTES, MAX_LISTED_LINES, ListedLine, Notification, Renderer
 from include.backorder.unsubscribe import Unsubscribe
 from tests.conftest import Shop, assert_well_formed
 from tests.hardening.matrix import Case, params
@@ -202,13 +202,19 @@ MORE_RE = {
 
 
 def send(
-    smtp: SmtpSettings, sink: MailSink, renderer: Renderer, notice: Notice, unsubscribe: Unsubscribe = UNSUBSCRIBE
+    smtp: SmtpSettings,
+    sink: MailSink,
+    renderer: Renderer,
+    notification: Notification,
+    unsubscribe: Unsubscribe = UNSUBSCRIBE,
 ) -> Received:
     """Render and send one email; the message as the SMTP server received it."""
     before = len(sink.messages)
     with Mailer(smtp) as mailer:
         mailer.send(
-            renderer.render(notice, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example", T, unsubscribe)
+            renderer.render(
+                notification, "Trailhead Outdoor <shop@trailhead.example>", "trailhead.example", T, unsubscribe
+            )
         )
     assert len(sink.messages) == before + 1
     return sink.messages[-1]
@@ -260,8 +266,10 @@ def test_a_large_order_makes_an_email_under_100_kb_with_its_footer(
     sizes = []
     for kind in KINDS:
         for language in LANGUAGES:
-            notice = Notice(4711, kind, language, "juergen.mueller@example.com", fill * LONGEST, T, lines, 3, 815)
-            item = send(smtp, mail_sink, renderer, notice, unsubscribe)
+            notification = Notification(
+                4711, kind, language, "juergen.mueller@example.com", fill * LONGEST, T, lines, 3, 815
+            )
+            item = send(smtp, mail_sink, renderer, notification, unsubscribe)
             where = f"{kind}/{language}"
             sizes.append(len(item.raw))
             assert len(item.raw) < MAX_EMAIL_BYTES <= CLIP, where
@@ -296,8 +304,10 @@ def test_a_missing_customer_name_gives_the_greeting_without_a_name(
     renderer = Renderer(BRANDING)
     for kind in KINDS:
         for language in LANGUAGES:
-            notice = Notice(4711, kind, language, "ann@example.com", case.data["name"], T, long_lines("x", 2, 20), 3)
-            item = send(smtp, mail_sink, renderer, notice)
+            notification = Notification(
+                4711, kind, language, "ann@example.com", case.data["name"], T, long_lines("x", 2, 20), 3
+            )
+            item = send(smtp, mail_sink, renderer, notification)
             assert item.message["To"] == "ann@example.com"
             for body in bodies(item):
                 assert GREETING[language] in body, f"{kind}/{language}"

@@ -17,7 +17,7 @@ import pytest
 from include.backorder import pipeline
 from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings, check_conf_keys
 from include.backorder.mime import HeaderError
-from include.backorder.render import Notice, Renderer
+from include.backorder.render import Notification, Renderer
 from include.backorder.unsubscribe import Unsubscribe
 from tests.dags.conftest import airflow_db, dag  # noqa: F401  (a real DAG and its metadata database)
 from tests.hardening.matrix import Case, params
@@ -354,8 +354,8 @@ def test_the_smtp_sender_is_one_address(case: Case) -> None:
             make()
 
 
-def _notice(name: str) -> Notice:
-    return Notice(1, "initial", "en", "customer1@example.com", name, T0, (), 2, customers_id=1)
+def _notice(name: str) -> Notification:
+    return Notification(1, "initial", "en", "customer1@example.com", name, T0, (), 2, customers_id=1)
 
 
 @pytest.mark.parametrize("case", params(HEADERS))

@@ -30,7 +30,7 @@ from include.backorder import pipeline
 from include.backorder import state as st
 from include.backorder.config import DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
-from include.backorder.mime import Rendered
+from include.backorder.mime import Email
 from tests.conftest import ROOT, Shop
 from tests.hardening.matrix import Case, params
 from tools import demo_shop
@@ -329,7 +329,7 @@ def settings(smtp: SmtpSettings, case: Case) -> SmtpSettings:
 DOT_LINES = [b".", b"..", b".x", b"...", b". "]
 
 
-def dotted(n: int) -> Rendered:
+def dotted(n: int) -> Email:
     """A message with lines starting with "." in every position the mailer cannot rule out."""
     lines = [
         b".x-first: the data's first line",
@@ -348,7 +348,7 @@ def dotted(n: int) -> Rendered:
         b"--b--",
         b".",  # the last line: exactly the end-of-data marker
     ]
-    return Rendered(f"<dots{n}@example.com>", address(n), b"\r\n".join(lines) + b"\r\n")
+    return Email(f"<dots{n}@example.com>", address(n), b"\r\n".join(lines) + b"\r\n")
 
 
 @pytest.mark.parametrize("case", params(DOTS))

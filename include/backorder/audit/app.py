@@ -35,7 +35,7 @@ from include.backorder import KINDS
 from include.backorder import state as st
 from include.backorder.audit import queries as q
 from include.backorder.config import Branding, ConfigError, RunParams
-from include.backorder.render import ListedLine, Notice, Renderer
+from include.backorder.render import ListedLine, Notification, Renderer
 
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"  # the page's own, apart from the emails'
 
@@ -101,7 +101,7 @@ def _renderer(branding: Branding) -> Renderer:
     return Renderer(branding)
 
 
-def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
+def preview(email: q.NotificationRecord, params: dict[str, Any]) -> tuple[str, str, str]:
     """(subject, text, html) of a notification as its run rendered it (without the unsubscribe link,
     whose secret the page does not have)."""
     run_params = _recorded_params(params)
@@ -115,7 +115,7 @@ def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
         )
         for item in email.listed_lines
     )
-    notice = Notice(
+    notification = Notification(
         orders_id=email.orders_id,
         kind=email.kind,
         language=email.language,
@@ -126,7 +126,7 @@ def preview(email: q.Email, params: dict[str, Any]) -> tuple[str, str, str]:
         reminder_interval_days=run_params.reminder_interval_days,
         customers_id=email.customers_id,
     )
-    return _renderer(run_params.branding()).render_parts(notice)
+    return _renderer(run_params.branding()).render_parts(notification)
 
 
 def _recorded_params(params: dict[str, Any]) -> RunParams:

@@ -112,7 +112,7 @@ class OpenLines:
 
 
 @dataclass(frozen=True)
-class Email:
+class NotificationRecord:
     """One notification: the email to one order in one run, and what became of it."""
 
     id: int
@@ -141,9 +141,9 @@ class RunDetail:
     params: dict[str, Any]
     stage_seconds: dict[str, float]
     shop_schema: dict[str, Any] | None
-    emails: list[Email]
+    emails: list[NotificationRecord]
     total_emails: int
-    skipped: list[Email]  # status skipped: no usable address, suppressed (reason 'suppressed: ...')
+    skipped: list[NotificationRecord]  # status skipped: no usable address, suppressed (reason 'suppressed: ...')
     page: Page
 
 
@@ -304,8 +304,8 @@ def product_names(conn: Connection, products: set[int], at_most: int = 5000) -> 
     return names
 
 
-def _email(row: sa.RowMapping) -> Email:
-    return Email(
+def _email(row: sa.RowMapping) -> NotificationRecord:
+    return NotificationRecord(
         id=row["id"],
         run_id=row["run_id"],
         orders_id=row["orders_id"],
@@ -372,12 +372,12 @@ def runs_of_dag_run(conn: Connection, dag_id: str, dag_run_id: str) -> list[int]
     )
 
 
-def email(conn: Connection, notification_id: int) -> Email | None:
+def email(conn: Connection, notification_id: int) -> NotificationRecord | None:
     row = conn.execute(_emails_query().where(st.notifications.c.id == notification_id)).mappings().first()
     return None if row is None else _email(row)
 
 
-def order_history(conn: Connection, orders_id: int, page: Page = Page(limit=MAX_PAGE_SIZE)) -> list[Email]:
+def order_history(conn: Connection, orders_id: int, page: Page = Page(limit=MAX_PAGE_SIZE)) -> list[NotificationRecord]:
     """Every notification of one order across runs, oldest first."""
     n = st.notifications
     rows = conn.execute(
