@@ -6,6 +6,7 @@
 - The DAG file and the plugin name no DAG id, connection id or Variable of their own: they take them from the
   adapter, so that each is written once.
 - requirements.txt (the production image) holds no package only tests, lint, profiling or the demo need.
+- No Python file opts out of ruff format (`# fmt: skip`, `# fmt: off`): its output is the style.
 """
 
 from __future__ import annotations
@@ -128,3 +129,16 @@ def _requirements(name: str) -> set[str]:
 def test_requirements_hold_no_dev_only_package() -> None:
     assert _requirements("requirements.txt") & DEV_ONLY == set()
     assert _requirements("requirements-dev.txt") >= DEV_ONLY
+
+
+def test_no_file_opts_out_of_the_formatter() -> None:
+    """ruff format's output is the style: no `# fmt: skip` / `# fmt: off` in the project's Python."""
+    marker = re.compile(r"#\s*fmt:\s*(?:skip|off)\b")
+    folders = ("include", "dags", "plugins", "tools", "tests", "bench", "docs")
+    found = [
+        f"{_relative(p)}:{n}"
+        for p in _modules(*folders)
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if marker.search(line) and p.name != "test_architecture.py"
+    ]
+    assert found == []

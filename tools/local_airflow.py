@@ -56,7 +56,7 @@ from tools.demo_shop import create_demo_shop
 from tools.smtp_sink import MailSink
 
 ROOT = Path(__file__).resolve().parents[1]
-DAG_ID = "backorder_notifications"
+DAG_ID = demo.DAG_ID
 DEFAULT_HOME = ROOT / ".airflow"
 AIRFLOW = Path(sys.executable).with_name("airflow")
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
