@@ -142,3 +142,24 @@ def test_no_file_opts_out_of_the_formatter() -> None:
         if marker.search(line) and p.name != "test_architecture.py"
     ]
     assert found == []
+
+
+def test_the_tools_name_the_adapters_dag_id() -> None:
+    """tools/demo.py keeps a copy of the DAG id (importing the adapter would set up Airflow's logging in the demo)."""
+    tree = ast.parse((ROOT / "tools" / "demo.py").read_text(encoding="utf-8"))
+    copies = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", "") for t in node.targets] == ["DAG_ID"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    adapter = ast.parse((ROOT / ADAPTER).read_text(encoding="utf-8"))
+    names = [
+        node.value.value
+        for node in adapter.body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", "") for t in node.targets] == ["DAG_ID"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert copies == names == ["backorder_notifications"]
