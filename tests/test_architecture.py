@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_testing_doc import _imports, _strings
 
 ADAPTER = "include/backorder/airflow.py"
 DAG = "dags/backorder_notifications.py"
@@ -33,14 +34,7 @@ def _modules(*folders: str) -> list[Path]:
 @functools.cache
 def _imported(path: Path) -> frozenset[str]:
     """The modules a file imports, anywhere in it (inside functions too): `from a.b import c` gives a.b."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return frozenset(names)
+    return frozenset(_imports(ast.parse(path.read_text(encoding="utf-8"))))
 
 
 def _under(name: str, package: str) -> bool:
@@ -70,34 +64,21 @@ def test_no_module_of_include_imports_the_adapter() -> None:
     assert found == [], "the adapter is for dags/ and plugins/; the library takes plain values"
 
 
-def _strings(path: Path) -> list[str]:
-    """A file's string constants (f-strings' literal parts included), its docstrings left out."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
+def _text_constants(path: Path) -> dict[str, str]:
+    """A module's top-level text constants (`NAME = "text"`), read from its source."""
+    return {
+        target.id: node.value.value
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
     }
-    return [
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-    ]
 
 
 def _adapter_names() -> dict[str, str]:
     """The names of the DAG's contract the adapter defines (its module-level text constants), read from its source."""
     wanted = {"DAG_ID", "SHOP_CONN_ID", "STATE_CONN_ID", "SMTP_CONN_ID", "UNSUBSCRIBE_SECRET_VARIABLE"}
-    found = {
-        target.id: node.value.value
-        for node in ast.parse((ROOT / ADAPTER).read_text(encoding="utf-8")).body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-        for target in node.targets
-        if isinstance(target, ast.Name) and target.id in wanted
-    }
+    found = {name: text for name, text in _text_constants(ROOT / ADAPTER).items() if name in wanted}
     assert set(found) == wanted
     return found
 
@@ -115,7 +96,12 @@ def test_the_adapter_holds_the_dags_contract() -> None:
 @pytest.mark.parametrize("path", [DAG, PLUGIN])
 def test_the_dag_and_the_plugin_take_their_names_from_the_adapter(path: str) -> None:
     names = _adapter_names().values()
-    own = [text for text in _strings(ROOT / path) for name in names if re.search(rf"\b{name}\b", text)]
+    own = [
+        text
+        for text in _strings(ast.parse((ROOT / path).read_text(encoding="utf-8")))
+        for name in names
+        if re.search(rf"\b{name}\b", text)
+    ]
     assert own == [], f"{path} names these itself; import them from {ADAPTER}"
     assert "include.backorder.airflow" in _imported(ROOT / path)
 
@@ -146,20 +132,6 @@ def test_no_file_opts_out_of_the_formatter() -> None:
 
 def test_the_tools_name_the_adapters_dag_id() -> None:
     """tools/demo.py keeps a copy of the DAG id (importing the adapter would set up Airflow's logging in the demo)."""
-    tree = ast.parse((ROOT / "tools" / "demo.py").read_text(encoding="utf-8"))
-    copies = [
-        node.value.value
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        and [getattr(t, "id", "") for t in node.targets] == ["DAG_ID"]
-        and isinstance(node.value, ast.Constant)
-    ]
-    adapter = ast.parse((ROOT / ADAPTER).read_text(encoding="utf-8"))
-    names = [
-        node.value.value
-        for node in adapter.body
-        if isinstance(node, ast.Assign)
-        and [getattr(t, "id", "") for t in node.targets] == ["DAG_ID"]
-        and isinstance(node.value, ast.Constant)
-    ]
-    assert copies == names == ["backorder_notifications"]
+    assert (
+        _text_constants(ROOT / "tools" / "demo.py")["DAG_ID"] == _adapter_names()["DAG_ID"] == "backorder_notifications"
+    )
