@@ -238,6 +238,29 @@ def _per_order(lines: pd.DataFrame, history: pd.DataFrame, **more: tuple[str, st
     return orders.join(hist, how="left")
 
 
+def _by_time(orders: pd.DataFrame, rules: Rules) -> tuple[pd.Series[bool], pd.Series[bool]]:
+    """Per order (history columns: emails_sent, last_sent_time, periodic_sent; NaN for none): never told,
+    and due for a reminder (`reminder_interval_days` since the last email, fewer than `max_reminders`)."""
+    emails_sent = orders["emails_sent"].fillna(0).astype(int)
+    periodic_sent = orders["periodic_sent"].fillna(0).astype(int)
+    since_last = pd.Timestamp(rules.reference_time) - pd.to_datetime(orders["last_sent_time"])
+    reminder_due = since_last >= pd.Timedelta(timedelta(days=rules.reminder_interval_days))
+    if rules.max_reminders is not None:
+        reminder_due &= periodic_sent < rules.max_reminders
+    return emails_sent == 0, reminder_due.fillna(False).astype(bool)
+
+
+def due_by_time(orders: set[int], history: pd.DataFrame, rules: Rules) -> set[int]:
+    """Of `orders`, those `classify` gives a notification whatever their lines did: never told (`initial`)
+    or due for a reminder (`periodic`). `history` as for `classify` (orders without a row were never told).
+    Extract stages the lines of these and of the orders with a new or changed line, and no others: for
+    every other order `classify` decides nothing."""
+    frame = pd.DataFrame(index=pd.Index(sorted(orders), name="orders_id"))
+    frame = frame.join(history.set_index("orders_id")[["emails_sent", "last_sent_time", "periodic_sent"]], how="left")
+    never_told, reminder_due = _by_time(frame, rules)
+    return {int(order) for order in frame.index[never_told | reminder_due]}
+
+
 def classify(
     lines: pd.DataFrame,
     previous: pd.DataFrame,
@@ -261,16 +284,9 @@ def classify(
         (merged["previous_date"] != merged["date_available"]) & ~both_never
     )
     orders = _per_order(merged, history, any_changed=("line_changed", "any"))
-    emails_sent = orders["emails_sent"].fillna(0).astype(int)
-    periodic_sent = orders["periodic_sent"].fillna(0).astype(int)
-    since_last = pd.Timestamp(rules.reference_time) - pd.to_datetime(orders["last_sent_time"])
-
-    never_told = emails_sent == 0
-    reminder_due = since_last >= pd.Timedelta(timedelta(days=rules.reminder_interval_days))
-    if rules.max_reminders is not None:
-        reminder_due &= periodic_sent < rules.max_reminders
+    never_told, reminder_due = _by_time(orders, rules)
     orders["kind"] = np.select(
-        [never_told, orders["any_changed"], reminder_due.fillna(False)],
+        [never_told, orders["any_changed"], reminder_due],
         ["initial", "changed", "periodic"],
         default="",
     )

@@ -29,6 +29,7 @@ from include.backorder.classify import (
     PROBLEM_DELETED_PRODUCT,
     Rules,
     classify,
+    due_by_time,
     line_problem,
     plain,
     plain_records,
@@ -96,6 +97,8 @@ class ExtractResult:
     orders: int
     arrived_orders: int = 0
     suspect_lines: int = 0
+    changed_lines: int = 0  # new, changed or gone against the previous snapshot
+    staged_orders: int = 0  # the orders classify looks at
 
 
 SUSPECT_LINES_KEPT = 1000  # in the run record; the log names the first LOGGED_AT_MOST
@@ -109,7 +112,7 @@ class _ShopData:
         self.cut = 0
         self.suspects: dict[int, dict[str, Any]] = {}  # by orders_products_id: a line is listed once
 
-    def staged(self, table: sa.Table, rows: list[dict[str, Any]], run_id: int) -> list[dict[str, Any]]:
+    def fitted(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows as `table` stores them (see state.storable), each suspect line noted."""
         out = []
         for row in rows:
@@ -121,7 +124,7 @@ class _ShopData:
             problem = line_problem(row)
             if problem is not None:
                 self.suspect(row, problem)
-            out.append({**fitted, "run_id": run_id})
+            out.append(fitted)
         return out
 
     def suspect(self, row: dict[str, Any], problem: str) -> None:
@@ -160,37 +163,71 @@ class _ShopData:
         return items[:SUSPECT_LINES_KEPT]
 
 
-def _stage_arrivals(
-    conn: sa.Connection,
+def _held(row: dict[str, Any]) -> st.HeldLine:
+    return st.HeldLine(int(row["orders_id"]), int(row["products_id"]), row["date_available"])
+
+
+def _changes(lines: list[dict[str, Any]], previous: dict[int, st.HeldLine], run_id: int) -> list[dict[str, Any]]:
+    """What the snapshot at T changes against the previous one: new and changed lines, and gone ones (date None)."""
+    now = {int(row["orders_products_id"]): _held(row) for row in lines}
+    changed = [
+        {"run_id": run_id, "orders_products_id": key, **held._asdict()}
+        for key, held in now.items()
+        if previous.get(key) != held
+    ]
+    gone = [
+        {"run_id": run_id, "orders_products_id": key, **held._asdict(), "date_available": None}
+        for key, held in previous.items()
+        if key not in now
+    ]
+    return changed + gone
+
+
+def _shared_customers(rows: list[dict[str, Any]]) -> set[int]:
+    """Orders whose customer id is given with more than one address (a shop's common guest account): the
+    opt-out rule needs all of them beside each other (state.suppressions_query)."""
+    addresses: dict[int, set[Any]] = {}
+    for row in rows:
+        addresses.setdefault(row["customers_id"], set()).add(row["customers_email_address"])
+    shared = {cid for cid, found in addresses.items() if len(found) > 1}
+    return {int(row["orders_id"]) for row in rows if row["customers_id"] in shared}
+
+
+def _arrivals(
     shop: Engine,
     tables: ShopTables,
     params: RunParams,
     shop_time: datetime,
-    run_id: int,
+    previous: dict[int, st.HeldLine],
     waiting: set[int],
     found: _ShopData,
-) -> int:
-    """Stage the lines of orders that waited at the previous snapshot and wait no more; return how many orders.
-    Lines of deleted products keep their orders out (noted as suspect)."""
-    run = st.get_run(conn, run_id)
-    snap = st.previous_snapshot(conn, run["reference_time"])
-    if snap is None:
-        return 0
-    gone = [line for line, order in st.snapshot_line_orders(conn, snap["id"]) if order not in waiting]
+) -> list[dict[str, Any]]:
+    """The lines of orders that waited at the previous snapshot and wait no more (storable, with their
+    previous dates). Lines of deleted products keep their orders out (noted as suspect)."""
+    gone = [key for key, held in previous.items() if held.orders_id not in waiting]
     if not gone:
-        return 0
+        return []
     arrivals = arrived_lines(shop, tables, params, shop_time, gone)
     for row in arrivals.deleted_products:
         found.suspect(row, PROBLEM_DELETED_PRODUCT)
-    if arrivals.lines:
-        st.stage_arrivals(conn, found.staged(st.staged_arrivals, arrivals.lines, run_id))
-    return len({row["orders_id"] for row in arrivals.lines})
+    return found.fitted(st.staged_arrivals, arrivals.lines)
+
+
+def _previous_date(previous: dict[int, st.HeldLine], row: dict[str, Any]) -> datetime | None:
+    held = previous.get(int(row["orders_products_id"]))
+    return None if held is None else held.date_available
 
 
 def extract(
     shop_db: DbConnection, state_db: DbConnection, run: RunContext, params: RunParams, chunk_size: int = 5000
 ) -> ExtractResult:
-    """Read the backorder lines at T from the shop and stage them under a new run record.
+    """Read the backorder lines at T from the shop, compare them with the previous snapshot, and stage
+    what the next tasks need under a new run record; pin the previous snapshot to it.
+
+    Staged: what the snapshot at T changes (new, changed and gone lines: finish applies them to the
+    line history), and every line of the orders classify must look at, with its previous date: orders
+    with a new or changed line, orders never told or due for a reminder (classify.due_by_time), and
+    the orders that wait no more. On a quiet day that is nothing but the run record.
 
     One transaction: if the shop fails part-way, nothing of this run is left in the state database.
     No shop value fails it: each row is made storable first (state.storable: a value wider than its
@@ -198,6 +235,7 @@ def extract(
     deleted products of the orders read) go to the run record's `suspect_lines` and the log.
     """
     shop_time = params.shop_time(run.reference_time)
+    t = run.reference_utc
     with _engine(shop_db, read_only=True) as shop, _engine(state_db) as state:
         try:
             tables = inspect_shop(shop, params.table_prefix, shop_db.conn_id)
@@ -211,7 +249,7 @@ def extract(
                 conn,
                 dag_id=run.dag_id,
                 dag_run_id=run.dag_run_id,
-                reference_time=run.reference_utc,
+                reference_time=t,
                 dry_run=params.dry_run,
                 params=params.to_json(),
                 shop_schema={"dialect": shop.dialect.name, **tables.describe()},
@@ -221,58 +259,90 @@ def extract(
             if abandoned is not None:
                 st.drop_staged(conn, abandoned)  # it never finishes; what it left due is taken over at its T
                 log.warning("extract: took the lease over from run %d, which is now marked abandoned", abandoned)
-            lines, orders, found = 0, set[int](), _ShopData()
+            snap = st.previous_snapshot(conn, t)
+            st.pin_previous_snapshot(conn, run_id, snap["id"] if snap else None)
+            previous = st.held_at(conn, snap["reference_time"] if snap else None)
+            found = _ShopData()
+            lines: list[dict[str, Any]] = []
             for chunk in iter_backorder_lines(shop, tables, params, shop_time, chunk_size):
-                st.stage_lines(conn, found.staged(st.staged_lines, chunk, run_id))
-                lines += len(chunk)
-                orders.update(row["orders_id"] for row in chunk)
-                if lines % 50_000 < len(chunk):
-                    log.info("extract: %d backorder lines staged so far", lines)
-            for row in missing_product_lines(shop, tables, params, list(orders)):
+                lines += found.fitted(st.staged_lines, chunk)
+                if len(lines) % 50_000 < len(chunk):
+                    log.info("extract: %d backorder lines read so far", len(lines))
+            orders = {int(row["orders_id"]) for row in lines}
+            for row in missing_product_lines(shop, tables, params, sorted(orders)):
                 found.suspect(row, PROBLEM_DELETED_PRODUCT)
-            arrived = (
-                _stage_arrivals(conn, shop, tables, params, shop_time, run_id, orders, found)
-                if params.send_available
-                else 0
+            changes = _changes(lines, previous, run_id)
+            st.stage_changes(conn, changes)
+            arrivals = (
+                _arrivals(shop, tables, params, shop_time, previous, orders, found) if params.send_available else []
             )
-            st.record_extract(conn, run_id, line_count=lines, order_count=len(orders), suspect_lines=found.record())
+            st.stage_arrivals(
+                conn, [{**row, "run_id": run_id, "previous_date": _previous_date(previous, row)} for row in arrivals]
+            )
+            look_at = {int(c["orders_id"]) for c in changes if c["date_available"] is not None}
+            look_at |= _shared_customers(lines + arrivals)
+            if snap is not None:
+                rules = Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language)
+                history = st.read_history_at(conn, t, snap["reference_time"])
+                look_at |= due_by_time(orders - look_at, history, rules)
+            else:
+                look_at = orders  # the first run: every order is new
+            staged = [
+                {**row, "run_id": run_id, "previous_date": _previous_date(previous, row)}
+                for row in lines
+                if int(row["orders_id"]) in look_at
+            ]
+            for start in range(0, len(staged), chunk_size):
+                st.stage_lines(conn, staged[start : start + chunk_size])
+            st.record_extract(
+                conn, run_id, line_count=len(lines), order_count=len(orders), suspect_lines=found.record()
+            )
             st.record_stage_time(conn, run_id, "extract", time.perf_counter() - started)
             lease.between_tasks(conn, run_id, lease.POLICY.clock())  # extract ends: the run waits for its next task
+    arrived = len({row["orders_id"] for row in arrivals})
+    staged_orders = len(look_at & orders)
     log.info(
         "extract: run %d, T=%s (shop time %s), %d backorder lines in %d orders; statuses %s; language from %s%s",
         run_id,
         run.reference_time.isoformat(),
         shop_time,
-        lines,
+        len(lines),
         len(orders),
         list(params.order_status_ids),
         " > ".join(tables.describe()["language_from"]) or "none (default_language)",
         f"; {arrived} orders wait no more" if params.send_available else "",
     )
-    return ExtractResult(run_id, lines, len(orders), arrived, len(found.suspects))
+    log.info(
+        "extract: against the previous snapshot (%s): %d line(s) new, changed or gone; staged the %d line(s) of"
+        " the %d order(s) classify looks at",
+        snap["reference_time"].isoformat() if snap else "none, the first run",
+        len(changes),
+        len(staged),
+        staged_orders,
+    )
+    return ExtractResult(run_id, len(lines), len(orders), arrived, len(found.suspects), len(changes), staged_orders)
 
 
 # --- previous snapshot -----------------------------------------------------------------------
 
 
 def load_previous_snapshot(state_db: DbConnection, run_id: int) -> dict[str, Any]:
-    """Find the latest snapshot strictly before the run's T and pin it to the run record.
+    """The snapshot the run is compared with: the latest one strictly before its T, which extract compared
+    the shop's lines with and pinned to the run record.
 
-    Run again for a finished run (its task cleared), it changes nothing and returns the pinned snapshot:
-    the run's record is final, and a snapshot written since (a backfill of an earlier day) must not
-    change what it was compared with.
+    Run again (its task cleared, the run finished or not), it returns the same snapshot: a snapshot
+    written since (a backfill of an earlier day) does not change what the run was compared with.
     """
     with _engine(state_db) as state, lease.hold(state, run_id, "previous_snapshot"), state.begin() as conn:
         lease.check(conn, run_id)
         run = st.get_run(conn, run_id)
-        if run["status"] == RunStatus.FINISHED:
-            pinned = run["previous_snapshot_id"]
-            snap = st.get_snapshot(conn, pinned) if pinned else None
+        started = time.perf_counter()
+        pinned = run["previous_snapshot_id"]
+        snap = st.get_snapshot(conn, pinned) if pinned else None
+        if run["status"] == RunStatus.FINISHED:  # its record is final
             log.info("previous snapshot: run %d is finished; it keeps the snapshot it was compared with", run_id)
         else:
-            with _stage(conn, run_id, "previous_snapshot"):
-                snap = st.previous_snapshot(conn, run["reference_time"])
-                st.pin_previous_snapshot(conn, run_id, snap["id"] if snap else None)
+            st.record_stage_time(conn, run_id, "previous_snapshot", time.perf_counter() - started)
     if snap is None:
         log.info("previous snapshot: none before %s (first run): every line counts as new", run["reference_time"])
         return {"snapshot_id": None, "reference_time": None, "lines": 0}
@@ -367,7 +437,7 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
         params = RunParams.from_json(run["params"])
         t = run["reference_time"]
         lines = st.read_staged_lines(conn, run_id)
-        previous = st.read_snapshot_dates(conn, run["previous_snapshot_id"])
+        previous = st.read_previous_dates(conn, run_id)
         arrived = st.read_staged_arrivals(conn, run_id)
         history = st.read_history(conn, run_id, t)
         result = classify(
@@ -423,8 +493,9 @@ def classify_run(state_db: DbConnection, run_id: int) -> dict[str, int]:
         due = st.due_per_kind(conn, run_id)
     skipped = sum(1 for row in new_rows if row["status"] == Status.SKIPPED)
     log.info(
-        "classify: %d waiting orders; due now: %s; skipped: %d; already handled at this T: %d;"
+        "classify: %d waiting orders, %d of them looked at; due now: %s; skipped: %d; already handled at this T: %d;"
         " silenced, told by a run at a later T: %d%s",
+        run["order_count"] or 0,
         result.waiting_orders,
         ", ".join(f"{k} {v}" for k, v in due.items()),
         skipped,

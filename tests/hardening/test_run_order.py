@@ -91,13 +91,11 @@ def notifications(state_db: DbConnection, t: datetime | None = None) -> list[sa.
 
 def snapshot_lines(state_db: DbConnection) -> dict[datetime, tuple[int, int]]:
     """Per snapshot T: (its line count, the lines it really holds)."""
-    s, sl = st.snapshots, st.snapshot_lines
-    query = (
-        sa.select(s.c.reference_time, s.c.line_count, sa.func.count(sl.c.orders_products_id).label("held"))
-        .select_from(s.outerjoin(sl, sl.c.snapshot_id == s.c.id))
-        .group_by(s.c.reference_time, s.c.line_count)
-    )
-    return {r["reference_time"]: (r["line_count"], r["held"]) for r in select(state_db, query)}
+    s = st.snapshots
+    return {
+        r["reference_time"]: (r["line_count"], len(select(state_db, st.lines_at(r["reference_time"]))))
+        for r in select(state_db, sa.select(s))
+    }
 
 
 def received(mail_sink: Any) -> list[tuple[int, str]]:

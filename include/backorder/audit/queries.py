@@ -237,35 +237,35 @@ def daily_series(conn: Connection, days: int = 60, until: datetime | None = None
 def open_lines(conn: Connection, page: Page = Page()) -> OpenLines:
     """The backorder lines of the latest snapshot by product (most lines first), with each
     product's date at the snapshot before."""
-    snaps, sl = st.snapshots, st.snapshot_lines
+    snaps = st.snapshots
     latest = conn.execute(sa.select(snaps).order_by(snaps.c.reference_time.desc()).limit(1)).mappings().first()
     if latest is None:
         return OpenLines(None, None, None, [], 0, page)
     before = st.previous_snapshot(conn, latest["reference_time"])
-    in_latest = sl.c.snapshot_id == latest["id"]
-    total = conn.execute(sa.select(sa.func.count(sa.distinct(sl.c.products_id))).where(in_latest)).scalar_one()
+    held = st.lines_at(latest["reference_time"]).subquery("held")
+    total = conn.execute(sa.select(sa.func.count(sa.distinct(held.c.products_id)))).scalar_one()
     lines = sa.func.count().label("lines")
     rows = conn.execute(
         sa.select(
-            sl.c.products_id,
+            held.c.products_id,
             lines,
-            sa.func.count(sa.distinct(sl.c.orders_id)).label("orders"),
-            sa.func.max(sl.c.date_available).label("date_available"),
+            sa.func.count(sa.distinct(held.c.orders_id)).label("orders"),
+            sa.func.max(held.c.date_available).label("date_available"),
         )
-        .where(in_latest)
-        .group_by(sl.c.products_id)
-        .order_by(lines.desc(), sl.c.products_id)
+        .group_by(held.c.products_id)
+        .order_by(lines.desc(), held.c.products_id)
         .offset(page.offset)
         .limit(page.limit)
     ).all()
     previous: dict[int, datetime] = {}
     if before is not None and rows:
+        then = st.lines_at(before["reference_time"]).subquery("then")
         previous = {
             pid: when
             for pid, when in conn.execute(
-                sa.select(sl.c.products_id, sa.func.max(sl.c.date_available))
-                .where(sl.c.snapshot_id == before["id"], sl.c.products_id.in_([row.products_id for row in rows]))
-                .group_by(sl.c.products_id)
+                sa.select(then.c.products_id, sa.func.max(then.c.date_available))
+                .where(then.c.products_id.in_([row.products_id for row in rows]))
+                .group_by(then.c.products_id)
             )
         }
     names = product_names(conn, {row.products_id for row in rows})

@@ -5,7 +5,7 @@
 - `tables`: the tables (`st.runs`, `st.notifications`, ...), Alembic's `migrate`, and
   how a value is stored (`storable`, `dumps`);
 - `run_records`: a run's record, created by extract and completed by finish;
-- `lines`: a run's backorder lines, staged by extract and kept as the snapshot at T by finish;
+- `lines`: the line history (the snapshot at any T), and what extract stages for classify and finish;
 - `outbox`: the notifications a run puts in the outbox and its sends take out, and what decides them.
 
 The functions take an open connection and leave the transaction to the caller: a stage runs them
@@ -14,14 +14,17 @@ group UPDATE of statuses in sending.py, beside the code whose rules they carry o
 """
 
 from include.backorder.state.lines import (
+    HeldLine,
     drop_staged,
     get_snapshot,
+    held_at,
+    lines_at,
     previous_snapshot,
-    read_snapshot_dates,
+    read_previous_dates,
     read_staged_arrivals,
     read_staged_lines,
-    snapshot_line_orders,
     stage_arrivals,
+    stage_changes,
     stage_lines,
     write_snapshot,
 )
@@ -35,6 +38,7 @@ from include.backorder.state.outbox import (
     notifications_at,
     overtaken_notifications,
     read_history,
+    read_history_at,
     read_suppressions,
     silence_notifications,
     skipped_notifications,
@@ -53,6 +57,7 @@ from include.backorder.state.run_records import (
 )
 from include.backorder.state.tables import (
     MIGRATIONS_DIR,
+    OPEN,
     OVERTAKEN,
     RUN_FINISHED,
     STATUS_DRY_RUN,
@@ -63,13 +68,14 @@ from include.backorder.state.tables import (
     current_revision,
     dumps,
     leases,
+    line_history,
     metadata,
     migrate,
     notifications,
     runs,
-    snapshot_lines,
     snapshots,
     staged_arrivals,
+    staged_changes,
     staged_lines,
     storable,
     suppressions,
@@ -77,6 +83,7 @@ from include.backorder.state.tables import (
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "OPEN",
     "OVERTAKEN",
     "RUN_FINISHED",
     "STATUS_DRY_RUN",
@@ -84,6 +91,7 @@ __all__ = [
     "STATUS_SKIPPED",
     "TOLD",
     "VERSION_TABLE",
+    "HeldLine",
     "add_notifications",
     "complete_run_record",
     "count_handled_by_earlier_runs",
@@ -95,8 +103,11 @@ __all__ = [
     "dumps",
     "get_run",
     "get_snapshot",
+    "held_at",
     "history_query",
     "leases",
+    "line_history",
+    "lines_at",
     "metadata",
     "migrate",
     "notification_counts",
@@ -106,7 +117,8 @@ __all__ = [
     "pin_previous_snapshot",
     "previous_snapshot",
     "read_history",
-    "read_snapshot_dates",
+    "read_history_at",
+    "read_previous_dates",
     "read_staged_arrivals",
     "read_staged_lines",
     "read_suppressions",
@@ -116,13 +128,13 @@ __all__ = [
     "runs",
     "silence_notifications",
     "skipped_notifications",
-    "snapshot_line_orders",
-    "snapshot_lines",
     "snapshots",
     "stage_arrivals",
+    "stage_changes",
     "stage_lines",
     "stage_seconds",
     "staged_arrivals",
+    "staged_changes",
     "staged_lines",
     "storable",
     "suppressions",

@@ -1,6 +1,7 @@
 """Notifications in the state database: the outbox a run fills and its send stages empty, and what decides it.
 
-Classify reads each order's history of notifications (`read_history`) and the opt-outs that
+Extract reads the history of the previous snapshot's orders (`read_history_at`) to find those due by
+time; classify reads each staged order's history of notifications (`read_history`) and the opt-outs that
 concern the run (`read_suppressions`), then puts the run's notifications in the outbox
 (`add_notifications`; `take_over_notifications` for those an abandoned run left due at the same T).
 A notification whose order a run at a later T already told is silenced (`overtaken_notifications`,
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from include.backorder import Kind, Status
+from include.backorder.state.lines import lines_at
 from include.backorder.state.tables import (
     OVERTAKEN,
     TOLD,
@@ -98,6 +100,14 @@ def read_history(conn: Connection, run_id: int, reference_time: datetime) -> pd.
         *(sa.select(t.c.orders_id).where(t.c.run_id == run_id) for t in (staged_lines, staged_arrivals))
     )
     return pd.read_sql(history_query(reference_time, staged_orders), conn)
+
+
+def read_history_at(conn: Connection, reference_time: datetime, snapshot_time: datetime) -> pd.DataFrame:
+    """`history_query` for the orders of the snapshot at `snapshot_time` (a run's previous snapshot)."""
+    import pandas as pd
+
+    held = lines_at(snapshot_time).subquery("held")
+    return pd.read_sql(history_query(reference_time, sa.select(held.c.orders_id).distinct()), conn)
 
 
 def read_suppressions(conn: Connection, run_id: int) -> pd.DataFrame:

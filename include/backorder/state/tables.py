@@ -1,4 +1,4 @@
-"""The state database's tables: run records, staged lines, snapshots, notifications, the lease, opt-outs.
+"""The state database's tables: run records, staged lines, line history, notifications, the lease, opt-outs.
 
 The state database must be transactional (SQLite, PostgreSQL, MariaDB/InnoDB): every stage
 changes it in one transaction, so a failed task leaves nothing half-written. The tables below are
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,13 @@ def _order_line_columns(date_nullable: bool) -> list[sa.Column[Any]]:
         sa.Column("order_language", sa.String(SHOP_LANGUAGE)),
         sa.Column("customers_id", sa.Integer),
         sa.Column("date_purchased", Timestamp),
+        # The line's date at the run's previous snapshot (NULL: not in it), read by extract (migration 0009).
+        sa.Column("previous_date", Timestamp),
     ]
 
 
+# The lines of the orders classify must look at (see pipeline.extract): every line of an order with a
+# new or changed line, of an order never told, of an order due for a reminder.
 staged_lines = sa.Table("bo_staged_line", metadata, *_order_line_columns(date_nullable=False), **MYSQL_TABLE_OPTIONS)
 
 # The lines of orders that waited at the previous snapshot and wait no more (every date reached or
@@ -105,6 +110,7 @@ staged_arrivals = sa.Table(
     "bo_staged_arrival", metadata, *_order_line_columns(date_nullable=True), **MYSQL_TABLE_OPTIONS
 )
 
+# One row per snapshot: a run (not a dry run) that finished at its T. Its lines are in bo_line_history.
 snapshots = sa.Table(
     "bo_snapshot",
     metadata,
@@ -116,14 +122,39 @@ snapshots = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-snapshot_lines = sa.Table(
-    "bo_snapshot_line",
+# A line's state is stored once per change (a type-2 slowly changing dimension, as dbt snapshots
+# keep it): the row holds from the snapshot at `valid_from` until the first snapshot at which it no
+# longer held, `valid_to` (OPEN while it still holds). The snapshot at any T is the rows with
+# valid_from <= T < valid_to (`lines.lines_at`). Rows are kept merged: two rows of one line never
+# meet with the same values. Migration 0009 made it from the full copies in `bo_snapshot_line`.
+OPEN = datetime(9999, 12, 31)
+line_history = sa.Table(
+    "bo_line_history",
     metadata,
-    sa.Column("snapshot_id", sa.Integer, sa.ForeignKey("bo_snapshot.id"), primary_key=True),
-    sa.Column("orders_products_id", sa.Integer, primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("orders_products_id", sa.Integer, nullable=False),
     sa.Column("orders_id", sa.Integer, nullable=False),
     sa.Column("products_id", sa.Integer, nullable=False),
     sa.Column("date_available", Timestamp, nullable=False),
+    sa.Column("valid_from", Timestamp, nullable=False),
+    sa.Column("valid_to", Timestamp, nullable=False),
+    sa.UniqueConstraint("orders_products_id", "valid_from", name="uq_bo_line_history_line"),
+    # The snapshot at T: valid_to > T is a short range for a recent T (the open rows and those closed since).
+    sa.Index("ix_bo_line_history_valid", "valid_to", "valid_from"),
+    sa.Index("ix_bo_line_history_from", "valid_from"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# What a run's snapshot changes against its previous snapshot, staged by extract and applied by finish:
+# a line new or changed (its values at T), or gone (date_available NULL).
+staged_changes = sa.Table(
+    "bo_staged_change",
+    metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
+    sa.Column("orders_products_id", sa.Integer, primary_key=True),
+    sa.Column("orders_id", sa.Integer, nullable=False),
+    sa.Column("products_id", sa.Integer, nullable=False),
+    sa.Column("date_available", Timestamp),
     **MYSQL_TABLE_OPTIONS,
 )
 
