@@ -3,7 +3,7 @@
 Fills a fresh state database (migrated by Alembic, so with exactly the production indexes) with
 `days` daily run records, `per_day` notifications each (kinds, statuses, languages and addresses
 spread like a real shop's: orders come back every few days, skipped and failed ones among them)
-and the last two snapshots with `lines` backorder lines each, then times each query of
+and the last two snapshots with `lines` backorder lines each (in the line history), then times each query of
 include/backorder/audit/queries.py (median of `repeats` calls) on the newest and on the oldest data.
 
     python -m bench.audit [--url SQLALCHEMY_URL] [--days 365] [--per-day 5000] [--lines 80000]
@@ -99,22 +99,28 @@ def fill(engine: sa.Engine, days: int, per_day: int, lines: int, seed: int = 1) 
             ).inserted_primary_key[0]  # type: ignore[index]
             conn.execute(sa.insert(st.notifications), [{**row, "run_id": run_id} for row in rows])
             if day >= days - 2:
-                snap = conn.execute(
-                    sa.insert(st.snapshots).values(reference_time=t, run_id=run_id, line_count=lines, created_at=t)
-                ).inserted_primary_key[0]  # type: ignore[index]
                 conn.execute(
-                    sa.insert(st.snapshot_lines),
-                    [
-                        {
-                            "snapshot_id": snap,
-                            "orders_products_id": i,
-                            "orders_id": i // 2,
-                            "products_id": i % 2000,
-                            "date_available": t + timedelta(days=1 + i % 60 + (day % 2) * (i % 7 == 0)),
-                        }
-                        for i in range(lines)
-                    ],
+                    sa.insert(st.snapshots).values(reference_time=t, run_id=run_id, line_count=lines, created_at=t)
                 )
+        if day == days - 1:
+            _fill_history(engine, T_LAST - timedelta(days=1), lines)
+
+
+def _fill_history(engine: sa.Engine, before: datetime, lines: int) -> None:
+    """The line history of the last two snapshots (at `before` and T_LAST): one line in seven has a new
+    date at the last one, so it has two rows; the others one."""
+    rows = []
+    for i in range(lines):
+        held = {"orders_products_id": i, "orders_id": i // 2, "products_id": i % 2000}
+        first, last = (T_LAST + timedelta(days=1 + i % 60 + n * (i % 7 == 0)) for n in (0, 1))
+        if first == last:
+            rows.append({**held, "date_available": first, "valid_from": before, "valid_to": st.OPEN})
+        else:
+            rows.append({**held, "date_available": first, "valid_from": before, "valid_to": T_LAST})
+            rows.append({**held, "date_available": last, "valid_from": T_LAST, "valid_to": st.OPEN})
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 10_000):
+            conn.execute(sa.insert(st.line_history), rows[start : start + 10_000])
 
 
 def timed(call: Callable[[], Any], repeats: int) -> float:
