@@ -188,7 +188,8 @@ def run_day_in_process(shop_url: str, state_url: str, port: int, at: datetime, p
 
 def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     """The raw fetch of what a run at `at` must read: the shop's backorder lines (the same query,
-    compiled for MySQL) and the previous snapshot's lines, with the plain driver and no pandas."""
+    compiled for MySQL) and the previous snapshot's lines (from the line history), with the plain
+    driver and no pandas."""
     import pymysql
 
     from include.backorder import state as st
@@ -220,8 +221,7 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     with state_engine.connect() as c:
         snap = st.previous_snapshot(c, at.astimezone(UTC).replace(tzinfo=None))
     raw = state_engine.raw_connection()
-    sl = st.snapshot_lines
-    snap_query = sa.select(sl).where(sl.c.snapshot_id == (snap["id"] if snap else -1))
+    snap_query = st.lines_at(snap["reference_time"] if snap else datetime(1, 1, 1))
     snap_sql = str(snap_query.compile(dialect=state_engine.dialect, compile_kwargs={"literal_binds": True}))
     started = time.perf_counter()
     cur = raw.cursor()
