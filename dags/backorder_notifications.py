@@ -93,7 +93,8 @@ def backorder_notifications() -> None:
 
     @task
     def extract_backorder_lines() -> int:
-        """Stage the shop's backorder lines at T under a new run record; return its id."""
+        """Read the shop's backorder lines at T, compare them with the previous snapshot, and stage what changed
+        and the orders to decide under a new run record; return its id."""
         from include.backorder import pipeline
 
         with permanent_errors_fail_at_once():
@@ -102,7 +103,7 @@ def backorder_notifications() -> None:
 
     @task(**RUNS_ALONE)
     def load_previous_snapshot(record_id: int) -> dict[str, Any]:
-        """Pin the latest snapshot before T to the run."""
+        """The snapshot the run was compared with (the latest before T; extract compared and pinned it)."""
         from include.backorder import pipeline
 
         with permanent_errors_fail_at_once():
