@@ -54,6 +54,10 @@ def test_timelines_give_what_revision_0008_gave(seed, golden, shop, tmp_path, sm
     seen = _round_trip(timelines.seen(state_db, plan))
     assert seen["snapshots"] == expected["snapshots"]
     assert (seen["open_lines"], seen["open_lines_at"]) == (expected["open_lines"], expected["open_lines_at"])
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        _assert_well_formed(c)
+    engine.dispose()
 
 
 def _load_0008(state_db: DbConnection, rows: dict[str, list[dict[str, Any]]]) -> sa.Engine:
@@ -92,15 +96,45 @@ def test_upgrade_from_0008_keeps_every_snapshot_and_the_days_after(golden, state
     with engine.connect() as c:
         assert not sa.inspect(c).has_table("bo_snapshot_line")
         history_rows = c.execute(sa.select(sa.func.count()).select_from(st.line_history)).scalar_one()
+        latest = c.execute(sa.select(sa.func.max(st.snapshots.c.reference_time))).scalar_one()
+        still_held = c.execute(sa.select(sa.func.count()).where(st.line_history.c.valid_to == st.OPEN)).scalar_one()
+        assert still_held == len(st.held_at(c, latest)) > 0, "the rows that still hold are found by valid_to = OPEN"
     engine.dispose()
     assert history_rows < len(old["bo_snapshot_line"]) / 3, "a row per change, not per snapshot and line"
     assert _round_trip(timelines.seen(state_db, plan)) == golden["seen_after_first_days"]
+    _downgrade_and_back(state_db, old["bo_snapshot_line"])
 
     after = timelines.play(shop, state_db, smtp, mail_sink, plan, range(MIGRATED_AFTER, DAYS))
     expected = golden["plans"][str(SEEDS[0])]
     done_before = sum(len(step.runs) for step in plan.steps[:MIGRATED_AFTER])
     assert _round_trip(after) == expected["runs"][done_before:]
     assert _round_trip(timelines.seen(state_db, plan))["snapshots"] == expected["snapshots"]
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        _assert_well_formed(c)
+    engine.dispose()
+
+
+def _downgrade_and_back(state_db: DbConnection, stored: list[dict[str, Any]]) -> None:
+    """Down to 0008: bo_snapshot_line holds again exactly the full copies it held; then up again."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = sa.create_engine(state_db.url())
+    config = Config()
+    config.set_main_option("script_location", str(st.MIGRATIONS_DIR))
+    with engine.begin() as c:
+        config.attributes["connection"] = c
+        command.downgrade(config, "0008")
+    with engine.connect() as c:
+        rows = c.execute(sa.text("SELECT * FROM bo_snapshot_line")).mappings().all()
+    def line(row: Any) -> tuple[Any, ...]:
+        when = datetime.fromisoformat(str(row["date_available"]))  # the driver's datetime, or SQLite's text
+        return (*(int(row[k]) for k in ("snapshot_id", "orders_products_id", "orders_id", "products_id")), when)
+
+    assert sorted(map(line, rows)) == sorted(map(line, stored))
+    st.migrate(engine)
+    engine.dispose()
 
 
 def test_upgrade_gives_a_run_under_way_its_previous_dates_and_changes(state_db, shop, smtp, mail_sink) -> None:
@@ -256,6 +290,11 @@ def _expected(model: dict[datetime, dict[int, st.HeldLine]], t: datetime) -> dic
 def _check(conn: sa.Connection, model: dict[datetime, dict[int, st.HeldLine]]) -> None:
     for t in sorted(model) + [s + timedelta(hours=1) for s in model] + [min(model) - timedelta(days=1)]:
         assert st.held_at(conn, t) == _expected(model, t), f"the snapshot at {t}"
+    _assert_well_formed(conn)
+
+
+def _assert_well_formed(conn: sa.Connection) -> None:
+    """Rows of one line never overlap, and two that meet hold different values."""
     h = st.line_history
     rows = conn.execute(sa.select(h).order_by(h.c.orders_products_id, h.c.valid_from)).mappings().all()
     for a, b in itertools.pairwise(rows):

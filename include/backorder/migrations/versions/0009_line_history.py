@@ -41,13 +41,24 @@ STAGED = ("bo_staged_line", "bo_staged_arrival")
 BATCH = 10_000
 HISTORY_COLUMNS = ("orders_products_id", "orders_id", "products_id", "date_available", "valid_from", "valid_to")
 
-history = sa.table("bo_line_history", *(sa.column(name) for name in HISTORY_COLUMNS))
+DATES = ("date_available", "valid_from", "valid_to", "reference_time", "previous_date")
+
+
+def _table(name: str, *columns: str) -> sa.TableClause:
+    """A lightweight table whose date columns are typed: SQLAlchemy reads them as datetimes and writes them
+    in one format (SQLite compares the stored text, so '... 00:00:00' and '... 00:00:00.000000' differ)."""
+    return sa.table(name, *(sa.column(c, Timestamp) if c in DATES else sa.column(c, sa.Integer) for c in columns))
+
+
 LINE = ("orders_products_id", "orders_id", "products_id", "date_available")
-snapshot_line = sa.table("bo_snapshot_line", *(sa.column(n) for n in ("snapshot_id", *LINE)))
-snapshot = sa.table("bo_snapshot", sa.column("id"), sa.column("reference_time"))
-run = sa.table("bo_run", sa.column("id"), sa.column("status"), sa.column("reference_time"))
-staged_line = sa.table("bo_staged_line", *(sa.column(n) for n in ("run_id", *LINE)))
-staged_change = sa.table("bo_staged_change", *(sa.column(n) for n in ("run_id", *LINE)))
+history = _table("bo_line_history", *HISTORY_COLUMNS)
+snapshot_line = _table("bo_snapshot_line", "snapshot_id", *LINE)
+snapshot = _table("bo_snapshot", "id", "reference_time")
+run = sa.table(
+    "bo_run", sa.column("id", sa.Integer), sa.column("status", sa.String), sa.column("reference_time", Timestamp)
+)
+staged_line = _table("bo_staged_line", "run_id", *LINE)
+staged_change = _table("bo_staged_change", "run_id", *LINE)
 
 Held = tuple[int, int, datetime]  # orders_id, products_id, date_available
 
@@ -132,7 +143,7 @@ def _runs_under_way(conn: sa.Connection) -> None:
             conn.execute(sa.insert(staged_change), changes)
         dates = [{"b_run": run_id, "b_key": key, "b_date": held[2]} for key, held in previous.items()]
         for table in STAGED:
-            t = sa.table(table, sa.column("run_id"), sa.column("orders_products_id"), sa.column("previous_date"))
+            t = _table(table, "run_id", "orders_products_id", "previous_date")
             this_line = t.c.run_id == sa.bindparam("b_run"), t.c.orders_products_id == sa.bindparam("b_key")
             if dates:
                 conn.execute(sa.update(t).where(*this_line).values(previous_date=sa.bindparam("b_date")), dates)
@@ -182,16 +193,14 @@ def downgrade() -> None:
         sa.Column("date_available", Timestamp, nullable=False),
         **MYSQL_TABLE_OPTIONS,
     )
-    h = sa.table("bo_line_history", *(sa.column(name) for name in HISTORY_COLUMNS))
+    h = history
     held = sa.select(
         snapshot.c.id, h.c.orders_products_id, h.c.orders_id, h.c.products_id, h.c.date_available
     ).select_from(
         snapshot.join(h, sa.and_(h.c.valid_from <= snapshot.c.reference_time, h.c.valid_to > snapshot.c.reference_time))
     )
     columns = ["snapshot_id", "orders_products_id", "orders_id", "products_id", "date_available"]
-    op.get_bind().execute(
-        sa.insert(sa.table("bo_snapshot_line", *(sa.column(c) for c in columns))).from_select(columns, held)
-    )
+    op.get_bind().execute(sa.insert(_table("bo_snapshot_line", *columns)).from_select(columns, held))
     for table in STAGED:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("previous_date")
