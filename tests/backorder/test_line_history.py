@@ -128,6 +128,7 @@ def _downgrade_and_back(state_db: DbConnection, stored: list[dict[str, Any]]) ->
         command.downgrade(config, "0008")
     with engine.connect() as c:
         rows = c.execute(sa.text("SELECT * FROM bo_snapshot_line")).mappings().all()
+
     def line(row: Any) -> tuple[Any, ...]:
         when = datetime.fromisoformat(str(row["date_available"]))  # the driver's datetime, or SQLite's text
         return (*(int(row[k]) for k in ("snapshot_id", "orders_products_id", "orders_id", "products_id")), when)
