@@ -85,6 +85,11 @@ def test_upgrade_from_the_first_revision_keeps_the_rows(state_db) -> None:
     engine.dispose()
 
 
+def test_the_schema_revision_the_code_knows_is_alembics_head() -> None:
+    """migrate() skips Alembic when the version table already names SCHEMA_REVISION: it must be the head."""
+    assert head_revision() == st.SCHEMA_REVISION
+
+
 def test_migrations_build_exactly_the_tables_the_code_uses(state_db) -> None:
     engine = sa.create_engine(state_db.url())
     st.migrate(engine)

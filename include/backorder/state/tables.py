@@ -26,6 +26,9 @@ from include.backorder import RunStatus, Status
 metadata = sa.MetaData()
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = "bo_alembic_version"
+# The newest migration (tests/backorder/test_state.py checks it is Alembic's head): a state database
+# already there is recognised with one query, without loading Alembic and its scripts (0.2 s a run).
+SCHEMA_REVISION = "0009"
 
 # On MySQL/MariaDB the state must be transactional and hold any text, whatever the database's
 # defaults (a state kept in the shop's own MyISAM, latin1 database included).
@@ -231,6 +234,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     The migrations live in `include/backorder/migrations/`; their version is kept in
     `bo_alembic_version`, apart from any other Alembic user of the same database.
     """
+    if revision == "head" and _revision_in(engine) == SCHEMA_REVISION:
+        return
     from alembic import command
     from alembic.config import Config
 
@@ -239,6 +244,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+def _revision_in(engine: Engine) -> str | None:
+    """The revision the version table names, or None when there is none (a new database) or it cannot be read."""
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    except sa.exc.DBAPIError:
+        return None  # no such table yet: Alembic creates it
+    return found[0] if len(found) == 1 else None
 
 
 def current_revision(engine: Engine) -> str | None:
