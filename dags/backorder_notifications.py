@@ -18,9 +18,11 @@ them with the previous snapshot (the latest one before T) and sends at most one 
 Tasks: `extract_backorder_lines` -> `load_previous_snapshot` -> `classify` -> `choose_sends`
 (branch) and `plan_<kind>` -> `send_initial` / `send_changed` / `send_periodic` /
 `send_available` (skipped when nothing is due; each mapped over `send_parallelism` batches, one
-SMTP connection each, at most 4 running at once) -> `write_snapshot_and_audit`. Everything a
-run decided and sent is kept in the state database (`backorder_state_db`, else `shop_db`): the
-run record, every email with the server's answer, and the snapshot. A repeated run for the same T sends nothing twice.
+SMTP connection each, at most 4 running at once) -> `write_snapshot_and_audit` -> `prune_state`.
+Everything a run decided and sent is kept in the state database (`backorder_state_db`, else
+`shop_db`): the run record, every email with the server's answer, and the snapshot. A repeated run
+for the same T sends nothing twice. With `keep_days` set, `prune_state` then deletes what is older than
+that before the latest snapshot, except everything of the orders that waited since.
 
 For a kind with nothing due, the branch and the mapping agree (both read `classify`'s counts): the branch
 skips its send task, and its `plan_<kind>` gives no batch. The branch is kept because it is where the run's
@@ -28,9 +30,10 @@ decision shows: the graph draws which send tasks run, and its log names them; th
 of batches either way, and an empty list is its own answer for nothing due.
 
 **Operations** (the `[backorder]` section of the Airflow config, or `AIRFLOW__BACKORDER__<KEY>`):
-`schedule` (cron, preset, or `none` for triggered runs only), `start_date`, `catchup`; with
-`ops_email` set, a failed run and a run still unfinished `run_deadline_minutes` after it was
-queued are emailed there over `ops_smtp_conn_id`. The snapshot task emits the Asset
+`schedule` (cron, preset, or `none` for triggered runs only), `start_date`, `catchup`,
+`keep_days` (unset: the state keeps everything); with `ops_email` set, a failed run and a run
+still unfinished `run_deadline_minutes` after it was queued are emailed there over
+`ops_smtp_conn_id`. The snapshot task emits the Asset
 `backorder_snapshot` (extra: the run's id, T and counts) for downstream DAGs once per T, when it
 writes the first snapshot at T: a dry run, a repeated run of T and a cleared try emit nothing.
 """
@@ -152,6 +155,15 @@ def backorder_notifications() -> None:
             get_current_context()["outlet_events"][SNAPSHOT_WRITTEN].add(SNAPSHOT_ASSET, extra=summary)
         return summary
 
+    @task
+    def prune_state() -> dict[str, int]:
+        """Delete what the state database no longer needs, older than [backorder] keep_days before the latest
+        snapshot, in batches; nothing when keep_days is unset. Returns the rows deleted per table."""
+        from include.backorder import pipeline
+
+        with permanent_errors_fail_at_once():
+            return pipeline.prune_state(state_db(), SETTINGS.keep_days)
+
     record_id = extract_backorder_lines()
     previous_snapshot = load_previous_snapshot(record_id)
     due = classify(record_id, previous_snapshot)
@@ -162,9 +174,11 @@ def backorder_notifications() -> None:
         for kind in KINDS
     ]
     # No value passes on these edges: the branch skips the send tasks of kinds with nothing due, and the
-    # last task reads what was sent from the state database.
+    # snapshot task reads what was sent from the state database.
     choose_sends(due) >> sends
-    sends >> write_snapshot_and_audit(record_id)
+    finished = write_snapshot_and_audit(record_id)
+    sends >> finished
+    finished >> prune_state()  # only after the run's snapshot and audit were written (all_success)
 
 
 backorder_notifications()

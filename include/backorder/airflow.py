@@ -6,7 +6,7 @@ the library imports and tests without Airflow. It holds what both need and nothi
 - the names of the DAG's contract: `DAG_ID`, the connection ids (`SHOP_CONN_ID`, `STATE_CONN_ID`,
   `SMTP_CONN_ID`) and the Variable of the unsubscribe secret;
 - the `[backorder]` section of the Airflow config (`read_settings()`: schedule, start date, catch-up,
-  ops alerts), and the ops alerts it asks for (`ops_alerts()`);
+  ops alerts, retention), and the ops alerts it asks for (`ops_alerts()`);
 - the DAG's params, made from the library's (`dag_params()`, from config.param_specs());
 - connections as the library's values: `DbConnection`, the state database rule (`state_db()`:
   `backorder_state_db`, else `shop_db`), `SmtpSettings`; a run's context as `RunContext` and `RunParams`;
@@ -30,6 +30,7 @@ from airflow.sdk import BaseHook, Param, Variable, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from include.backorder.config import (
+    MAX_DAYS,
     ConfigError,
     DbConnection,
     RunContext,
@@ -54,7 +55,8 @@ SECTION = "backorder"  # of the Airflow config: [backorder], or AIRFLOW__BACKORD
 
 @dataclass(frozen=True)
 class Settings:
-    """The `[backorder]` section of the Airflow config: when the DAG runs, and whom it tells when a run fails."""
+    """The `[backorder]` section of the Airflow config: when the DAG runs, whom it tells when a run fails, and
+    how long the state database keeps what it no longer needs."""
 
     schedule: str | None = "@daily"  # cron or preset; None: triggered runs only (`none` in the config)
     start_date: datetime = datetime(2026, 1, 1, tzinfo=UTC)
@@ -62,10 +64,12 @@ class Settings:
     ops_email: str = ""  # empty: no ops alerts
     ops_smtp_conn_id: str = SMTP_CONN_ID
     run_deadline: timedelta = timedelta(minutes=120)  # after a run was queued, it is late
+    keep_days: int | None = None  # prune_state deletes what is older (state/retention.py); None: keep everything
 
 
 def read_settings() -> Settings:
-    """The `[backorder]` settings; a start_date that is no ISO date is a ValueError that says so."""
+    """The `[backorder]` settings; a start_date that is no ISO date, or a keep_days that is no whole number of
+    days from 1 to 36500, is a ValueError that names the setting."""
     schedule = _setting("schedule", "@daily")
     start_text = _setting("start_date", "2026-01-01")
     try:
@@ -79,7 +83,20 @@ def read_settings() -> Settings:
         ops_email=_setting("ops_email", ""),
         ops_smtp_conn_id=_setting("ops_smtp_conn_id", SMTP_CONN_ID),
         run_deadline=timedelta(minutes=conf.getfloat(SECTION, "run_deadline_minutes", fallback=120.0)),
+        keep_days=_keep_days(_setting("keep_days", "")),
     )
+
+
+def _keep_days(text: str) -> int | None:
+    """`[backorder] keep_days`: empty (unset) keeps everything; else whole days, from 1 to MAX_DAYS."""
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+        raise ValueError(
+            f"[backorder] keep_days: {text!r} is not a whole number of days from 1 to {MAX_DAYS}"
+            " (leave it unset to keep everything)"
+        )
+    return int(text)
 
 
 def _setting(key: str, default: str) -> str:

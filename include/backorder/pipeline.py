@@ -1,4 +1,4 @@
-"""The stages of one run, as the DAG's tasks call them: extract, previous snapshot, classify, send, finish.
+"""The stages of one run, as the DAG's tasks call them: extract, previous snapshot, classify, send, finish, prune.
 
 Each stage takes plain values (connections, the run id) and keeps its results in the state
 database, in one transaction, so that only ids and counts travel between tasks. Each returns a
@@ -35,7 +35,7 @@ from include.backorder.classify import (
     plain_records,
     shown_date,
 )
-from include.backorder.config import ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
+from include.backorder.config import MAX_DAYS, ConfigError, DbConnection, RunContext, RunParams, SmtpSettings
 from include.backorder.mailer import Mailer
 from include.backorder.sending import SEND_PARTS, Sender, load_batch
 from include.backorder.shop import (
@@ -646,3 +646,19 @@ def _totals(by_kind: dict[str, dict[str, int]]) -> str:
         f"{kind} {sum(langs.values())} ({', '.join(f'{lang} {c}' for lang, c in sorted(langs.items()))})"
         for kind, langs in sorted(by_kind.items())
     )
+
+
+# --- prune -----------------------------------------------------------------------------------
+
+
+def prune_state(state_db: DbConnection, keep_days: int | None) -> dict[str, int]:
+    """Delete what the state no longer needs, older than `keep_days` days before its latest snapshot
+    (`[backorder] keep_days`; None: keep everything), in batches (state.retention). Returns the rows
+    deleted per table."""
+    if keep_days is None:
+        log.info("prune: keep_days not set: nothing pruned")
+        return dict.fromkeys(st.PRUNED_TABLES, 0)
+    if isinstance(keep_days, bool) or not isinstance(keep_days, int) or not 1 <= keep_days <= MAX_DAYS:
+        raise ConfigError(f"[backorder] keep_days: {keep_days!r} is not a whole number of days from 1 to {MAX_DAYS}")
+    with _engine(state_db) as state:
+        return st.prune(state, keep_days)

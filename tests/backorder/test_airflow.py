@@ -236,6 +236,19 @@ def test_the_backorder_settings(monkeypatch) -> None:
     assert adapter.ops_alerts(adapter.Settings()) == {}
 
 
+@pytest.mark.parametrize(("value", "keep_days"), [("", None), ("30", 30), (" 7 ", 7), ("1", 1), ("36500", 36500)])
+def test_keep_days_unset_keeps_everything(monkeypatch, value: str, keep_days: int | None) -> None:
+    monkeypatch.setenv("AIRFLOW__BACKORDER__KEEP_DAYS", value)
+    assert adapter.read_settings().keep_days == keep_days
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "30d", "1.5", "ten", "36501", "\u0663"])
+def test_a_bad_keep_days_names_the_setting(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("AIRFLOW__BACKORDER__KEEP_DAYS", value)
+    with pytest.raises(ValueError, match=r"^\[backorder\] keep_days: .* is not a whole number of days from 1 to 36500"):
+        adapter.read_settings()
+
+
 @pytest.mark.parametrize(
     ("error", "fails_at_once"),
     [

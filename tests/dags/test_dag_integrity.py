@@ -51,6 +51,7 @@ def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
         "send_periodic",
         "send_available",
         "write_snapshot_and_audit",
+        "prune_state",
     }
     assert dag.get_task("load_previous_snapshot").upstream_task_ids == {"extract_backorder_lines"}
     assert dag.get_task("classify").upstream_task_ids == {"extract_backorder_lines", "load_previous_snapshot"}
@@ -61,6 +62,9 @@ def test_dag_is_found_with_its_tasks_in_order(dag) -> None:
     final = dag.get_task("write_snapshot_and_audit")
     assert {"send_initial", "send_changed", "send_periodic", "send_available"} <= final.upstream_task_ids
     assert final.trigger_rule == "none_failed"
+    prune = dag.get_task("prune_state")  # only after the snapshot and the audit were written
+    assert prune.upstream_task_ids == {"write_snapshot_and_audit"} and not prune.downstream_task_ids
+    assert prune.trigger_rule == "all_success"
 
 
 def test_params_and_retries(dag) -> None:
@@ -323,6 +327,12 @@ def test_a_bad_start_date_is_an_import_error_that_says_so(monkeypatch) -> None:
     bag = _parse(monkeypatch, start_date="first of May")
     (error,) = bag.import_errors.values()
     assert "[backorder] start_date: 'first of May' is not an ISO date such as 2026-01-01" in error
+
+
+def test_a_bad_keep_days_is_an_import_error_that_says_so(monkeypatch) -> None:
+    bag = _parse(monkeypatch, keep_days="30d")
+    (error,) = bag.import_errors.values()
+    assert "[backorder] keep_days: '30d' is not a whole number of days from 1 to 36500" in error
 
 
 def test_the_trigger_forms_empty_text_fields_are_valid(dag) -> None:

@@ -274,3 +274,28 @@ def test_clearing_the_snapshot_task_changes_nothing_and_emits_no_asset_event(dag
         T0.isoformat(),
         (T0 + timedelta(days=1)).isoformat(),
     ]
+
+
+def test_prune_state_deletes_what_is_older_than_keep_days(world, mail_sink, state_db, monkeypatch) -> None:
+    """`[backorder] keep_days` 1, read when the DAG file is parsed: every run ends with prune_state, and after the
+    fourth day only the snapshots from the cutoff on are left."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("AIRFLOW__BACKORDER__KEEP_DAYS", "1")
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.dags["backorder_notifications"]
+    dag.default_conf = {**dag.params.dump()}  # type: ignore[attr-defined]
+    for task in dag.tasks:
+        task.retries = 0
+    for day in range(4):
+        dag_run, _ = run(dag, mail_sink, day)
+        assert task_states(dag_run)["prune_state"] == "success"
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        kept = c.execute(sa.select(st.snapshots.c.reference_time).order_by(st.snapshots.c.reference_time)).scalars()
+        assert list(kept) == [naive(2), naive(3)]  # the cutoff is day 2, the latest snapshot's T less a day
+        assert c.execute(sa.select(sa.func.count()).select_from(st.runs)).scalar_one() == 4  # each is still referenced
+    engine.dispose()

@@ -162,7 +162,7 @@ def check_airflow(
     today = datetime.fromisoformat(run["logical_date"])
     assert today == midnight(today) and midnight(started) <= today <= datetime.now(UTC), (run, started)
 
-    # Every email the run recorded as sent (its summary, the final task's XCom) is an .eml file in <home>/mail/.
+    # Every email the run recorded as sent (its summary, write_snapshot_and_audit's XCom) is an .eml file in <home>/mail/.
     run_path = f"{runs}/{urllib.parse.quote(run['dag_run_id'])}"
     xcom = api.call("GET", f"{run_path}/taskInstances/write_snapshot_and_audit/xcomEntries/return_value")
     summary = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])

@@ -9,7 +9,7 @@ start (`reference_days`), so that no new scheduled run can appear while the test
 time of day it starts at (with `@daily` a test started before midnight would see a fourth). The test checks, as a data engineer would in the UI:
 
 1. the schedule created the runs and each succeeded; the REST API lists their task instances, and
-   the final task's log holds the run's summary; the customers got the right email each day;
+   write_snapshot_and_audit's log holds the run's summary; the customers got the right email each day;
    the snapshot task emitted the `backorder_snapshot` Asset with the run's counts, and the README's
    downstream DAG (docs/examples/backorder_report.py) ran on it;
 2. a run that fails (a table prefix the shop lacks) emails ops through the failure callback, and
@@ -223,7 +223,7 @@ def run_the_stack(stack: ExitStack, shop, tmp_path: Path, mail_sink) -> None:
 
 
 def check_run_in_the_api(api: RestApi, run: dict[str, Any], expected: dict[Any, set[tuple[int, str]]]) -> None:
-    """A run's task instances succeeded (or were skipped); its last task's log holds the run's summary."""
+    """A run's task instances succeeded (or were skipped); its snapshot task's log holds the run's summary."""
     run_path = f"{RUNS}/{urllib.parse.quote(run['dag_run_id'])}"
     tis = api.get(f"{run_path}/taskInstances?limit=100")["task_instances"]
     states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in tis}

@@ -6,11 +6,14 @@
   how a value is stored (`storable`, `dumps`);
 - `run_records`: a run's record, created by extract and completed by finish;
 - `lines`: the line history (the snapshot at any T), and what extract stages for classify and finish;
-- `outbox`: the notifications a run puts in the outbox and its sends take out, and what decides them.
+- `outbox`: the notifications a run puts in the outbox and its sends take out, and what decides them;
+- `retention`: what `[backorder] keep_days` deletes (`prune`), in batches, and what it keeps.
 
 The functions take an open connection and leave the transaction to the caller: a stage runs them
-in one transaction (pipeline.py). The lease's statements stay in lease.py, and the send stage's
-group UPDATE of statuses in sending.py, beside the code whose rules they carry out.
+in one transaction (pipeline.py). `prune` is the exception: it takes the engine and commits each batch
+on its own, so that a large prune never holds the state database for long. The lease's statements
+stay in lease.py, and the send stage's group UPDATE of statuses in sending.py, beside the code whose
+rules they carry out.
 """
 
 from include.backorder.state.lines import (
@@ -45,6 +48,7 @@ from include.backorder.state.outbox import (
     suppressions_query,
     take_over_notifications,
 )
+from include.backorder.state.retention import PRUNED_TABLES, Horizon, horizon, kept_orders, prune
 from include.backorder.state.run_records import (
     complete_run_record,
     create_run_record,
@@ -86,6 +90,7 @@ __all__ = [
     "MIGRATIONS_DIR",
     "OPEN",
     "OVERTAKEN",
+    "PRUNED_TABLES",
     "RUN_FINISHED",
     "SCHEMA_REVISION",
     "STATUS_DRY_RUN",
@@ -94,6 +99,7 @@ __all__ = [
     "TOLD",
     "VERSION_TABLE",
     "HeldLine",
+    "Horizon",
     "add_notifications",
     "complete_run_record",
     "count_handled_by_earlier_runs",
@@ -107,6 +113,8 @@ __all__ = [
     "get_snapshot",
     "held_at",
     "history_query",
+    "horizon",
+    "kept_orders",
     "leases",
     "line_history",
     "lines_at",
@@ -118,6 +126,7 @@ __all__ = [
     "overtaken_notifications",
     "pin_previous_snapshot",
     "previous_snapshot",
+    "prune",
     "read_history",
     "read_history_at",
     "read_previous_dates",
