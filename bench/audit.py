@@ -100,7 +100,9 @@ def fill(engine: sa.Engine, days: int, per_day: int, lines: int, seed: int = 1) 
             conn.execute(sa.insert(st.notifications), [{**row, "run_id": run_id} for row in rows])
             if day >= days - 2:
                 conn.execute(
-                    sa.insert(st.snapshots).values(reference_time=t, run_id=run_id, line_count=lines, created_at=t)
+                    sa.insert(st.snapshots).values(
+                        reference_time=t, run_id=run_id, line_count=lines, created_at=t, shop_time=t
+                    )
                 )
         if day == days - 1:
             _fill_history(engine, T_LAST - timedelta(days=1), lines)

@@ -167,22 +167,6 @@ def _held(row: dict[str, Any]) -> st.HeldLine:
     return st.HeldLine(int(row["orders_id"]), int(row["products_id"]), row["date_available"])
 
 
-def _changes(lines: list[dict[str, Any]], previous: dict[int, st.HeldLine], run_id: int) -> list[dict[str, Any]]:
-    """What the snapshot at T changes against the previous one: new and changed lines, and gone ones (date None)."""
-    now = {int(row["orders_products_id"]): _held(row) for row in lines}
-    changed = [
-        {"run_id": run_id, "orders_products_id": key, **held._asdict()}
-        for key, held in now.items()
-        if previous.get(key) != held
-    ]
-    gone = [
-        {"run_id": run_id, "orders_products_id": key, **held._asdict(), "date_available": None}
-        for key, held in previous.items()
-        if key not in now
-    ]
-    return changed + gone
-
-
 def _shared_customers(rows: list[dict[str, Any]]) -> set[int]:
     """Orders whose customer id is given with more than one address (a shop's common guest account): the
     opt-out rule needs all of them beside each other (state.suppressions_query)."""
@@ -271,7 +255,8 @@ def extract(
             orders = {int(row["orders_id"]) for row in lines}
             for row in missing_product_lines(shop, tables, params, sorted(orders)):
                 found.suspect(row, PROBLEM_DELETED_PRODUCT)
-            changes = _changes(lines, previous, run_id)
+            now = {int(row["orders_products_id"]): _held(row) for row in lines}
+            changes, reached = st.diff_snapshot(previous, now, shop_time, run_id)
             st.stage_changes(conn, changes)
             arrivals = (
                 _arrivals(shop, tables, params, shop_time, previous, orders, found) if params.send_available else []
@@ -279,11 +264,11 @@ def extract(
             st.stage_arrivals(
                 conn, [{**row, "run_id": run_id, "previous_date": _previous_date(previous, row)} for row in arrivals]
             )
-            look_at = {int(c["orders_id"]) for c in changes if c["date_available"] is not None}
+            look_at = {int(c["orders_id"]) for c in changes if c["date_available"] is not None}  # new or changed
             look_at |= _shared_customers(lines + arrivals)
             if snap is not None:
                 rules = Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language)
-                history = st.read_history_at(conn, t, snap["reference_time"])
+                history = st.read_history_at(conn, t, snap)
                 look_at |= due_by_time(orders - look_at, history, rules)
             else:
                 look_at = orders  # the first run: every order is new
@@ -313,10 +298,11 @@ def extract(
         f"; {arrived} orders wait no more" if params.send_available else "",
     )
     log.info(
-        "extract: against the previous snapshot (%s): %d line(s) new, changed or gone; staged the %d line(s) of"
-        " the %d order(s) classify looks at",
+        "extract: against the previous snapshot (%s): %d line(s) new, changed or gone (not counting those whose"
+        " date was reached: %d); staged the %d line(s) of the %d order(s) classify looks at",
         snap["reference_time"].isoformat() if snap else "none, the first run",
         len(changes),
+        reached,
         len(staged),
         staged_orders,
     )
@@ -592,7 +578,8 @@ def finish(state_db: DbConnection, run_id: int) -> dict[str, Any]:
         again = run["status"] == RunStatus.FINISHED  # its staged lines are gone: writing a snapshot now would empty it
         snapshot = None
         if not run["dry_run"] and not again:
-            first = st.write_snapshot(conn, run_id, t, run["line_count"] or 0, _utcnow())
+            shop_time = RunParams.from_json(run["params"]).shop_time(t.replace(tzinfo=UTC))
+            first = st.write_snapshot(conn, run_id, t, shop_time, run["line_count"] or 0, _utcnow())
             snapshot = "written" if first else "replaced"
         counts = st.notification_counts(conn, run_id)
         earlier = st.count_handled_by_earlier_runs(conn, run_id, t, bool(run["dry_run"]))

@@ -97,7 +97,10 @@ def test_upgrade_from_0008_keeps_every_snapshot_and_the_days_after(golden, state
         assert not sa.inspect(c).has_table("bo_snapshot_line")
         history_rows = c.execute(sa.select(sa.func.count()).select_from(st.line_history)).scalar_one()
         latest = c.execute(sa.select(sa.func.max(st.snapshots.c.reference_time))).scalar_one()
-        still_held = c.execute(sa.select(sa.func.count()).where(st.line_history.c.valid_to == st.OPEN)).scalar_one()
+        h = st.line_history.c
+        still_held = c.execute(
+            sa.select(sa.func.count()).where(h.valid_to == st.OPEN, h.date_available > latest)
+        ).scalar_one()
         assert still_held == len(st.held_at(c, latest)) > 0, "the rows that still hold are found by valid_to = OPEN"
     engine.dispose()
     assert history_rows < len(old["bo_snapshot_line"]) / 3, "a row per change, not per snapshot and line"
@@ -261,26 +264,21 @@ def _told_0008(order: int, t: datetime) -> dict[str, Any]:
 
 
 def _write(
-    conn: sa.Connection, t: datetime, lines: dict[int, st.HeldLine], model: dict[datetime, dict[int, st.HeldLine]]
+    conn: sa.Connection, t: datetime, shop: dict[int, st.HeldLine], model: dict[datetime, dict[int, st.HeldLine]]
 ) -> None:
-    """Write the snapshot at T as a run does: its changes against the snapshot before T, then apply them."""
+    """Write the snapshot at T as a run does: the shop's lines whose date is after T, their changes against
+    the snapshot before T (st.diff_snapshot, as extract), applied by st.write_snapshot (as finish)."""
+    lines = {k: v for k, v in shop.items() if v.date_available > t}  # the backorder lines at T (shop time = T)
     run_id = st.create_run_record(
         conn, dag_id="d", dag_run_id=str(t), reference_time=t, dry_run=False, params="{}", shop_schema={}, started_at=t
     )
     before = st.previous_snapshot(conn, t)
     previous = st.held_at(conn, before["reference_time"] if before else None)
-    changes = [
-        {"run_id": run_id, "orders_products_id": k, **v._asdict()} for k, v in lines.items() if previous.get(k) != v
-    ]
-    changes += [
-        {"run_id": run_id, "orders_products_id": k, **v._asdict(), "date_available": None}
-        for k, v in previous.items()
-        if k not in lines
-    ]
+    changes, _ = st.diff_snapshot(previous, lines, t, run_id)
     st.stage_changes(conn, changes)
-    st.write_snapshot(conn, run_id, t, len(lines), t)
+    st.write_snapshot(conn, run_id, t, t, len(lines), t)
     st.drop_staged(conn, run_id)
-    model[t] = dict(lines)
+    model[t] = lines
 
 
 def _expected(model: dict[datetime, dict[int, st.HeldLine]], t: datetime) -> dict[int, st.HeldLine]:
@@ -327,9 +325,10 @@ def test_snapshots_written_in_any_order_read_back_as_full_copies(seed, state_db)
             t = rng.choice(sorted(model))  # the same T again
         else:
             t = rng.choice(times[:latest]) + timedelta(hours=rng.choice((0, 12)))  # a backfill
-        current = {k: v for k, v in current.items() if rng.random() > 0.15}
-        for key in rng.sample(range(1, 25), rng.randint(0, 6)):
-            current[key] = st.HeldLine(key, rng.randint(1, 3), base + timedelta(days=rng.randint(20, 23)))
+        current = {k: v for k, v in current.items() if rng.random() > 0.15}  # shipped, cancelled
+        for key in rng.sample(range(1, 25), rng.randint(0, 6)):  # new lines, new dates; some pass within the days
+            days = rng.choice((rng.randint(1, 12), rng.randint(20, 23)))
+            current[key] = st.HeldLine(key, rng.randint(1, 3), base + timedelta(days=days, hours=rng.choice((0, 6))))
         with engine.begin() as c:
             _write(c, t, current, model)
         with engine.connect() as c:
@@ -376,4 +375,12 @@ def test_a_quiet_day_stages_nothing_and_adds_no_history_row(shop, state_db, smtp
     reminder = day(7)  # orders 2 and 5 were last told 7 days ago, the others 5 days ago
     assert (reminder.changed_lines, reminder.staged_orders, staged[7]) == (0, 2, (4, 0))
     assert len(mail_sink.messages) == 5 + 3 + 2
+    reached = day(30)  # Dec 2: product 1's date (Dec 1) was reached: its 3 lines leave without a write
+    assert (reached.lines, reached.changed_lines, staged[30][1]) == (7, 0, 0)
+    assert count(st.line_history) == 13, "a line whose date was reached ends by itself"
+    with engine.connect() as c:
+        assert (
+            sorted(line.products_id for line in st.held_at(c, T0.replace(tzinfo=None) + timedelta(days=30)).values())
+            == [2] * 3 + [3] * 4
+        )
     engine.dispose()

@@ -299,7 +299,7 @@ def test_finish_run_again_keeps_the_snapshot_and_the_next_day_sends_no_false_cha
     assert again["counts"] == first["counts"] and again["snapshot"] is None
     (snap,) = rows(state_db, st.snapshots)
     with sa.create_engine(state_db.url()).connect() as c:
-        lines = c.execute(st.lines_at(snap["reference_time"])).all()
+        lines = c.execute(st.snapshot_lines(c, snap["reference_time"])).all()
     assert (snap["line_count"], len(lines)) == (3, 3)
 
     mail_sink.clear()

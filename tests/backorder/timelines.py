@@ -148,7 +148,7 @@ def snapshot_at(state_db: DbConnection, t: datetime) -> list[list[Any]]:
     engine = sa.create_engine(state_db.url())
     with engine.connect() as c:
         if sa.inspect(c).has_table("bo_line_history"):
-            rows = c.execute(st.lines_at(t)).all()
+            rows = c.execute(st.snapshot_lines(c, t)).all()
         else:  # revision 0008 and before: a full copy per snapshot
             rows = c.execute(
                 sa.text(

@@ -91,11 +91,14 @@ def notifications(state_db: DbConnection, t: datetime | None = None) -> list[sa.
 
 def snapshot_lines(state_db: DbConnection) -> dict[datetime, tuple[int, int]]:
     """Per snapshot T: (its line count, the lines it really holds)."""
-    s = st.snapshots
-    return {
-        r["reference_time"]: (r["line_count"], len(select(state_db, st.lines_at(r["reference_time"]))))
-        for r in select(state_db, sa.select(s))
-    }
+    engine = sa.create_engine(state_db.url())
+    with engine.connect() as c:
+        found = {
+            r.reference_time: (r.line_count, len(c.execute(st.snapshot_lines(c, r.reference_time)).all()))
+            for r in c.execute(sa.select(st.snapshots))
+        }
+    engine.dispose()
+    return found
 
 
 def received(mail_sink: Any) -> list[tuple[int, str]]:

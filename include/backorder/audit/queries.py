@@ -242,7 +242,7 @@ def open_lines(conn: Connection, page: Page = Page()) -> OpenLines:
     if latest is None:
         return OpenLines(None, None, None, [], 0, page)
     before = st.previous_snapshot(conn, latest["reference_time"])
-    held = st.lines_at(latest["reference_time"]).subquery("held")
+    held = st.lines_at(latest["reference_time"], latest["shop_time"]).subquery("held")
     total = conn.execute(sa.select(sa.func.count(sa.distinct(held.c.products_id)))).scalar_one()
     lines = sa.func.count().label("lines")
     rows = conn.execute(
@@ -259,7 +259,7 @@ def open_lines(conn: Connection, page: Page = Page()) -> OpenLines:
     ).all()
     previous: dict[int, datetime] = {}
     if before is not None and rows:
-        then = st.lines_at(before["reference_time"]).subquery("then")
+        then = st.lines_at(before["reference_time"], before["shop_time"]).subquery("then")
         previous = {
             pid: when
             for pid, when in conn.execute(

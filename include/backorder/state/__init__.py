@@ -18,6 +18,7 @@ rules they carry out.
 
 from include.backorder.state.lines import (
     HeldLine,
+    diff_snapshot,
     drop_staged,
     get_snapshot,
     held_at,
@@ -26,6 +27,8 @@ from include.backorder.state.lines import (
     read_previous_dates,
     read_staged_arrivals,
     read_staged_lines,
+    snapshot_at,
+    snapshot_lines,
     stage_arrivals,
     stage_changes,
     stage_lines,
@@ -105,6 +108,7 @@ __all__ = [
     "count_handled_by_earlier_runs",
     "create_run_record",
     "current_revision",
+    "diff_snapshot",
     "drop_staged",
     "due_notifications",
     "due_per_kind",
@@ -139,6 +143,8 @@ __all__ = [
     "runs",
     "silence_notifications",
     "skipped_notifications",
+    "snapshot_at",
+    "snapshot_lines",
     "snapshots",
     "stage_arrivals",
     "stage_changes",

@@ -1,7 +1,8 @@
 """A run's backorder lines in the state database: the line history, and what a run stages between its tasks.
 
 The history (`bo_line_history`) keeps each line's state once per change, with the reference times
-between which it held; `lines_at` reads the snapshot at any T from it, `held_at` as a dict.
+between which it held; `snapshot_lines` reads the snapshot at any T from it (`lines_at` when the
+snapshot is known), `held_at` as a dict.
 Extract compares the shop's lines with the previous snapshot and stages only what the next tasks
 need (`stage_lines`, `stage_arrivals`: the lines of the orders classify must look at, each with its
 previous date; `stage_changes`: what changed). Classify reads them (`read_staged_lines`,
@@ -110,20 +111,61 @@ def get_snapshot(conn: Connection, snapshot_id: int) -> sa.RowMapping | None:
     return conn.execute(sa.select(snapshots).where(snapshots.c.id == snapshot_id)).mappings().first()
 
 
-def lines_at(reference_time: datetime) -> sa.Select[Any]:
-    """The snapshot at T: the lines the latest snapshot at or before T held (orders_products_id, orders_id,
-    products_id, date_available). One indexed range: valid_to > T, then valid_from <= T."""
+def lines_at(reference_time: datetime, shop_time: datetime) -> sa.Select[Any]:
+    """The lines of the snapshot at T whose shop time is `shop_time` (orders_products_id, orders_id,
+    products_id, date_available): the rows valid at T whose date is still ahead. One range on the
+    date index (the lines whose date is later than the snapshot's shop time), then the validity."""
     h = line_history
     return sa.select(h.c.orders_products_id, h.c.orders_id, h.c.products_id, h.c.date_available).where(
-        h.c.valid_to > reference_time, h.c.valid_from <= reference_time
+        h.c.date_available > shop_time, h.c.valid_to > reference_time, h.c.valid_from <= reference_time
     )
+
+
+def snapshot_at(conn: Connection, reference_time: datetime) -> sa.RowMapping | None:
+    """The latest snapshot at or before T, if any: the one whose lines are "the snapshot at T"."""
+    query = (
+        sa.select(snapshots)
+        .where(snapshots.c.reference_time <= reference_time)
+        .order_by(snapshots.c.reference_time.desc())
+        .limit(1)
+    )
+    return conn.execute(query).mappings().first()
+
+
+def snapshot_lines(conn: Connection, reference_time: datetime) -> sa.Select[Any]:
+    """`lines_at` for any T: the lines of the latest snapshot at or before T (none before the first)."""
+    snap = snapshot_at(conn, reference_time)
+    if snap is None:
+        return lines_at(reference_time, OPEN)  # no date is later than OPEN: no line
+    return lines_at(reference_time, snap["shop_time"])
 
 
 def held_at(conn: Connection, reference_time: datetime | None) -> dict[int, HeldLine]:
     """The snapshot at T by orders_products_id (empty for None: there is no previous snapshot)."""
     if reference_time is None:
         return {}
-    return {row[0]: HeldLine(row[1], row[2], row[3]) for row in conn.execute(lines_at(reference_time))}
+    return {row[0]: HeldLine(row[1], row[2], row[3]) for row in conn.execute(snapshot_lines(conn, reference_time))}
+
+
+def diff_snapshot(
+    previous: dict[int, HeldLine], now: dict[int, HeldLine], shop_time: datetime, run_id: int
+) -> tuple[list[dict[str, Any]], int]:
+    """What the snapshot at T (`now`, by orders_products_id; `shop_time`: T as the shop writes dates) changes
+    against the previous one, as rows of bo_staged_change: new and changed lines, and the lines gone for another
+    reason than their date (date_available None). Also how many lines left because their date was reached: such
+    a line ends by itself in the history (tables.line_history), so that most common change costs no row."""
+    changed = [
+        {"run_id": run_id, "orders_products_id": key, **held._asdict()}
+        for key, held in now.items()
+        if previous.get(key) != held
+    ]
+    gone = [
+        {"run_id": run_id, "orders_products_id": key, **held._asdict(), "date_available": None}
+        for key, held in previous.items()
+        if key not in now and held.date_available > shop_time
+    ]
+    reached = sum(1 for key, held in previous.items() if key not in now and held.date_available <= shop_time)
+    return changed + gone, reached
 
 
 def _next_snapshot_time(conn: Connection, reference_time: datetime) -> datetime:
@@ -230,8 +272,14 @@ def _insert_between(
             conn.execute(sa.insert(h), rows)
 
 
-def write_snapshot(conn: Connection, run_id: int, reference_time: datetime, lines: int, created_at: datetime) -> bool:
-    """Apply this run's staged changes to the history as the snapshot at T; return True if it is the first at T.
+def write_snapshot(
+    conn: Connection, run_id: int, reference_time: datetime, shop_time: datetime, lines: int, created_at: datetime
+) -> bool:
+    """Apply this run's staged changes to the history as the snapshot at T (`shop_time`: T as the shop writes
+    its dates); return True if it is the first snapshot at T.
+
+    A line that left because its date was reached is not among the changes: its row ends by itself
+    (see tables.line_history).
 
     The snapshot at every other T stays as it was: a run of a T later than the whole history closes and
     adds rows; a repeated run of T, or a backfill of an earlier T, rewrites only the rows of the lines that
@@ -242,18 +290,11 @@ def write_snapshot(conn: Connection, run_id: int, reference_time: datetime, line
     at_t = snapshots.c.reference_time == reference_time
     snap_id = conn.execute(sa.select(snapshots.c.id).where(at_t)).scalar_one_or_none()
     first = snap_id is None
+    values = {"run_id": run_id, "line_count": lines, "created_at": created_at, "shop_time": shop_time}
     if first:
-        conn.execute(
-            sa.insert(snapshots).values(
-                reference_time=reference_time, run_id=run_id, line_count=lines, created_at=created_at
-            )
-        )
+        conn.execute(sa.insert(snapshots).values(reference_time=reference_time, **values))
     else:
-        conn.execute(
-            sa.update(snapshots)
-            .where(snapshots.c.id == snap_id)
-            .values(run_id=run_id, line_count=lines, created_at=created_at)
-        )
+        conn.execute(sa.update(snapshots).where(snapshots.c.id == snap_id).values(**values))
     until = _next_snapshot_time(conn, reference_time)
     if until < OPEN or _history_from(conn, reference_time):
         _insert_between(conn, reference_time, until, _staged_changes(conn, run_id))

@@ -102,11 +102,11 @@ def read_history(conn: Connection, run_id: int, reference_time: datetime) -> pd.
     return pd.read_sql(history_query(reference_time, staged_orders), conn)
 
 
-def read_history_at(conn: Connection, reference_time: datetime, snapshot_time: datetime) -> pd.DataFrame:
-    """`history_query` for the orders of the snapshot at `snapshot_time` (a run's previous snapshot)."""
+def read_history_at(conn: Connection, reference_time: datetime, snapshot: sa.RowMapping) -> pd.DataFrame:
+    """`history_query` for the orders of a snapshot (a bo_snapshot row: a run's previous snapshot)."""
     import pandas as pd
 
-    held = lines_at(snapshot_time).subquery("held")
+    held = lines_at(snapshot["reference_time"], snapshot["shop_time"]).subquery("held")
     return pd.read_sql(history_query(reference_time, sa.select(held.c.orders_id).distinct()), conn)
 
 

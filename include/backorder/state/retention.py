@@ -8,7 +8,7 @@ resumes), except what the rules still need:
 - the *horizon*: cutoff = the latest snapshot's T - keep_days; the *boundary* is the latest snapshot at or
   before the cutoff, kept, so that a run (a backfill) at any T after it still finds its previous snapshot;
 - the *kept orders*: every order that waited at the boundary or at any snapshot since (its lines have a
-  history row with valid_to later than the boundary), the orders still waiting at the latest snapshot
+  history row that had not ended by the boundary), the orders still waiting at the latest snapshot
   among them. Everything of a kept order is kept, however old: its line history and its notifications
   are the evidence its next email is decided on (told before, when, how many reminders), also for a
   backfill of a day after the boundary, when the order may wait no more at the latest snapshot.
@@ -16,7 +16,8 @@ resumes), except what the rules still need:
 Deleted, in this order, each in batches of `batch` ids, each batch its own transaction (the state is never
 locked for long, and a run may go on beside it; every DELETE checks its conditions again):
 
-1. `bo_line_history` rows that ended at or before the boundary (valid_to <= boundary), of orders not kept:
+1. `bo_line_history` rows that ended at or before the boundary (valid_to <= boundary, or a date reached by the
+   boundary's shop time), of orders not kept:
    the snapshot at the boundary and at every T after it reads back exactly as before;
 2. `bo_notification` rows with reference_time < cutoff, of orders not kept;
 3. `bo_snapshot` rows with reference_time < cutoff, except the boundary;
@@ -67,6 +68,7 @@ class Horizon:
     cutoff: datetime  # latest - keep_days
     boundary: datetime | None  # T of the latest snapshot at or before the cutoff (kept); None: there is none
     boundary_id: int | None
+    boundary_shop_time: datetime | None = None  # the boundary's shop time: a row whose date is not later ended
 
     @property
     def history_until(self) -> datetime:
@@ -82,31 +84,44 @@ def horizon(conn: Connection, keep_days: int) -> Horizon | None:
         return None
     cutoff = latest - timedelta(days=keep_days)
     boundary = conn.execute(
-        sa.select(s.id, s.reference_time).where(s.reference_time <= cutoff).order_by(s.reference_time.desc()).limit(1)
+        sa.select(s.id, s.reference_time, s.shop_time)
+        .where(s.reference_time <= cutoff)
+        .order_by(s.reference_time.desc())
+        .limit(1)
     ).first()
     if boundary is None:
         return Horizon(latest, cutoff, None, None)
-    return Horizon(latest, cutoff, boundary.reference_time, boundary.id)
+    return Horizon(latest, cutoff, boundary.reference_time, boundary.id, boundary.shop_time)
 
 
-def kept_orders(conn: Connection, since: datetime) -> set[int]:
-    """The orders with a line in the snapshot at `since` or at any snapshot after it (a history row that ends
-    later than `since`): served by the history's (valid_to, valid_from) index."""
+def _ended(until: datetime, shop_time: datetime | None) -> sa.ColumnElement[bool]:
+    """A history row that holds at no snapshot from `until` on: closed by then, or (with the shop time of the
+    snapshot at `until`) its date reached by then."""
     h = line_history.c
-    return {int(oid) for oid in conn.execute(sa.select(h.orders_id).where(h.valid_to > since).distinct()).scalars()}
+    return h.valid_to <= until if shop_time is None else sa.or_(h.valid_to <= until, h.date_available <= shop_time)
 
 
-def old_history(conn: Connection, until: datetime, after_id: int, limit: int) -> list[tuple[int, int]]:
-    """The next `limit` history rows by id after `after_id` that ended at or before `until`: (id, orders_id)."""
+def kept_orders(conn: Connection, since: datetime, shop_time: datetime | None = None) -> set[int]:
+    """The orders with a line in the snapshot at `since` or at any snapshot after it (a history row that has not
+    ended by `since`, see `_ended`)."""
     h = line_history.c
-    query = sa.select(h.id, h.orders_id).where(h.valid_to <= until, h.id > after_id).order_by(h.id).limit(limit)
+    query = sa.select(h.orders_id).where(~_ended(since, shop_time)).distinct()
+    return {int(oid) for oid in conn.execute(query).scalars()}
+
+
+def old_history(
+    conn: Connection, until: datetime, after_id: int, limit: int, shop_time: datetime | None = None
+) -> list[tuple[int, int]]:
+    """The next `limit` history rows by id after `after_id` that ended by `until` (`_ended`): (id, orders_id)."""
+    h = line_history.c
+    query = sa.select(h.id, h.orders_id).where(_ended(until, shop_time), h.id > after_id).order_by(h.id).limit(limit)
     return [(int(i), int(o)) for i, o in conn.execute(query)]
 
 
-def delete_history(conn: Connection, ids: list[int], until: datetime) -> int:
-    """Delete these history rows, each only if it still ended at or before `until`; return how many went."""
+def delete_history(conn: Connection, ids: list[int], until: datetime, shop_time: datetime | None = None) -> int:
+    """Delete these history rows, each only if it still ended by `until`; return how many went."""
     h = line_history.c
-    return int(conn.execute(sa.delete(line_history).where(h.id.in_(ids), h.valid_to <= until)).rowcount)
+    return int(conn.execute(sa.delete(line_history).where(h.id.in_(ids), _ended(until, shop_time))).rowcount)
 
 
 def old_notifications(conn: Connection, cutoff: datetime, after_id: int, limit: int) -> list[tuple[int, int]]:
@@ -212,7 +227,7 @@ def prune(engine: Engine, keep_days: int, batch: int = BATCH) -> dict[str, int]:
         if edge is None:
             log.info("prune: keep_days %d: no snapshot yet: nothing pruned", keep_days)
             return counts
-        kept = kept_orders(conn, edge.history_until)
+        kept = kept_orders(conn, edge.history_until, edge.boundary_shop_time)
     log.info(
         "prune: keep_days %d: latest snapshot %s, cutoff %s; kept: the snapshot at %s and the history from it on,"
         " and everything of the %d order(s) waiting at it or since",
@@ -222,12 +237,12 @@ def prune(engine: Engine, keep_days: int, batch: int = BATCH) -> dict[str, int]:
         edge.boundary.isoformat() if edge.boundary else "none (no snapshot at or before the cutoff)",
         len(kept),
     )
-    until, cutoff = edge.history_until, edge.cutoff
+    until, until_shop, cutoff = edge.history_until, edge.boundary_shop_time, edge.cutoff
 
     def history(conn: Connection, after: int, size: int) -> tuple[list[int], int]:
-        rows = old_history(conn, until, after, size)
+        rows = old_history(conn, until, after, size, until_shop)
         doomed = list(_unkept(rows, kept))
-        return [row_id for row_id, _ in rows], delete_history(conn, doomed, until) if doomed else 0
+        return [row_id for row_id, _ in rows], delete_history(conn, doomed, until, until_shop) if doomed else 0
 
     def emails(conn: Connection, after: int, size: int) -> tuple[list[int], int]:
         rows = old_notifications(conn, cutoff, after, size)

@@ -122,14 +122,20 @@ snapshots = sa.Table(
     sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), nullable=False),
     sa.Column("line_count", sa.Integer, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # T as the shop wrote its dates (naive, shop_timezone) at this snapshot: a history row whose date is not
+    # later than this is not in it (migration 0009).
+    sa.Column("shop_time", Timestamp, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )
 
 # A line's state is stored once per change (a type-2 slowly changing dimension, as dbt snapshots
 # keep it): the row holds from the snapshot at `valid_from` until the first snapshot at which it no
-# longer held, `valid_to` (OPEN while it still holds). The snapshot at any T is the rows with
-# valid_from <= T < valid_to (`lines.lines_at`). Rows are kept merged: two rows of one line never
-# meet with the same values. Migration 0009 made it from the full copies in `bo_snapshot_line`.
+# longer held (`valid_to`; OPEN while it still holds), or, sooner, until its date is reached: a line
+# whose date passed is no backorder line, so that most common change costs no write. The snapshot
+# at any T is the rows with valid_from <= T < valid_to whose date is later than the shop time of the
+# latest snapshot at or before T (`lines.lines_at`, one indexed range on date_available). Rows are kept
+# merged: two rows of one line never meet with the same values. Migration 0009 made it from the full
+# copies in `bo_snapshot_line`.
 OPEN = datetime(9999, 12, 31)
 line_history = sa.Table(
     "bo_line_history",
@@ -142,9 +148,11 @@ line_history = sa.Table(
     sa.Column("valid_from", Timestamp, nullable=False),
     sa.Column("valid_to", Timestamp, nullable=False),
     sa.UniqueConstraint("orders_products_id", "valid_from", name="uq_bo_line_history_line"),
-    # The snapshot at T: valid_to > T is a short range for a recent T (the open rows and those closed since).
+    # Boundaries at or after T (a repeated run, a backfill): valid_to >= T is short but for the open rows.
     sa.Index("ix_bo_line_history_valid", "valid_to", "valid_from"),
     sa.Index("ix_bo_line_history_from", "valid_from"),
+    # The snapshot at a recent T: the lines whose date is still ahead (not every row a passed date ended).
+    sa.Index("ix_bo_line_history_date", "date_available"),
     **MYSQL_TABLE_OPTIONS,
 )
 

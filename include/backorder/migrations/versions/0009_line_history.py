@@ -1,5 +1,7 @@
 """bo_line_history: each line's state once per change, with the times between which it held; replaces the
-full copies in bo_snapshot_line. bo_staged_change and previous_date: a run stages what changed, not every line.
+full copies in bo_snapshot_line. bo_snapshot.shop_time: a row whose date is not later than it is not in the
+snapshot (a line whose date was reached ends without a write). bo_staged_change and previous_date: a run
+stages what changed, not every line.
 
 The stored snapshots are converted snapshot by snapshot, in order of their reference time: a line whose
 values are the same as at the snapshot before keeps its row; a changed, new or gone line closes its row
@@ -15,9 +17,11 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from alembic import op
@@ -41,7 +45,7 @@ STAGED = ("bo_staged_line", "bo_staged_arrival")
 BATCH = 10_000
 HISTORY_COLUMNS = ("orders_products_id", "orders_id", "products_id", "date_available", "valid_from", "valid_to")
 
-DATES = ("date_available", "valid_from", "valid_to", "reference_time", "previous_date")
+DATES = ("date_available", "valid_from", "valid_to", "reference_time", "previous_date", "shop_time")
 
 
 def _table(name: str, *columns: str) -> sa.TableClause:
@@ -149,6 +153,27 @@ def _runs_under_way(conn: sa.Connection) -> None:
                 conn.execute(sa.update(t).where(*this_line).values(previous_date=sa.bindparam("b_date")), dates)
 
 
+def _shop_times(conn: sa.Connection) -> None:
+    """Each snapshot's T as its shop wrote dates: in the shop_timezone its run's params name (UTC by default)."""
+    snaps = sa.table(
+        "bo_snapshot",
+        sa.column("id", sa.Integer),
+        sa.column("reference_time", Timestamp),
+        sa.column("run_id", sa.Integer),
+        sa.column("shop_time", Timestamp),
+    )
+    runs = sa.table("bo_run", sa.column("id", sa.Integer), sa.column("params", sa.Text))
+    found = conn.execute(
+        sa.select(snaps.c.id, snaps.c.reference_time, runs.c.params).select_from(
+            snaps.outerjoin(runs, runs.c.id == snaps.c.run_id)
+        )
+    ).all()
+    for snap_id, at, run_params in found:
+        zone = (json.loads(run_params or "{}") or {}).get("shop_timezone") or "UTC"
+        shop_time = at.replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+        conn.execute(sa.update(snaps).where(snaps.c.id == snap_id).values(shop_time=shop_time))
+
+
 def upgrade() -> None:
     op.create_table(
         "bo_line_history",
@@ -164,6 +189,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_bo_line_history_valid", "bo_line_history", ["valid_to", "valid_from"])
     op.create_index("ix_bo_line_history_from", "bo_line_history", ["valid_from"])
+    op.create_index("ix_bo_line_history_date", "bo_line_history", ["date_available"])
     op.create_table(
         "bo_staged_change",
         sa.Column("run_id", sa.Integer, sa.ForeignKey("bo_run.id"), primary_key=True),
@@ -177,6 +203,11 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("previous_date", Timestamp))
     conn = op.get_bind()
+    with op.batch_alter_table("bo_snapshot") as batch:
+        batch.add_column(sa.Column("shop_time", Timestamp))
+    _shop_times(conn)
+    with op.batch_alter_table("bo_snapshot") as batch:
+        batch.alter_column("shop_time", existing_type=Timestamp, nullable=False)
     _convert(conn)
     _runs_under_way(conn)
     op.drop_table("bo_snapshot_line")
@@ -193,16 +224,21 @@ def downgrade() -> None:
         sa.Column("date_available", Timestamp, nullable=False),
         **MYSQL_TABLE_OPTIONS,
     )
-    h = history
-    held = sa.select(
-        snapshot.c.id, h.c.orders_products_id, h.c.orders_id, h.c.products_id, h.c.date_available
-    ).select_from(
-        snapshot.join(h, sa.and_(h.c.valid_from <= snapshot.c.reference_time, h.c.valid_to > snapshot.c.reference_time))
+    h, snap = history, _table("bo_snapshot", "id", "reference_time", "shop_time")
+    valid = sa.and_(
+        h.c.valid_from <= snap.c.reference_time,
+        h.c.valid_to > snap.c.reference_time,
+        h.c.date_available > snap.c.shop_time,
+    )
+    held = sa.select(snap.c.id, h.c.orders_products_id, h.c.orders_id, h.c.products_id, h.c.date_available).select_from(
+        snap.join(h, valid)
     )
     columns = ["snapshot_id", "orders_products_id", "orders_id", "products_id", "date_available"]
     op.get_bind().execute(sa.insert(_table("bo_snapshot_line", *columns)).from_select(columns, held))
     for table in STAGED:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("previous_date")
+    with op.batch_alter_table("bo_snapshot") as batch:
+        batch.drop_column("shop_time")
     op.drop_table("bo_staged_change")
     op.drop_table("bo_line_history")
