@@ -136,7 +136,8 @@ def test_each_fault_happens_as_named_and_every_message_arrives_once(
     with caplog.at_level(logging.WARNING, logger="include.backorder.mailer"):
         answers, counted = send_all(replace(smtp, timeout=1.0), messages)
     assert counted == reconnects
-    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    # Ours only: the SMTP server's own log (aiosmtpd) may also say "connection lost", as the timing falls.
+    lost = [r.getMessage() for r in caplog.records if r.name == "include.backorder.mailer" and "lost" in r.getMessage()]
     assert len(lost) == reconnects, lost
     assert all(any(part in line for part in reason.split("|")) for line in lost), lost
     assert [o[:4] for o in answers] == ["250 "] * 6
