@@ -559,7 +559,7 @@ def shop_sizes(url: str = MARIADB_URL) -> bench_shop.Sizes:
     """The sizes the bench shop at `url` was built with (its bench_meta)."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        meta: dict[str, str] = dict(conn.execute(sa.text("SELECT name, value FROM bench_meta")).tuples().all())
+        meta: dict[str, str] = {str(k): str(v) for k, v in conn.execute(sa.text("SELECT name, value FROM bench_meta"))}
     engine.dispose()
     return bench_shop.Sizes(**{f: int(meta[f]) for f in bench_shop.Sizes.__dataclass_fields__})
 
