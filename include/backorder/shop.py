@@ -258,8 +258,10 @@ def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: date
     its order, at random: on the benchmark's full shop 164,000 lines and orders for 78,000 rows
     (bench/read.py; bench/results/read.md has the figures and plans). STRAIGHT_JOIN holds MySQL and
     MariaDB to the written order; other dialects never see it (PostgreSQL and SQLite plan their own
-    joins). Ordering by orders_id alone costs nothing there (the scan of `orders` is in its order);
-    ordering by orders_products_id too made MariaDB sort every row in a temporary table first."""
+    joins). MariaDB drops it when the query is used as a subquery (the derived table is merged into
+    the outer query): count with `with_only_columns`, as bench/shop.py does. Ordering by orders_id
+    alone costs nothing (the scan of `orders` is in its order); ordering by orders_products_id too
+    made MariaDB sort every row in a temporary table before sending the first."""
     o, p = tables.orders, tables.products
     query = (
         _lines_select(tables, params, orders_first=True)
