@@ -12,11 +12,12 @@ kind, finish), each day in a fresh process so that its peak memory is its own:
 - `changed`: T0 + 2.5 days, 1 % of the backordered products got a new date: `changed`.
 
 Against them, in the same repeat: L_read, the raw fetch of exactly the rows a run must read
-(the shop's backorder lines with the same query, and the previous snapshot) with PyMySQL and no
-pandas; L_send, the first day's messages, rendered beforehand, sent with smtplib over one
-connection to the same sink; and the peer, the same sending as Airflow's EmailOperator does it
-(a new connection per message, on a sample). Last, the first day's sending split in 1, 2 and 4
-parts sent at once by as many processes (the DAG's mapped send tasks).
+(the shop's backorder lines by the fastest of bench/read.py's formulations of the extract query,
+and the previous snapshot) with PyMySQL and no pandas; L_send, the first day's messages, rendered
+beforehand, sent with smtplib over one connection to the same sink; and the peer, the same
+sending as Airflow's EmailOperator does it (a new connection per message, on a sample). Last,
+the first day's sending split in 1, 2 and 4 parts sent at once by as many processes (the DAG's
+mapped send tasks).
 
 Results: `bench/results/<size>.json` and `bench/results/<size>.md` (min / median / max over the
 repeats), and the table on stdout.
@@ -186,36 +187,19 @@ def run_day_in_process(shop_url: str, state_url: str, port: int, at: datetime, p
 # --- the limits ----------------------------------------------------------------------------------
 
 
-def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
-    """The raw fetch of what a run at `at` must read: the shop's backorder lines (the same query,
-    compiled for MySQL) and the previous snapshot's lines (from the line history), with the plain
-    driver and no pandas."""
-    import pymysql
-
+def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, Any]:
+    """The raw fetch of what a run at `at` must read: the shop's backorder lines (the fastest of
+    bench/read.py's formulations of the extract query, each fetched once) and the previous snapshot's
+    lines (from the line history), with the plain driver and no pandas."""
+    from bench.read import fastest_raw_fetch
     from include.backorder import state as st
-    from include.backorder.shop import backorder_lines_query, inspect_shop
 
-    params = RunParams()
-    engine = sa.create_engine(_db(shop_url, "shop_db").url())
-    tables = inspect_shop(engine, params.table_prefix)
-    query = backorder_lines_query(tables, params, params.shop_time(at))
-    sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    engine.dispose()
-    u = sa.engine.make_url(shop_url)
-    conn = pymysql.connect(
-        host=u.host,
-        port=u.port or 3306,
-        user=u.username,
-        password=u.password or "",
-        database=u.database,
-        charset="utf8mb4",
+    fastest = fastest_raw_fetch(shop_url, at)
+    shop_rows, shop_seconds = fastest["rows"], fastest["seconds"]
+    say(
+        f"  L_read's shop part: {fastest['name']} the fastest of "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in fastest["all"].items())
     )
-    started = time.perf_counter()
-    with conn.cursor(pymysql.cursors.SSCursor) as cur:
-        cur.execute(sql)
-        shop_rows = sum(1 for _ in cur)
-    shop_seconds = time.perf_counter() - started
-    conn.close()
 
     state_engine = sa.create_engine(_db(state_url, "backorder_state_db").url())
     with state_engine.connect() as c:
@@ -231,6 +215,7 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     raw.close()
     state_engine.dispose()
     return {
+        "shop_query": fastest["name"],
         "shop_rows": shop_rows,
         "shop_seconds": shop_seconds,
         "snapshot_rows": snapshot_rows,

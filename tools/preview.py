@@ -61,7 +61,11 @@ def shop_lines(url: str, order_id: int, at: datetime, params: RunParams) -> tupl
     engine = sa.create_engine(url)
     try:
         tables = inspect_shop(engine, params.table_prefix)
-        query = backorder_lines_query(tables, params, at).where(tables.orders.c.orders_id == order_id)
+        query = (
+            backorder_lines_query(tables, params, at)
+            .where(tables.orders.c.orders_id == order_id)
+            .order_by(tables.orders_products.c.orders_products_id)  # the query orders the orders only
+        )
         with engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
     finally:

@@ -14,6 +14,7 @@ classify.py.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,14 +196,20 @@ def inspect_shop(engine: Engine, prefix: str, conn_id: str = "shop_db") -> ShopT
     return _tables(prefix, tuple(c for c in LANGUAGE_COLUMNS if c in order_cols), with_languages)
 
 
-def _lines_select(tables: ShopTables, params: RunParams, deleted_products: bool = False) -> sa.Select[Any]:
+def _lines_select(
+    tables: ShopTables, params: RunParams, deleted_products: bool = False, orders_first: bool = False
+) -> sa.Select[Any]:
     """Order lines with their order's details (LINE_COLUMNS), of orders in the selected statuses.
 
     With `deleted_products`, lines whose product is no longer in `products` are kept too (outer
-    join; date_available NULL), and PRODUCT_FOUND tells them apart (NULL for those)."""
+    join; date_available NULL), and PRODUCT_FOUND tells them apart (NULL for those). Rows come
+    ordered by orders_id and orders_products_id; with `orders_first`, the tables are joined orders,
+    lines, products (MySQL and MariaDB held to that order) and rows come ordered by orders_id only
+    (see `backorder_lines_query`)."""
     o, op, p = tables.orders, tables.orders_products, tables.products
     sources: list[Any] = [sa.func.nullif(o.c[name], "") for name in tables.language_columns]
-    joined = op.join(o, o.c.orders_id == op.c.orders_id).join(
+    first, then = (o, op) if orders_first else (op, o)
+    joined = first.join(then, o.c.orders_id == op.c.orders_id).join(
         p, p.c.products_id == op.c.products_id, isouter=deleted_products
     )
     if tables.languages is not None:
@@ -227,16 +234,37 @@ def _lines_select(tables: ShopTables, params: RunParams, deleted_products: bool 
         )
         .select_from(joined)
         .where(o.c.orders_status.in_(params.order_status_ids))
-        .order_by(o.c.orders_id, op.c.orders_products_id)
     )
+    if orders_first:
+        query = (
+            query.order_by(o.c.orders_id)
+            .prefix_with("STRAIGHT_JOIN", dialect="mysql")
+            .prefix_with("STRAIGHT_JOIN", dialect="mariadb")
+        )
+    else:
+        query = query.order_by(o.c.orders_id, op.c.orders_products_id)
     return query.add_columns(p.c.products_id.label(PRODUCT_FOUND)) if deleted_products else query
 
 
 def backorder_lines_query(tables: ShopTables, params: RunParams, shop_time: datetime) -> sa.Select[Any]:
-    """The backorder lines at shop time T: one row per order line, with its order's details."""
+    """The backorder lines at shop time T: one row per order line, with its order's details,
+    ordered by orders_id (`iter_backorder_lines` puts each order's lines in order).
+
+    The orders are read first: those in the statuses (a scan of `orders`: osCommerce has no index on
+    orders_status), their lines by idx_orders_products_orders_id, their products by primary key.
+    Open orders are a shop's latest, so both reads run along the tables. MariaDB left to itself
+    starts from `products` (it cannot tell how few have a date after T) and, through
+    idx_orders_products_products_id, visits every line ever ordered of a backordered product and
+    its order, at random: on the benchmark's full shop 164,000 lines and orders for 78,000 rows
+    (bench/read.py; bench/results/read.md has the figures and plans). STRAIGHT_JOIN holds MySQL and
+    MariaDB to the written order; other dialects never see it (PostgreSQL and SQLite plan their own
+    joins). MariaDB drops it when the query is used as a subquery (the derived table is merged into
+    the outer query): count with `with_only_columns`, as bench/shop.py does. Ordering by orders_id
+    alone costs nothing (the scan of `orders` is in its order); ordering by orders_products_id too
+    made MariaDB sort every row in a temporary table before sending the first."""
     o, p = tables.orders, tables.products
     query = (
-        _lines_select(tables, params)
+        _lines_select(tables, params, orders_first=True)
         .where(p.c.products_date_available > shop_time)
         # Orders placed after T did not exist on the day a run stands for (backfills, re-runs). An order
         # without a purchase date is kept, like one with a zero date (which compares as earlier than T).
@@ -301,9 +329,15 @@ def arrived_lines(
 def iter_backorder_lines(
     engine: Engine, tables: ShopTables, params: RunParams, shop_time: datetime, chunk_size: int = 5000
 ) -> Iterator[list[dict[str, Any]]]:
-    """Stream the backorder lines in chunks of plain dicts (keys: LINE_COLUMNS)."""
+    """Stream the backorder lines in chunks of plain dicts (keys: LINE_COLUMNS), ordered by orders_id
+    and orders_products_id (the query orders by orders_id: each order's lines are put in order here)."""
     query = backorder_lines_query(tables, params, shop_time)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(query)
-        for chunk in result.mappings().partitions(chunk_size):
-            yield [dict(row) for row in chunk]
+        rows = (
+            line
+            for _, lines in itertools.groupby(result.mappings(), key=lambda row: row["orders_id"])
+            for line in sorted((dict(row) for row in lines), key=lambda row: row["orders_products_id"])
+        )
+        while chunk := list(itertools.islice(rows, chunk_size)):
+            yield chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,8 @@ from include.backorder.shop import (
     missing_product_lines,
     parse_shop_datetime,
 )
+from tests.conftest import Shop, server_database
+from tools import demo_shop
 
 T = datetime(2026, 3, 10)
 
@@ -110,6 +113,57 @@ def minimal_shop(path, prefix: str = "", order_columns: str = "") -> sa.Engine:
             f"CREATE TABLE {prefix}products (products_id INTEGER PRIMARY KEY, products_date_available TEXT)"
         )
     return engine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_shop(request: pytest.FixtureRequest, shop: Shop) -> Iterator[Shop]:
+    """The SQLite shop, and the same tables in PostgreSQL (which returns an order's lines as it finds them)."""
+    if request.param == "sqlite":
+        yield shop
+        return
+    with server_database("postgres", "shop_db") as db:
+        engine = sa.create_engine(db.url())
+        demo_shop.create_schema(engine)
+        yield Shop(shop.path, engine)
+        engine.dispose()
+
+
+def test_lines_come_by_order_and_line_across_chunks(any_shop: Shop) -> None:
+    """The query orders by orders_id only; iter_backorder_lines puts each order's lines in order, an
+    order split over two chunks too (chunks of 2 here)."""
+    shop = any_shop
+    for pid in (1, 2, 3):
+        shop.product(pid, T + timedelta(days=pid))
+    shop._next_line = 60
+    shop.order(30, [1, 2], purchased=T - timedelta(days=1))
+    shop._next_line = 50
+    shop.order(20, [], purchased=T - timedelta(days=2))
+    shop._next_line = 10
+    shop.order(10, [], purchased=T - timedelta(days=3))
+    with shop.engine.begin() as c:  # lines written in no order: 53, 51, 52 of order 20, 12, 11 of order 10
+        for opid, oid, pid in [(53, 20, 3), (51, 20, 1), (12, 10, 2), (52, 20, 2), (11, 10, 1)]:
+            c.execute(
+                sa.insert(demo_shop.orders_products).values(
+                    orders_products_id=opid,
+                    orders_id=oid,
+                    products_id=pid,
+                    products_name=f"Product {pid}",
+                    products_price=10,
+                    products_quantity=1,
+                )
+            )
+
+    rows = extract(shop)
+
+    assert [(r["orders_id"], r["orders_products_id"]) for r in rows] == [
+        (10, 11),
+        (10, 12),
+        (20, 51),
+        (20, 52),
+        (20, 53),
+        (30, 60),
+        (30, 61),
+    ]
 
 
 def test_shop_without_language_column_gives_none(tmp_path) -> None:
