@@ -26,6 +26,7 @@ from include.backorder import KINDS, RunStatus, Status, lease
 from include.backorder import db as database
 from include.backorder import state as st
 from include.backorder.classify import (
+    LAST_PLAUSIBLE_DATE,
     PROBLEM_DELETED_PRODUCT,
     Rules,
     classify,
@@ -39,11 +40,11 @@ from include.backorder.config import MAX_DAYS, ConfigError, DbConnection, RunCon
 from include.backorder.mailer import Mailer
 from include.backorder.sending import SEND_PARTS, Sender, load_batch
 from include.backorder.shop import (
+    LINE_COLUMNS,
     ShopTables,
     arrived_lines,
     inspect_shop,
-    iter_backorder_lines,
-    missing_product_lines,
+    read_backorder_lines,
     shop_engine,
 )
 
@@ -112,8 +113,9 @@ class _ShopData:
         self.cut = 0
         self.suspects: dict[int, dict[str, Any]] = {}  # by orders_products_id: a line is listed once
 
-    def fitted(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The rows as `table` stores them (see state.storable), each suspect line noted."""
+    def fitted(self, table: sa.Table, rows: list[dict[str, Any]], check: bool = True) -> list[dict[str, Any]]:
+        """The rows as `table` stores them (see state.storable), each suspect line noted (unless `check`
+        is False: `check_lines` saw them)."""
         out = []
         for row in rows:
             fitted, cut = st.storable(table, row)
@@ -121,11 +123,21 @@ class _ShopData:
                 self.cut += 1
                 if self.cut <= LOGGED_AT_MOST:
                     log.warning("extract: order %s, line %s: %s", row["orders_id"], row["orders_products_id"], what)
-            problem = line_problem(row)
-            if problem is not None:
+            if check and (problem := line_problem(row)) is not None:
                 self.suspect(row, problem)
             out.append(fitted)
         return out
+
+    def check_lines(self, lines: list[tuple[Any, ...]]) -> None:
+        """Note the suspect lines among the shop's lines (tuples of LINE_COLUMNS): the usual line (a positive
+        quantity, a date before 2100) is passed over with two comparisons."""
+        for line in lines:
+            quantity, date = line[_QUANTITY], line[_DATE]
+            if quantity is not None and quantity > 0 and date < LAST_PLAUSIBLE_DATE:
+                continue
+            row = dict(zip(LINE_COLUMNS, line, strict=True))
+            if (problem := line_problem(row)) is not None:
+                self.suspect(row, problem)
 
     def suspect(self, row: dict[str, Any], problem: str) -> None:
         self.suspects.setdefault(
@@ -163,18 +175,21 @@ class _ShopData:
         return items[:SUSPECT_LINES_KEPT]
 
 
-def _held(row: dict[str, Any]) -> st.HeldLine:
-    return st.HeldLine(int(row["orders_id"]), int(row["products_id"]), row["date_available"])
+_ORDER, _LINE, _PRODUCT = (LINE_COLUMNS.index(name) for name in ("orders_id", "orders_products_id", "products_id"))
+_QUANTITY, _DATE = LINE_COLUMNS.index("products_quantity"), LINE_COLUMNS.index("date_available")
+_CUSTOMER, _ADDRESS = LINE_COLUMNS.index("customers_id"), LINE_COLUMNS.index("customers_email_address")
 
 
-def _shared_customers(rows: list[dict[str, Any]]) -> set[int]:
+def _shared_customers(lines: list[tuple[Any, ...]], arrivals: list[dict[str, Any]]) -> set[int]:
     """Orders whose customer id is given with more than one address (a shop's common guest account): the
     opt-out rule needs all of them beside each other (state.suppressions_query)."""
-    addresses: dict[int, set[Any]] = {}
-    for row in rows:
-        addresses.setdefault(row["customers_id"], set()).add(row["customers_email_address"])
+    pairs = [(line[_CUSTOMER], line[_ADDRESS], line[_ORDER]) for line in lines]
+    pairs += [(row["customers_id"], row["customers_email_address"], row["orders_id"]) for row in arrivals]
+    addresses: dict[Any, set[Any]] = {}
+    for customer, address, _ in pairs:
+        addresses.setdefault(customer, set()).add(address)
     shared = {cid for cid, found in addresses.items() if len(found) > 1}
-    return {int(row["orders_id"]) for row in rows if row["customers_id"] in shared}
+    return {int(order) for customer, _, order in pairs if customer in shared}
 
 
 def _arrivals(
@@ -197,9 +212,9 @@ def _arrivals(
     return found.fitted(st.staged_arrivals, arrivals.lines)
 
 
-def _previous_date(previous: dict[int, st.HeldLine], row: dict[str, Any]) -> datetime | None:
-    held = previous.get(int(row["orders_products_id"]))
-    return None if held is None else held.date_available
+def _previous_date(previous: dict[int, st.HeldLine], key: int) -> datetime | None:
+    held = previous.get(key)
+    return None if held is None else held[2]
 
 
 def extract(
@@ -247,35 +262,39 @@ def extract(
             st.pin_previous_snapshot(conn, run_id, snap["id"] if snap else None)
             previous = st.held_at(conn, snap["reference_time"] if snap else None)
             found = _ShopData()
-            lines: list[dict[str, Any]] = []
-            for chunk in iter_backorder_lines(shop, tables, params, shop_time, chunk_size):
-                lines += found.fitted(st.staged_lines, chunk)
-                if len(lines) % 50_000 < len(chunk):
-                    log.info("extract: %d backorder lines read so far", len(lines))
-            orders = {int(row["orders_id"]) for row in lines}
-            for row in missing_product_lines(shop, tables, params, sorted(orders)):
+            shop_lines = read_backorder_lines(
+                shop, tables, params, shop_time, lambda n: log.info("extract: %d backorder lines read so far", n)
+            )
+            lines = shop_lines.lines
+            found.check_lines(lines)
+            for row in shop_lines.deleted_products:
                 found.suspect(row, PROBLEM_DELETED_PRODUCT)
-            now = {int(row["orders_products_id"]): _held(row) for row in lines}
+            orders = {line[_ORDER] for line in lines}
+            now = {line[_LINE]: st.HeldLine(line[_ORDER], line[_PRODUCT], line[_DATE]) for line in lines}
             changes, reached = st.diff_snapshot(previous, now, shop_time, run_id)
             st.stage_changes(conn, changes)
             arrivals = (
                 _arrivals(shop, tables, params, shop_time, previous, orders, found) if params.send_available else []
             )
             st.stage_arrivals(
-                conn, [{**row, "run_id": run_id, "previous_date": _previous_date(previous, row)} for row in arrivals]
+                conn,
+                [
+                    {**row, "run_id": run_id, "previous_date": _previous_date(previous, row["orders_products_id"])}
+                    for row in arrivals
+                ],
             )
             look_at = {int(c["orders_id"]) for c in changes if c["date_available"] is not None}  # new or changed
-            look_at |= _shared_customers(lines + arrivals)
+            look_at |= _shared_customers(lines, arrivals)
             if snap is not None:
                 rules = Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language)
                 history = st.read_history_at(conn, t, snap)
                 look_at |= due_by_time(orders - look_at, history, rules)
             else:
                 look_at = orders  # the first run: every order is new
+            picked = [dict(zip(LINE_COLUMNS, line, strict=True)) for line in lines if line[_ORDER] in look_at]
             staged = [
-                {**row, "run_id": run_id, "previous_date": _previous_date(previous, row)}
-                for row in lines
-                if int(row["orders_id"]) in look_at
+                {**row, "run_id": run_id, "previous_date": _previous_date(previous, row["orders_products_id"])}
+                for row in found.fitted(st.staged_lines, picked, check=False)
             ]
             for start in range(0, len(staged), chunk_size):
                 st.stage_lines(conn, staged[start : start + chunk_size])

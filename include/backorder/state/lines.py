@@ -56,7 +56,9 @@ def stage_changes(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 def _staged(table: sa.Table, run_id: int) -> sa.Select[Any]:
     """A run's staged rows as the shop gave them (their previous dates apart: `read_previous_dates`)."""
-    return sa.select(*(c for c in table.columns if c.name != "previous_date")).where(table.c.run_id == run_id)
+    columns = (c for c in table.columns if c.name != "previous_date")
+    query = sa.select(*columns).where(table.c.run_id == run_id)
+    return query.order_by(table.c.orders_id, table.c.orders_products_id)  # an email lists its lines in this order
 
 
 def read_staged_lines(conn: Connection, run_id: int) -> pd.DataFrame:
