@@ -13,9 +13,11 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -241,8 +243,14 @@ def extract(
         except sa.exc.OperationalError as exc:
             # One line that names the connection; the driver's traceback adds nothing for the reader.
             raise ShopUnavailableError(f"connection {shop_db.conn_id!r}: cannot read the shop: {exc.orig}") from None
-        st.migrate(state)
         started = time.perf_counter()
+        # The shop's lines are read in a thread while the state's side is read here: each query's time on
+        # its server, and the waits on the network, overlap (the parsing of rows in Python does not).
+        reading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-shop")
+        progress = partial(log.info, "extract: %d backorder lines read so far")
+        from_shop = reading.submit(read_backorder_lines, shop, tables, params, shop_time, progress)
+        reading.shutdown(wait=False)
+        st.migrate(state)
         with state.begin() as conn:
             run_id = st.create_run_record(
                 conn,
@@ -261,10 +269,9 @@ def extract(
             snap = st.previous_snapshot(conn, t)
             st.pin_previous_snapshot(conn, run_id, snap["id"] if snap else None)
             previous = st.held_at(conn, snap["reference_time"] if snap else None)
+            history = st.read_history_at(conn, t, snap) if snap is not None else None
             found = _ShopData()
-            shop_lines = read_backorder_lines(
-                shop, tables, params, shop_time, lambda n: log.info("extract: %d backorder lines read so far", n)
-            )
+            shop_lines = from_shop.result()
             lines = shop_lines.lines
             found.check_lines(lines)
             for row in shop_lines.deleted_products:
@@ -285,9 +292,8 @@ def extract(
             )
             look_at = {int(c["orders_id"]) for c in changes if c["date_available"] is not None}  # new or changed
             look_at |= _shared_customers(lines, arrivals)
-            if snap is not None:
+            if history is not None:
                 rules = Rules(t, params.reminder_interval_days, params.max_reminders, params.default_language)
-                history = st.read_history_at(conn, t, snap)
                 look_at |= due_by_time(orders - look_at, history, rules)
             else:
                 look_at = orders  # the first run: every order is new
