@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +46,7 @@ from include.backorder.shop import (
     ShopTables,
     arrived_lines,
     inspect_shop,
+    plain_line,
     read_backorder_lines,
     shop_engine,
 )
@@ -130,14 +131,14 @@ class _ShopData:
             out.append(fitted)
         return out
 
-    def check_lines(self, lines: list[tuple[Any, ...]]) -> None:
-        """Note the suspect lines among the shop's lines (tuples of LINE_COLUMNS): the usual line (a positive
+    def check_lines(self, lines: list[Sequence[Any]]) -> None:
+        """Note the suspect lines among the shop's lines (rows of LINE_COLUMNS): the usual line (a positive
         quantity, a date before 2100) is passed over with two comparisons."""
         for line in lines:
             quantity, date = line[_QUANTITY], line[_DATE]
             if quantity is not None and quantity > 0 and date < LAST_PLAUSIBLE_DATE:
                 continue
-            row = dict(zip(LINE_COLUMNS, line, strict=True))
+            row = dict(zip(LINE_COLUMNS, plain_line(line), strict=True))
             if (problem := line_problem(row)) is not None:
                 self.suspect(row, problem)
 
@@ -182,7 +183,7 @@ _QUANTITY, _DATE = LINE_COLUMNS.index("products_quantity"), LINE_COLUMNS.index("
 _CUSTOMER, _ADDRESS = LINE_COLUMNS.index("customers_id"), LINE_COLUMNS.index("customers_email_address")
 
 
-def _shared_customers(lines: list[tuple[Any, ...]], arrivals: list[dict[str, Any]]) -> set[int]:
+def _shared_customers(lines: list[Sequence[Any]], arrivals: list[dict[str, Any]]) -> set[int]:
     """Orders whose customer id is given with more than one address (a shop's common guest account): the
     opt-out rule needs all of them beside each other (state.suppressions_query)."""
     pairs = [(line[_CUSTOMER], line[_ADDRESS], line[_ORDER]) for line in lines]
@@ -297,7 +298,9 @@ def extract(
                 look_at |= due_by_time(orders - look_at, history, rules)
             else:
                 look_at = orders  # the first run: every order is new
-            picked = [dict(zip(LINE_COLUMNS, line, strict=True)) for line in lines if line[_ORDER] in look_at]
+            picked = [
+                dict(zip(LINE_COLUMNS, plain_line(line), strict=True)) for line in lines if line[_ORDER] in look_at
+            ]
             staged = [
                 {**row, "run_id": run_id, "previous_date": _previous_date(previous, row["orders_products_id"])}
                 for row in found.fitted(st.staged_lines, picked, check=False)

@@ -333,10 +333,11 @@ def arrived_lines(
 
 @dataclass(frozen=True)
 class ShopLines:
-    """What `read_backorder_lines` found: the backorder lines at T as tuples (LINE_COLUMNS, the values as
-    iter_backorder_lines gives them), and the lines of the same orders whose product was deleted (dicts)."""
+    """What `read_backorder_lines` found: the backorder lines at T as rows of LINE_COLUMNS (their values as
+    iter_backorder_lines gives them once `plain_line` made them so), and the lines of the same orders whose
+    product was deleted (dicts)."""
 
-    lines: list[tuple[Any, ...]]
+    lines: list[Sequence[Any]]  # rows as the driver gave them (date_available a datetime): see `plain_line`
     deleted_products: list[dict[str, Any]]
 
 
@@ -345,7 +346,7 @@ _DATE_PURCHASED = LINE_COLUMNS.index("date_purchased")
 _QUANTITY = LINE_COLUMNS.index("products_quantity")
 
 
-def _plain_line(row: Sequence[Any]) -> tuple[Any, ...]:
+def plain_line(row: Sequence[Any]) -> tuple[Any, ...]:
     """A raw driver row as the typed query gives it: shop dates parsed (zero dates None), a DECIMAL quantity
     (Gambio) a float."""
     values = list(row[: len(LINE_COLUMNS)])
@@ -371,20 +372,22 @@ def read_backorder_lines(
 
     The extract's fast read: the query (`backorder_lines_query` with `deleted_products`) is compiled once
     and its rows are taken from the driver as they come (a server-side cursor where the driver has one),
-    without SQLAlchemy's per-value type processing; `_plain_line` does what those types did. `progress`
+    without SQLAlchemy's per-value type processing; `plain_line` does what those types did. `progress`
     is called with the count every `every` lines."""
     query = backorder_lines_query(tables, params, shop_time, deleted_products=True)
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     found = len(LINE_COLUMNS)
-    lines: list[tuple[Any, ...]] = []
+    lines: list[Sequence[Any]] = []
     deleted: list[tuple[Any, ...]] = []
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=5000).exec_driver_sql(sql)
         for row in result:
             if row[found] is None:
-                deleted.append(_plain_line(row))
+                deleted.append(plain_line(row))
                 continue
-            lines.append(_plain_line(row))
+            # The usual row (the driver gave a datetime) is kept as it came; `plain_line` does the rest where
+            # a line is staged. SQLite gives dates as text: those rows are made plain here.
+            lines.append(row if row[_DATE_AVAILABLE].__class__ is datetime else plain_line(row))
             if progress is not None and len(lines) % every == 0:
                 progress(len(lines))
     waiting = {line[0] for line in lines}
