@@ -9,6 +9,7 @@ decides what happens and in which transaction, not how it is spelled in SQL.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -186,13 +187,17 @@ _CUSTOMER, _ADDRESS = LINE_COLUMNS.index("customers_id"), LINE_COLUMNS.index("cu
 def _shared_customers(lines: list[Sequence[Any]], arrivals: list[dict[str, Any]]) -> set[int]:
     """Orders whose customer id is given with more than one address (a shop's common guest account): the
     opt-out rule needs all of them beside each other (state.suppressions_query)."""
-    pairs = [(line[_CUSTOMER], line[_ADDRESS], line[_ORDER]) for line in lines]
-    pairs += [(row["customers_id"], row["customers_email_address"], row["orders_id"]) for row in arrivals]
-    addresses: dict[Any, set[Any]] = {}
-    for customer, address, _ in pairs:
-        addresses.setdefault(customer, set()).add(address)
-    shared = {cid for cid, found in addresses.items() if len(found) > 1}
-    return {int(order) for customer, _, order in pairs if customer in shared}
+    pairs = [(row["customers_id"], row["customers_email_address"], row["orders_id"]) for row in arrivals]
+    first: dict[Any, Any] = {}
+    shared = set()
+    seen = itertools.chain(((line[_CUSTOMER], line[_ADDRESS]) for line in lines), ((c, a) for c, a, _ in pairs))
+    for customer, address in seen:
+        if first.setdefault(customer, address) != address:
+            shared.add(customer)
+    if not shared:
+        return set()
+    orders = {int(line[_ORDER]) for line in lines if line[_CUSTOMER] in shared}
+    return orders | {int(order) for customer, _, order in pairs if customer in shared}
 
 
 def _arrivals(

@@ -384,3 +384,24 @@ def test_a_quiet_day_stages_nothing_and_adds_no_history_row(shop, state_db, smtp
             == [2] * 3 + [3] * 4
         )
     engine.dispose()
+
+
+def test_an_order_not_looked_at_still_makes_a_customer_id_shared(shop, tmp_path, smtp, mail_sink) -> None:
+    """Extract stages only the orders classify must decide, and every order of a customer id given with several
+    addresses: the opt-out rule ignores an opt-out by such an id (a shared guest account), so Bea, whose line
+    changed, is told although an opt-out names the id 7 that Ann's order (not looked at) shares with hers."""
+    from include.backorder.unsubscribe import suppress
+    from tools import demo_shop
+
+    shop.product(1, datetime(2026, 12, 20))
+    shop.product(2, datetime(2026, 12, 24))
+    shop.order(1, [1], purchased=datetime(2026, 10, 1), email="ann@guest.example")
+    shop.order(2, [2], purchased=datetime(2026, 10, 1), email="bea@guest.example")
+    with shop.engine.begin() as c:
+        c.execute(sa.update(demo_shop.orders).values(customers_id=7))
+    state_db = DbConnection("backorder_state_db", "sqlite", host=str(tmp_path / "state.sqlite"))
+    timelines.one_run(shop, state_db, smtp, mail_sink, "run", 0)
+    suppress(state_db, customers_id=7, reason="asked by phone", source="admin")
+    shop.set_date(2, datetime(2026, 12, 28))
+    day = timelines.one_run(shop, state_db, smtp, mail_sink, "run", 1)
+    assert day["received"] == [["changed", "Ann Example <bea@guest.example>"]]

@@ -108,7 +108,8 @@ def read_history_at(conn: Connection, reference_time: datetime, snapshot: sa.Row
 
     held = lines_at(snapshot["reference_time"], snapshot["shop_time"]).subquery("held")
     result = conn.execute(history_query(reference_time, sa.select(held.c.orders_id).distinct()))
-    return pd.DataFrame.from_records(result.all(), columns=list(result.keys()), coerce_float=True)  # cheaper than read_sql
+    rows = [tuple(row) for row in result]  # plain tuples: pandas probes a Row's attributes, row by row, at a cost
+    return pd.DataFrame.from_records(rows, columns=list(result.keys()), coerce_float=True)
 
 
 def read_suppressions(conn: Connection, run_id: int) -> pd.DataFrame:
