@@ -220,8 +220,8 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, float]:
     with state_engine.connect() as c:
         snap = st.previous_snapshot(c, at.astimezone(UTC).replace(tzinfo=None))
     raw = state_engine.raw_connection()
-    sl = st.snapshot_lines
-    snap_query = sa.select(sl).where(sl.c.snapshot_id == (snap["id"] if snap else -1))
+    # The previous snapshot as extract reads it (state.held_at): its lines in the line history.
+    snap_query = st.lines_at(snap["reference_time"] if snap else datetime.min)
     snap_sql = str(snap_query.compile(dialect=state_engine.dialect, compile_kwargs={"literal_binds": True}))
     started = time.perf_counter()
     cur = raw.cursor()
