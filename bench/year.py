@@ -449,6 +449,7 @@ def state_size(engine: sa.Engine) -> dict[str, Any]:
     tables = state_tables(engine)
     rows = table_rows(engine, tables)
     per_table: dict[str, int | None] = dict.fromkeys(tables)
+    real_sending: dict[str, Any] | None = None
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             path = Path(engine.url.database or "")
@@ -469,6 +470,20 @@ def state_size(engine: sa.Engine) -> dict[str, Any]:
                 per_table[t] = int(conn.exec_driver_sql(f"SELECT pg_total_relation_size('{t}')").scalar_one())
             total = int(conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar_one())
             how = "pg_database_size; per table: pg_total_relation_size (table, indexes, TOAST)"
+            # A silenced row lacks what a sent one keeps (Message-ID, the server's answer, sent_at): what the
+            # year's notifications would weigh had they been sent, from the rows of each kind (pg_column_size).
+            found = conn.exec_driver_sql(
+                "SELECT status, COUNT(*), AVG(pg_column_size(n.*)) FROM bo_notification n"
+                " WHERE status IN ('sent', 'silenced') GROUP BY status"
+            ).all()
+            by_status = {str(status): (int(count), float(avg)) for status, count, avg in found}
+            if {"sent", "silenced"} <= by_status.keys():
+                more = by_status["sent"][1] - by_status["silenced"][1]
+                real_sending = {
+                    "silenced_rows": by_status["silenced"][0],
+                    "bytes_more_per_row": more,
+                    "bytes": total + round(more * by_status["silenced"][0]),
+                }
         else:
             conn.exec_driver_sql(f"ANALYZE TABLE {', '.join(tables)}").all()  # fresh statistics for the sizes
             found = conn.exec_driver_sql(
@@ -485,6 +500,7 @@ def state_size(engine: sa.Engine) -> dict[str, Any]:
         "rows": sum(rows.values()),
         "bytes": total,
         "measured_as": how,
+        "with_real_sending": real_sending,
     }
 
 
@@ -727,6 +743,7 @@ def backend_report(
             "value": size["bytes"],
             "met": size["bytes"] <= POSTGRES_BYTES_TARGET,
             "full_year": daily_runs >= 365,
+            "with_real_sending": (size.get("with_real_sending") or {}).get("bytes"),
         }
     return {
         "backend": year.backend,
@@ -861,6 +878,9 @@ def markdown(result: dict[str, Any]) -> str:
             value = t["value"]
             shown = f"{value / 2**30:.2f} GB" if "GB" in name else f"{value:,.1f}" if "ms" in name else f"{value:,}"
             scope = "" if t.get("full_year", True) else f" (after {b['daily_runs']} daily runs, not a year)"
+            if t.get("with_real_sending"):
+                real = t["with_real_sending"] / 2**30
+                scope += f" (had the year's notifications been sent, not silenced: about {real:.2f} GB)"
             lines.append(f"- {b['backend']}: {name}: {shown}{scope}: **{'met' if t['met'] else 'NOT met'}**")
     partial = [b for b in backends.values() if b["daily_runs"] < 365]
     if partial:
