@@ -46,10 +46,12 @@ preview: install-dev
 
 ## bench: the pipeline at shop scale against L_read and L_send (never part of `make test`);
 ##        SIZE=quick (default, ~2 min) or SIZE=full (1,000,000 order lines; ~15 min a repeat); results in bench/results/
+##        SIZE=year: 365 daily runs of the full shop on SQLite, MariaDB and PostgreSQL state (bench/year.py; hours),
+##        ARGS="--days 20 --backends postgres" for less; results in bench/results/year.{json,md}
 SIZE ?= quick
 REPEATS ?= 3
 bench: install-dev
-	$(PY) -m bench.run --size $(SIZE) --repeats $(REPEATS)
+	$(if $(filter year,$(SIZE)),$(PY) -m bench.year $(ARGS),$(PY) -m bench.run --size $(SIZE) --repeats $(REPEATS))
 
 ## screenshots: every kind in English, 700 px (desktop) and 375 px (phone) wide, as PNGs in docs/screenshots/;
 ## needs Debian's chromium (.ci/run installs it) and fails if an email overflows either width

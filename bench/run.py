@@ -205,6 +205,7 @@ def l_read(shop_url: str, state_url: str, at: datetime) -> dict[str, Any]:
     with state_engine.connect() as c:
         snap = st.previous_snapshot(c, at.astimezone(UTC).replace(tzinfo=None))
     raw = state_engine.raw_connection()
+    # The previous snapshot as extract reads it (state.held_at): its lines in the line history.
     snap_query = st.lines_at(snap["reference_time"], snap["shop_time"]) if snap else st.lines_at(T0, st.OPEN)
     snap_sql = str(snap_query.compile(dialect=state_engine.dialect, compile_kwargs={"literal_binds": True}))
     started = time.perf_counter()
